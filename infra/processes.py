@@ -1,0 +1,78 @@
+"""Running the services' processes: what tests, the demo and `make run` share."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll until ``predicate()`` is truthy; its value, or AssertionError with the last one."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Worker:
+    """A real ``celery worker`` process of one service, in its own process group."""
+
+    def __init__(self, service: str, env: dict[str, str], log_dir: Path, *extra: str) -> None:
+        self.service, self.env, self.extra = service, env, extra
+        self.log = log_dir / f"{service}-worker-{uuid.uuid4().hex[:6]}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> "Worker":
+        queues = f"{self.service}.tasks,{self.service}.events"
+        cmd = [
+            sys.executable, "-m", "celery", "-A", f"services.{self.service}.app", "worker",
+            "-Q", queues, "-n", f"{self.service}-{uuid.uuid4().hex[:6]}@%h",
+            "--without-gossip", "--without-mingle", "-l", "INFO", *self.extra,
+        ]  # fmt: skip
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_for(lambda: b" ready." in self.log.read_bytes() or self.proc.poll() is not None,
+                 timeout)  # fmt: skip
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited early:\n{self.output()[-3000:]}")
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the main process and its pool children."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)

@@ -1,0 +1,50 @@
+"""A real SMTP server on loopback that keeps what it receives, so tests and demos can read
+mail back. Never a mock: the notifier speaks SMTP to it exactly as to a production relay."""
+
+import asyncio
+import threading
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from infra.processes import free_port
+
+
+class SmtpSink:
+    """A real SMTP server on loopback that keeps what it receives, for tests to read back."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.delay = 0.0  # seconds to hold every message before answering
+        self.receiving = 0  # messages whose DATA has arrived and await an answer
+        self._lock = threading.Lock()
+        self.controller = Controller(self, hostname="127.0.0.1", port=port or free_port())
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd API)
+        self.receiving += 1
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.receiving -= 1
+        if server.transport is None or server.transport.is_closing():
+            return "451 client went away before the answer"  # like a real MTA: not accepted
+        with self._lock:
+            self.messages.append(
+                {"to": list(envelope.rcpt_tos), "data": envelope.content.decode(errors="replace")}
+            )
+        return "250 OK"
+
+    def start(self) -> "SmtpSink":
+        self.controller.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.controller.port
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def to(self, address: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [m for m in self.messages if address in m["to"]]

@@ -1,0 +1,117 @@
+"""The one Celery app factory every service uses, and the task base class it installs."""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, Task, bootsteps
+
+from shared.settings import Settings
+from shared.topology import EVENTS_EXCHANGE, SERVICES, ServiceTopology, declare_service
+
+
+class ServiceTask(Task):
+    """Late acks, dead-lettering on final failure, and retries that stay inside the service."""
+
+    Request = "shared.deadletter:DeadLetteringRequest"
+
+    def retry(
+        self,
+        args=None,
+        kwargs=None,
+        exc=None,
+        throw=True,
+        eta=None,
+        countdown=None,
+        max_retries=None,
+        **options,
+    ):
+        """Retry to the task's own queue, never the exchange it came from.
+
+        Celery retries to the original exchange and routing key; for an event that is the
+        shared ``events`` exchange, which would hand the event to every subscriber again.
+        Delays are whole seconds (native delayed delivery rejects sub-second countdowns)
+        and scaled by ``retry_delay_scale``.
+        """
+        if eta is None:
+            delay = self.default_retry_delay if countdown is None else countdown
+            countdown = max(1, math.ceil(delay * self.app.conf.retry_delay_scale))
+        options["queue"] = self.app.amqp.router.route({}, self.name)["queue"].name
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+
+class DeclareTopology(bootsteps.StartStopStep):
+    """Declare the service's DLX/DLQ and queues when the worker connects (or reconnects)."""
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, c) -> None:
+        channel = c.connection.channel()
+        try:
+            declare_service(channel, SERVICES[c.app.main])
+        finally:
+            channel.close()
+
+
+def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..., Any]:
+    """Routing as data: own tasks to own queues, events to ``events``, commands to their owner."""
+
+    def route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, Any] | None:
+        if name in own_queues:
+            return {"queue": own_queues[name]}
+        owner = name.split(".", 1)[0]
+        if owner in SERVICES and owner != topo.name:
+            return {"exchange": owner, "exchange_type": "topic", "routing_key": f"{owner}.tasks"}
+        if "." in name and not name.startswith("celery."):
+            return {"exchange": EVENTS_EXCHANGE, "exchange_type": "topic", "routing_key": name}
+        return None
+
+    return route
+
+
+def create_celery_app(
+    topo: ServiceTopology, settings: Settings, own_queues: dict[str, str]
+) -> Celery:
+    """A Celery app bound to the service's own queues, schema and control namespace."""
+    app = Celery(topo.name, task_cls=ServiceTask)
+    app.conf.update(
+        broker_url=settings.amqp_url,
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_retry_on_startup=True,
+        broker_channel_error_retry=True,
+        result_backend=f"db+{settings.database_url}",
+        database_table_schemas={"task": topo.name, "group": topo.name},
+        database_engine_options={"pool_pre_ping": True},
+        result_extended=True,
+        result_expires=settings.result_expires,
+        result_backend_always_retry=True,
+        result_backend_max_retries=10,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        timezone="Asia/Seoul",
+        enable_utc=True,
+        task_track_started=True,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure=False,
+        task_acks_on_timeout=True,
+        task_publish_retry=True,
+        task_queues=topo.work_queues(),
+        task_default_queue=topo.tasks_queue,
+        task_default_exchange=topo.name,
+        task_default_exchange_type="topic",
+        task_default_routing_key=topo.tasks_queue,
+        task_create_missing_queues=False,
+        task_routes=(router_for(topo, own_queues),),
+        control_exchange=topo.name,
+        event_exchange=f"{topo.name}.celeryev",
+        worker_consumer="shared.deadletter:DeadLetteringConsumer",
+        worker_prefetch_multiplier=4,
+        retry_delay_scale=settings.retry_delay_scale,
+    )
+    app.steps["consumer"].add(DeclareTopology)
+    return app

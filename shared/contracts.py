@@ -1,0 +1,109 @@
+"""Event contracts: the published language between services.
+
+An event is an envelope (id, type, version, occurred_at, source) around a typed payload.
+The id is stable across re-publishes, so consumers deduplicate on it. Each contract is
+versioned by its ``type`` and ``version`` literals; a new incompatible shape gets a new
+version and a new class.
+"""
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+class Event(BaseModel):
+    """Base envelope; subclasses pin ``type``/``version`` and type the payload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    registry: ClassVar[dict[str, type["Event"]]] = {}
+
+    id: UUID = Field(default_factory=uuid4)
+    type: str
+    version: int
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    source: str
+    payload: Any
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        event_type = cls.model_fields["type"].default
+        if isinstance(event_type, str):
+            Event.registry[event_type] = cls
+
+
+class UserSignedUpPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: UUID
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=200)
+    phone: str | None = None
+
+
+class UserSignedUp(Event):
+    type: Literal["user.signed_up"] = "user.signed_up"
+    version: Literal[1] = 1
+    payload: UserSignedUpPayload
+
+
+class NotificationPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    delivery_id: str
+    kind: str
+    channel: Literal["email", "sms"]
+    recipient: str
+    caused_by: UUID | None = None
+    error: str | None = None
+
+
+class NotificationSent(Event):
+    type: Literal["notification.sent"] = "notification.sent"
+    version: Literal[1] = 1
+    payload: NotificationPayload
+
+
+class NotificationFailed(Event):
+    type: Literal["notification.failed"] = "notification.failed"
+    version: Literal[1] = 1
+    payload: NotificationPayload
+
+
+class ReportGeneratedPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    report_id: UUID
+    kind: str
+    day: str
+    summary: dict[str, int]
+
+
+class ReportGenerated(Event):
+    type: Literal["report.generated"] = "report.generated"
+    version: Literal[1] = 1
+    payload: ReportGeneratedPayload
+
+
+def event_class(event_type: str) -> type[Event]:
+    """The contract for an event type; KeyError names the unknown type."""
+    return Event.registry[event_type]
+
+
+class Command(BaseModel):
+    """A request to one service; ``task`` names the service and the task that serves it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    task: ClassVar[str]
+
+
+class SendEmail(Command):
+    task: ClassVar[str] = "notifier.send_email"
+    to: EmailStr
+    subject: str = Field(min_length=1, max_length=300)
+    body: str
+    attachment: str | None = None
+
+
+class SendSms(Command):
+    task: ClassVar[str] = "notifier.send_sms"
+    to: str = Field(pattern=r"^\+?[0-9]{6,16}$")
+    text: str = Field(min_length=1, max_length=480)

@@ -1,0 +1,70 @@
+"""PostgreSQL access: one engine per process, a transaction per unit of work, migrations."""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.orm import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Database:
+    """Creates its engine lazily and again after a fork: connections never cross processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._pid = 0
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=5)
+            self._pid = os.getpid()
+        return self._engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work commits when the block ends and rolls back if it raises."""
+        with Session(self.engine) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def ensure_database(database_url: str) -> None:
+    """Create the database named in the URL if the server does not have it yet."""
+    url = make_url(database_url)
+    engine = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database}
+            ).scalar()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+    finally:
+        engine.dispose()
+
+
+def migrate(database_url: str, service_name: str) -> None:
+    """Create the service's schema and bring its tables to the newest migration."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{service_name}"'))
+    finally:
+        engine.dispose()
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "services" / service_name / "migrations"))
+    config.set_main_option("sqlalchemy.url", database_url)
+    config.attributes["schema"] = service_name
+    command.upgrade(config, "head")

@@ -1,0 +1,181 @@
+"""Every message that cannot be processed ends in its service's DLQ, carrying why.
+
+Native dead-lettering (``x-dead-letter-exchange``) records only ``x-death``. So the worker
+publishes a copy of the dead message (body and properties untouched) to the service's DLX
+with failure headers, waits for the broker's confirm, and only then acks the original.
+If that copy cannot be published, the original is rejected without requeue and native
+dead-lettering still keeps it: the reason is lost, the message is not.
+
+Two places feed this: ``DeadLetteringRequest`` (a task that failed for good) and
+``DeadLetteringConsumer`` (messages Celery would otherwise ack away or reject silently:
+undecodable bodies, no task header, unknown task names, disallowed content types).
+"""
+
+import logging
+import re
+import traceback as tb
+from datetime import UTC, datetime
+
+from billiard.einfo import ExceptionWithTraceback
+from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
+from celery.worker.consumer import Consumer
+from celery.worker.request import Request
+from kombu.exceptions import ContentDisallowed, DecodeError
+
+from shared.topology import service
+
+logger = logging.getLogger(__name__)
+
+DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
+TRACEBACK_LIMIT = 2000
+MESSAGE_LIMIT = 1000
+
+
+def reason_for(exc: BaseException) -> str:
+    """A short, stable code an operator can filter dead letters by."""
+    if isinstance(exc, Reject):
+        return "rejected"
+    if isinstance(exc, DecodeError):
+        return "undecodable-body"
+    if isinstance(exc, ContentDisallowed):
+        return "content-type-not-allowed"
+    if isinstance(exc, TimeLimitExceeded):
+        return "time-limit"
+    return "task-failed"
+
+
+def original_route(service_name: str, delivery: dict) -> tuple[str, str]:
+    """Where the message was published, seen through native delayed delivery.
+
+    A countdown retry reaches the queue via ``celery_delayed_delivery`` with the delay
+    encoded as 28 binary digits before the real routing key, forwarded from the
+    service's own exchange.
+    """
+    exchange = delivery.get("exchange") or ""
+    routing_key = delivery.get("routing_key") or ""
+    if exchange.startswith("celery_delayed"):
+        return service_name, DELAY_PREFIX.sub("", routing_key, count=1)
+    return exchange, routing_key
+
+
+def dead_letter(
+    app,
+    message,
+    *,
+    reason: str,
+    exc: BaseException | None,
+    traceback: str | None = None,
+) -> None:
+    """Publish a confirmed copy of ``message`` to its service's DLX with failure headers."""
+    topo = service(app.main)
+    headers = dict(message.headers or {})
+    delivery = message.delivery_info or {}
+    cause = exc.reason if isinstance(exc, Reject) and exc.reason is not None else exc
+    if traceback is None and cause is not None and cause.__traceback__ is not None:
+        traceback = "".join(tb.format_exception(cause))
+    exchange, routing_key = original_route(topo.name, delivery)
+    headers.update(
+        {
+            "x-dead-letter-reason": reason,
+            "x-exception-type": type(cause).__name__ if cause is not None else "",
+            "x-exception-message": str(cause)[:MESSAGE_LIMIT] if cause is not None else "",
+            "x-traceback": (traceback or "")[-TRACEBACK_LIMIT:],
+            "x-service": topo.name,
+            "x-task": str(headers.get("task") or ""),
+            "x-attempts": int(headers.get("retries") or 0) + 1,
+            "x-original-exchange": exchange,
+            "x-original-routing-key": routing_key,
+            "x-original-queue": topo.queue_for(exchange, routing_key),
+            "x-dead-lettered-at": datetime.now(UTC).isoformat(),
+        }
+    )
+    properties = message.properties or {}
+    with app.producer_pool.acquire(block=True) as producer:
+        producer.publish(
+            message.body,
+            exchange=topo.dlx,
+            routing_key=headers["x-original-queue"],
+            headers=headers,
+            content_type=message.content_type or "application/octet-stream",
+            content_encoding=message.content_encoding or "binary",
+            delivery_mode=2,
+            correlation_id=properties.get("correlation_id"),
+            reply_to=properties.get("reply_to"),
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    logger.error(
+        "dead-lettered %s message task=%s id=%s reason=%s: %s",
+        topo.name,
+        headers["x-task"],
+        headers.get("id"),
+        reason,
+        headers["x-exception-message"],
+    )
+
+
+def settle_dead(app, message, *, reason: str, exc: BaseException | None, **kw) -> bool:
+    """Dead-letter with reasons; True when the copy is confirmed and the original may be acked."""
+    try:
+        dead_letter(app, message, reason=reason, exc=exc, **kw)
+    except Exception:
+        logger.exception("could not publish a dead-letter copy; rejecting to the native DLX")
+        return False
+    return True
+
+
+def is_final(exc: BaseException) -> bool:
+    """A failure the task will not recover from by itself (no retry, no redelivery)."""
+    if isinstance(exc, Reject):
+        return not exc.requeue
+    return not isinstance(exc, (Retry, Ignore, WorkerLostError, SystemExit, KeyboardInterrupt))
+
+
+class DeadLetteringRequest(Request):
+    """A task request whose final failure dead-letters the message with its reasons."""
+
+    def on_failure(self, exc_info, send_failed_event: bool = True, return_ok: bool = False):
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        if is_final(exc) and not self.acknowledged and not self._already_revoked:
+            copied = settle_dead(
+                self.app,
+                self._message,
+                reason=reason_for(exc),
+                exc=exc,
+                traceback=exc_info.traceback,
+            )
+            # Settle now; the base class then records FAILURE and its ack/reject is a no-op.
+            if copied:
+                self.acknowledge()
+            else:
+                self.reject(requeue=False)
+        return super().on_failure(
+            exc_info, send_failed_event=send_failed_event, return_ok=return_ok
+        )
+
+
+class DeadLetteringConsumer(Consumer):
+    """Closes Celery's holes: nothing the worker cannot run is acked away or lost silently."""
+
+    def _dead(self, message, reason: str, exc: BaseException | None) -> None:
+        if settle_dead(self.app, message, reason=reason, exc=exc):
+            message.ack()
+        else:
+            message.reject(requeue=False)
+
+    def on_decode_error(self, message, exc):
+        self._dead(message, "undecodable-body", exc)
+
+    def on_unknown_message(self, body, message):
+        self._dead(message, "no-task-header", ValueError("message has no 'task' header"))
+
+    def on_unknown_task(self, body, message, exc):
+        name = (message.headers or {}).get("task")
+        self._dead(
+            message, "unknown-task", LookupError(f"no task named {name!r} in {self.app.main}")
+        )
+
+    def on_invalid_task(self, body, message, exc):
+        self._dead(message, reason_for(exc) if exc else "invalid-message", exc)

@@ -1,0 +1,19 @@
+"""The body of every service's alembic ``env.py``: versions live in the service's schema."""
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+
+def run() -> None:
+    config = context.config
+    schema = config.attributes["schema"]
+    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            version_table_schema=schema,
+            include_schemas=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations(schema=schema)
+    engine.dispose()

@@ -1,0 +1,43 @@
+"""Configuration, read once from the environment; nothing else reads ``os.environ``."""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob an operator sets, with defaults that work on a developer's machine."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    amqp_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672//",
+        description="Broker URL; several separated by ';' form Celery's failover list.",
+    )
+    database_url: str = Field(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/eventful",
+        description="PostgreSQL URL (SQLAlchemy form) for service data and task results.",
+    )
+    rabbitmq_management_url: str = Field(
+        "http://guest:guest@127.0.0.1:15672",
+        description="Management API URL(s), ';'-separated, used by the operations CLI.",
+    )
+    task_time_limit: int = Field(30 * 60, description="Global hard time limit, seconds.")
+    task_soft_time_limit: int = Field(25 * 60, description="Global soft time limit, seconds.")
+    result_expires: int = Field(3600, description="Seconds before results are cleaned up.")
+    delivery_limit: int = Field(
+        10, description="Deliveries of one message (crashes, requeues) before it is dead-lettered."
+    )
+    retry_delay_scale: float = Field(
+        1.0, description="Multiplies every retry delay; tests and demos shorten waits with it."
+    )
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        return [u.strip() for u in self.amqp_url.split(";") if u.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,162 @@
+"""The broker topology as data: every exchange, queue, binding and argument, by name.
+
+Per service ``svc``:
+
+- exchange ``svc`` (topic): the service's private route. Commands arrive on routing key
+  ``svc.tasks``; retries and replays of event handlers come back on ``svc.events``, so a
+  retry never re-fans an event to the other subscribers.
+- queue ``svc.tasks``: commands from other services and the service's own tasks.
+- queue ``svc.events``: bound to ``events`` with the event types the service handles.
+- exchange ``svc.dlx`` (fanout) and queue ``svc.dlq``: where every dead message ends.
+
+Shared: the ``events`` topic exchange (routing key = event type) whose alternate exchange
+``events.unrouted`` keeps, in the queue of the same name, any event nobody subscribes to.
+
+Work queues are quorum queues: replicated on a cluster, a delivery limit so a message
+that kills its worker is dead-lettered instead of looping, at-least-once dead-lettering,
+and Celery's native delayed delivery keeps countdown retries in the broker rather than in
+a worker's memory.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kombu import Exchange, Queue, binding
+from kombu.transport.native_delayed_delivery import (
+    bind_queue_to_native_delayed_delivery_exchange,
+    declare_native_delayed_delivery_exchanges_and_queues,
+)
+
+EVENTS_EXCHANGE = "events"
+UNROUTED = "events.unrouted"
+DELIVERY_LIMIT = 10
+
+events_exchange = Exchange(
+    EVENTS_EXCHANGE, type="topic", durable=True, arguments={"alternate-exchange": UNROUTED}
+)
+unrouted_exchange = Exchange(UNROUTED, type="fanout", durable=True)
+unrouted_queue = Queue(
+    UNROUTED, exchange=unrouted_exchange, queue_arguments={"x-queue-type": "quorum"}
+)
+
+
+@dataclass(frozen=True)
+class ServiceTopology:
+    """What one service owns on the broker, and which events it consumes and emits."""
+
+    name: str
+    subscribes: tuple[str, ...] = ()
+    publishes: tuple[str, ...] = ()
+
+    @property
+    def tasks_queue(self) -> str:
+        return f"{self.name}.tasks"
+
+    @property
+    def events_queue(self) -> str:
+        return f"{self.name}.events"
+
+    @property
+    def dlx(self) -> str:
+        return f"{self.name}.dlx"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+    @property
+    def exchange(self) -> Exchange:
+        return Exchange(self.name, type="topic", durable=True)
+
+    def work_queue_arguments(self) -> dict[str, object]:
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.dlx,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": DELIVERY_LIMIT,
+        }
+
+    def work_queues(self) -> list[Queue]:
+        """The queues a worker of this service consumes, as Celery's ``task_queues``."""
+        queues = [
+            Queue(
+                self.tasks_queue,
+                exchange=self.exchange,
+                routing_key=self.tasks_queue,
+                queue_arguments=self.work_queue_arguments(),
+            )
+        ]
+        if self.subscribes:
+            queues.append(
+                Queue(
+                    self.events_queue,
+                    exchange=self.exchange,
+                    routing_key=self.events_queue,
+                    queue_arguments=self.work_queue_arguments(),
+                    bindings=[binding(events_exchange, routing_key=t) for t in self.subscribes],
+                )
+            )
+        return queues
+
+    def dead_letter_queue(self) -> Queue:
+        dlx = Exchange(self.dlx, type="fanout", durable=True)
+        return Queue(self.dlq, exchange=dlx, queue_arguments={"x-queue-type": "quorum"})
+
+    def queue_for(self, exchange: str, routing_key: str) -> str:
+        """The work queue a message reached, from where it was published."""
+        if exchange == EVENTS_EXCHANGE or routing_key == self.events_queue:
+            return self.events_queue
+        return self.tasks_queue
+
+
+SERVICES: dict[str, ServiceTopology] = {
+    "signup": ServiceTopology("signup", publishes=("user.signed_up",)),
+    "notifier": ServiceTopology(
+        "notifier",
+        subscribes=("user.signed_up", "report.generated"),
+        publishes=("notification.sent", "notification.failed"),
+    ),
+    "reports": ServiceTopology(
+        "reports",
+        subscribes=("user.signed_up", "notification.sent", "notification.failed"),
+        publishes=("report.generated",),
+    ),
+}
+
+
+def service(name: str) -> ServiceTopology:
+    try:
+        return SERVICES[name]
+    except KeyError:
+        known = ", ".join(sorted(SERVICES))
+        raise KeyError(f"unknown service {name!r}; known services: {known}") from None
+
+
+def declare_shared(channel) -> None:
+    """Declare the ``events`` exchange and the queue that keeps unrouted events."""
+    unrouted_queue.bind(channel).declare()
+    events_exchange.bind(channel).declare()
+
+
+def declare_service(channel, topo: ServiceTopology) -> None:
+    """Declare a service's exchange, DLX/DLQ first (so nothing dead-letters into a void),
+    then its work queues and bindings."""
+    declare_shared(channel)
+    topo.dead_letter_queue().bind(channel).declare()
+    for queue in topo.work_queues():
+        queue.bind(channel).declare()
+
+
+def declare_all(connection, services: Iterable[ServiceTopology] | None = None) -> None:
+    """Everything, including Celery's delayed-delivery levels: what ``topology apply`` does."""
+    channel = connection.channel()
+    try:
+        for topo in services or SERVICES.values():
+            declare_service(channel, topo)
+    finally:
+        channel.close()
+    declare_native_delayed_delivery_exchanges_and_queues(connection, "quorum")
+    for topo in services or SERVICES.values():
+        for queue in topo.work_queues():
+            bind_queue_to_native_delayed_delivery_exchange(connection, queue)
