@@ -4,7 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install services lint format test test-unit migrate topology demo
+.PHONY: install services lint format test test-unit test-cluster cluster-up cluster-down \
+        migrate topology demo
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +28,18 @@ format: install
 
 test: install services lint
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-cluster
+
+# A 3-node cluster beside the machine's own node; torn down again whatever the outcome.
+test-cluster: install services
+	bash infra/cluster.sh up
+	$(PY) -m pytest tests/cluster; rc=$$?; bash infra/cluster.sh down; exit $$rc
+
+cluster-up:
+	bash infra/cluster.sh up
+
+cluster-down:
+	bash infra/cluster.sh down
 
 test-unit: install
 	$(PY) -m pytest tests/unit

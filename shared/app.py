@@ -1,6 +1,7 @@
 """The one Celery app factory every service uses, and the task base class it installs."""
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -8,6 +9,24 @@ from celery import Celery, Task, bootsteps
 
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, SERVICES, ServiceTopology, declare_service
+
+
+def _pause_after_nack(exc: Exception, interval: float) -> None:
+    """kombu retries a nacked publish at once on a fresh connection (``interval`` 0). During
+    a quorum leader election every such retry is nacked again, and all of them are spent
+    in milliseconds; pausing here lets the election finish (a few seconds)."""
+    if not interval:
+        time.sleep(0.5)
+
+
+#: Rides out a leader election or a failover to another node: up to ~15 s of retries.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 30,
+    "interval_start": 0.2,
+    "interval_step": 0.5,
+    "interval_max": 2.0,
+    "errback": _pause_after_nack,
+}
 
 
 class ServiceTask(Task):
@@ -100,6 +119,7 @@ def create_celery_app(
         task_acks_on_failure=False,
         task_acks_on_timeout=True,
         task_publish_retry=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         task_queues=topo.work_queues(),
         task_default_queue=topo.tasks_queue,
         task_default_exchange=topo.name,

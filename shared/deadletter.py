@@ -22,6 +22,7 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from kombu.exceptions import ContentDisallowed, DecodeError
 
+from shared.app import PUBLISH_RETRY_POLICY
 from shared.topology import service
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def dead_letter(
             correlation_id=properties.get("correlation_id"),
             reply_to=properties.get("reply_to"),
             retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            retry_policy=PUBLISH_RETRY_POLICY,
         )
     logger.error(
         "dead-lettered %s message task=%s id=%s reason=%s: %s",

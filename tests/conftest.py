@@ -17,7 +17,7 @@ from shared.db import migrate
 from shared.management import Management
 from shared.settings import get_settings
 from shared.topology import SERVICES, UNROUTED, declare_all
-from tests.infra import servers
+from tests.infra import Servers, servers
 from tests.support import SmtpSink, Worker, drain
 
 
@@ -53,54 +53,60 @@ def _pg_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def build_stack(base: Servers, cleanup: ExitStack, log_dir: Path) -> Stack:
+    """A private vhost and database on ``base``, migrated and declared, made this process's
+    configuration (environment) and the one handed to every worker it starts."""
+    suffix = uuid4().hex[:8]
+    vhost = f"test-{suffix}"
+    management = Management(base.management_url)
+    management.put_vhost(vhost)
+    cleanup.callback(management.delete_vhost, vhost)
+    management.grant(vhost, urlsplit(base.amqp_url.split(";")[0]).username or "guest")
+
+    db_name = f"eventful_test_{suffix}"
+    admin_url = _pg_url(base.database_url)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    cleanup.callback(_drop_database, admin_url, db_name)
+    database_url = make_url(base.database_url).set(database=db_name)
+    database_url = database_url.render_as_string(hide_password=False)
+
+    smtp = SmtpSink().start()
+    cleanup.callback(smtp.stop)
+
+    amqp_url = ";".join(_with_vhost(url, vhost) for url in base.amqp_url.split(";"))
+    stack = Stack(
+        amqp_url=amqp_url,
+        database_url=database_url,
+        management_url=base.management_url,
+        vhost=vhost,
+        log_dir=log_dir,
+        smtp=smtp,
+    )
+    stack.env = {
+        **os.environ,
+        "AMQP_URL": stack.amqp_url,
+        "DATABASE_URL": database_url,
+        "RABBITMQ_MANAGEMENT_URL": base.management_url,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp.port),
+        "RETRY_DELAY_SCALE": "0.01",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    os.environ.update({k: v for k, v in stack.env.items() if k != "PYTHONPATH"})
+    get_settings.cache_clear()
+
+    for name in SERVICES:
+        migrate(database_url, name)
+    with Connection(stack.amqp_url) as conn:
+        declare_all(conn)
+    return stack
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     with ExitStack() as cleanup:
-        base = servers(cleanup)
-        suffix = uuid4().hex[:8]
-        vhost = f"test-{suffix}"
-        management = Management(base.management_url)
-        management.put_vhost(vhost)
-        cleanup.callback(management.delete_vhost, vhost)
-        management.grant(vhost, urlsplit(base.amqp_url).username or "guest")
-
-        db_name = f"eventful_test_{suffix}"
-        admin_url = _pg_url(base.database_url)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{db_name}"')
-        cleanup.callback(_drop_database, admin_url, db_name)
-        database_url = make_url(base.database_url).set(database=db_name)
-        database_url = database_url.render_as_string(hide_password=False)
-
-        smtp = SmtpSink().start()
-        cleanup.callback(smtp.stop)
-
-        stack = Stack(
-            amqp_url=_with_vhost(base.amqp_url, vhost),
-            database_url=database_url,
-            management_url=base.management_url,
-            vhost=vhost,
-            log_dir=tmp_path_factory.mktemp("logs"),
-            smtp=smtp,
-        )
-        stack.env = {
-            **os.environ,
-            "AMQP_URL": stack.amqp_url,
-            "DATABASE_URL": database_url,
-            "RABBITMQ_MANAGEMENT_URL": base.management_url,
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(smtp.port),
-            "RETRY_DELAY_SCALE": "0.01",
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-        }
-        os.environ.update({k: v for k, v in stack.env.items() if k != "PYTHONPATH"})
-        get_settings.cache_clear()
-
-        for name in SERVICES:
-            migrate(database_url, name)
-        with Connection(stack.amqp_url) as conn:
-            declare_all(conn)
-        yield stack
+        yield build_stack(servers(cleanup), cleanup, tmp_path_factory.mktemp("logs"))
 
 
 def _drop_database(admin_url: str, name: str) -> None:

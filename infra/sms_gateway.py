@@ -1,0 +1,83 @@
+"""A real HTTP SMS gateway stub on loopback, for local runs and tests.
+
+``POST /messages`` with JSON ``{"to": "+8210...", "text": "..."}`` answers 201 with
+``{"id": ...}`` and keeps the message. Tests steer it: ``status`` (answer every request
+with this code instead, e.g. 503 or 400), ``delay`` (seconds before answering).
+``GET /messages`` lists what it kept. Never a mock: clients speak HTTP to it exactly as
+to a production gateway.
+"""
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from infra.processes import free_port
+
+
+class SmsGateway:
+    def __init__(self, port: int | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.status: int | None = None
+        self.delay = 0.0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "SmsGateway":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def to(self, number: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [m for m in self.messages if m["to"] == number]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, code: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                with gateway._lock:
+                    self._answer(200, list(gateway.messages))
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    message = json.loads(self.rfile.read(length))
+                    to, text = message["to"], message["text"]
+                except (ValueError, KeyError, TypeError):
+                    return self._answer(400, {"error": "expected JSON {to, text}"})
+                time.sleep(gateway.delay)
+                if gateway.status is not None:
+                    return self._answer(gateway.status, {"error": "gateway told to fail"})
+                kept = {"id": str(uuid.uuid4()), "to": to, "text": text}
+                with gateway._lock:
+                    gateway.messages.append(kept)
+                self._answer(201, {"id": kept["id"]})
+
+        return Handler
