@@ -1,8 +1,10 @@
 """A real SMTP server on loopback that keeps what it receives, so tests and demos can read
 mail back. Never a mock: the notifier speaks SMTP to it exactly as to a production relay."""
 
+import argparse
 import asyncio
 import threading
+import time
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -13,12 +15,12 @@ from infra.processes import free_port
 class SmtpSink:
     """A real SMTP server on loopback that keeps what it receives, for tests to read back."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.messages: list[dict[str, Any]] = []
         self.delay = 0.0  # seconds to hold every message before answering
         self.receiving = 0  # messages whose DATA has arrived and await an answer
         self._lock = threading.Lock()
-        self.controller = Controller(self, hostname="127.0.0.1", port=port or free_port())
+        self.controller = Controller(self, hostname=host, port=port or free_port())
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd API)
         self.receiving += 1
@@ -48,3 +50,32 @@ class SmtpSink:
     def to(self, address: str) -> list[dict[str, Any]]:
         with self._lock:
             return [m for m in self.messages if address in m["to"]]
+
+
+def main() -> None:
+    """Run the sink in the foreground, printing each message's recipients and subject."""
+    parser = argparse.ArgumentParser(description="an SMTP sink for local runs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8025)
+    args = parser.parse_args()
+    sink = SmtpSink(port=args.port, host=args.host).start()
+    print(f"SMTP sink listening on {args.host}:{args.port}", flush=True)
+    seen = 0
+    try:
+        while True:
+            time.sleep(0.5)
+            for message in sink.messages[seen:]:
+                subject = next(
+                    (line for line in message["data"].splitlines() if line.startswith("Subject:")),
+                    "Subject: (none)",
+                )
+                print(f"mail to {', '.join(message['to'])}: {subject}", flush=True)
+            seen = len(sink.messages)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sink.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -53,6 +53,8 @@ def test_killing_the_leader_of_notifiers_queue_loses_nothing_and_sends_each_emai
         assert [len(stack.smtp.to(e)) for e in emails] == [1] * SIGNUPS
         assert [w.proc.poll() for w in workers] == [None] * 3, "workers must reconnect, not exit"
         assert [w.proc.pid for w in workers] == pids
+        for worker in workers[:2]:  # two workers on different nodes share notifier's queue
+            assert "notifier.send_welcome_email" in worker.output()
     finally:
         subprocess.run(["bash", "infra/cluster.sh", "start", str(killed)], check=True)
         for worker in workers:
@@ -65,3 +67,21 @@ def test_killing_the_leader_of_notifiers_queue_loses_nothing_and_sends_each_emai
     assert {m.headers["x-dead-letter-reason"] for m in dead_letters} == {"undecodable-body"}
     counted = json.dumps(management.queue(stack.vhost, "notifier.tasks")["members"])
     assert f"c{killed}@localhost" in counted
+
+
+def test_delayed_retries_run_through_the_replicated_delay_queues(stack, clean_queues):
+    from services.signup.app import service
+    from services.signup.signup import sign_up
+
+    management = Management(stack.management_url)
+    delay_queue = management.queue(stack.vhost, "celery_delayed_0")
+    assert delay_queue["type"] == "quorum" and len(delay_queue["members"]) == 3
+
+    worker = stack.worker("notifier", SMTP_PORT="9").start()  # every send is refused
+    try:
+        sign_up(service, email=f"retry-{uuid.uuid4().hex[:6]}@example.com", name="Rita")
+        dead = wait_for(lambda: stack.dead_letters("notifier"), timeout=90)
+    finally:
+        worker.stop()
+    assert [m.headers["x-attempts"] for m in dead] == [6]  # the first try and 5 delayed retries
+    assert dead[0].headers["x-exception-type"] == "ConnectionRefusedError"
