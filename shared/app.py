@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery, Task, bootsteps
 
+from shared.contracts import Event
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, SERVICES, ServiceTopology, declare_service
 
@@ -79,9 +80,11 @@ def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..
         if name in own_queues:
             return {"queue": own_queues[name]}
         owner = name.split(".", 1)[0]
-        if owner in SERVICES and owner != topo.name:
+        if owner == topo.name:
+            return {"queue": topo.tasks_queue}
+        if owner in SERVICES:
             return {"exchange": owner, "exchange_type": "topic", "routing_key": f"{owner}.tasks"}
-        if "." in name and not name.startswith("celery."):
+        if name in Event.registry:
             return {"exchange": EVENTS_EXCHANGE, "exchange_type": "topic", "routing_key": name}
         return None
 
@@ -98,7 +101,7 @@ def create_celery_app(
         broker_transport_options={"confirm_publish": True},
         broker_connection_retry_on_startup=True,
         broker_channel_error_retry=True,
-        result_backend=f"db+{settings.database_url}",
+        result_backend=f"shared.results:PostgresBackend+{settings.database_url}",
         database_table_schemas={"task": topo.name, "group": topo.name},
         database_engine_options={"pool_pre_ping": True},
         result_extended=True,

@@ -48,7 +48,9 @@ def test_a_command_is_routed_to_its_owner_and_an_event_to_the_events_exchange():
     }
     assert route("report.generated", (), {}, {})["exchange"] == "events"
     assert route("reports.generate_report", (), {}, {}) == {"queue": "reports.tasks"}
+    assert route("reports.add", (), {}, {}) == {"queue": "reports.tasks"}
     assert route("celery.chord_unlock", (), {}, {}) is None
+    assert route("no.such.thing", (), {}, {}) is None
 
 
 def test_work_queues_are_quorum_with_a_dead_letter_exchange_and_delivery_limit():
