@@ -1,0 +1,13 @@
+"""The baseline: Celery with its defaults (early ack, no confirms, results ignored)."""
+
+import os
+
+from celery import Celery
+
+app = Celery("plain", broker=os.environ["AMQP_URL"])
+app.conf.update(task_ignore_result=True, task_default_queue="plain.tasks")
+
+
+@app.task(name="plain.noop")
+def noop(n: int) -> int:
+    return n

@@ -1,0 +1,17 @@
+"""The same trivial task through the platform: late acks, confirms, dead-lettering, results
+stored in PostgreSQL (STARTED and SUCCESS), quorum queues."""
+
+from shared.service import Service
+
+service = Service("reports")
+app = service.celery
+
+
+@app.task(name="reports.bench_noop", shared=False)
+def noop(n: int) -> int:
+    return n
+
+
+@app.task(name="reports.bench_noop_no_result", shared=False, ignore_result=True)
+def noop_no_result(n: int) -> int:
+    return n

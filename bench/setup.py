@@ -1,0 +1,56 @@
+"""A private vhost and database for one benchmark run, removed afterwards."""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+from uuid import uuid4
+
+from kombu import Connection
+from sqlalchemy import create_engine, make_url, text
+
+from shared.db import ensure_database, migrate
+from shared.management import Management
+from shared.settings import Settings
+from shared.topology import SERVICES, declare_all
+
+
+@dataclass
+class BenchEnv:
+    amqp_url: str
+    database_url: str
+    management: Management
+    vhost: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "AMQP_URL": self.amqp_url, "DATABASE_URL": self.database_url,
+                **extra}  # fmt: skip
+
+
+@contextmanager
+def bench_env(settings: Settings) -> Iterator[BenchEnv]:
+    suffix = uuid4().hex[:8]
+    vhost = f"bench-{suffix}"
+    management = Management(settings.rabbitmq_management_url)
+    management.put_vhost(vhost)
+    base = urlsplit(settings.amqp_urls[0])
+    management.grant(vhost, base.username or "guest")
+    database_url = make_url(settings.database_url).set(database=f"eventful_bench_{suffix}")
+    database_url = database_url.render_as_string(hide_password=False)
+    try:
+        ensure_database(database_url)
+        for name in SERVICES:
+            migrate(database_url, name)
+        env = BenchEnv(urlunsplit(base._replace(path="/" + vhost)), database_url, management, vhost)
+        with Connection(env.amqp_url) as conn:
+            declare_all(conn)
+        yield env
+    finally:
+        management.delete_vhost(vhost)
+        admin = create_engine(make_url(database_url).set(database="postgres"),
+                              isolation_level="AUTOCOMMIT")  # fmt: skip
+        with admin.connect() as conn:
+            name = make_url(database_url).database
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
