@@ -106,6 +106,7 @@ def create_celery_app(
         database_engine_options={"pool_pre_ping": True},
         result_extended=True,
         result_expires=settings.result_expires,
+        result_synchronous_commit=settings.result_synchronous_commit,
         result_backend_always_retry=True,
         result_backend_max_retries=10,
         task_serializer="json",
