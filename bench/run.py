@@ -8,6 +8,7 @@ worker's first message to the last task done.
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -15,9 +16,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from bench.end_to_end import end_to_end
 from bench.measure import Row, drain_with_worker, raw_amqp
 from bench.setup import BenchEnv, bench_env
 from shared.settings import Settings
+
+CLUSTER = (5681, 5682, 5683)
 
 
 def plain_celery(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> Row:
@@ -87,6 +91,10 @@ def main() -> int:
     parser.add_argument("--pool", default="prefork")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--prefetch", type=int, default=4, help="worker_prefetch_multiplier")
+    parser.add_argument("--events", type=int, default=1000, help="end-to-end signups")
+    parser.add_argument(
+        "--cluster", action="store_true", help="also end to end on a 3-node cluster"
+    )
     args = parser.parse_args()
     worker_args = [f"--pool={args.pool}", f"--concurrency={args.concurrency}",
                    f"--prefetch-multiplier={args.prefetch}"]  # fmt: skip
@@ -103,9 +111,31 @@ def main() -> int:
             baseline,
             platform_no_result(env, args.tasks, worker_args, logs),
             platform(env, args.tasks, worker_args, logs),
+            end_to_end(env, args.events, worker_args, logs, "end to end: event -> e-mail"),
         ]
+    if args.cluster:
+        rows.append(on_cluster(settings, args.events, worker_args, logs))
     print_table(rows, baseline.per_second)
     return 0
+
+
+def on_cluster(settings: Settings, count: int, worker_args: list[str], logs: Path) -> Row:
+    """The end-to-end row again, the broker being the 3-node cluster (quorum queues
+    replicated to 3 nodes); the cluster is brought up for the run and down after it."""
+    subprocess.run(["bash", "infra/cluster.sh", "up"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        cluster = settings.model_copy(
+            update={
+                "amqp_url": ";".join(f"amqp://guest:guest@127.0.0.1:{p}//" for p in CLUSTER),
+                "rabbitmq_management_url": ";".join(
+                    f"http://guest:guest@127.0.0.1:{p + 10000}" for p in CLUSTER
+                ),
+            }
+        )
+        with bench_env(cluster) as env:
+            return end_to_end(env, count, worker_args, logs, "end to end on 3-node cluster")
+    finally:
+        subprocess.run(["bash", "infra/cluster.sh", "down"], check=False)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,10 @@ def bench_env(settings: Settings) -> Iterator[BenchEnv]:
         ensure_database(database_url)
         for name in SERVICES:
             migrate(database_url, name)
-        env = BenchEnv(urlunsplit(base._replace(path="/" + vhost)), database_url, management, vhost)
+        amqp_url = ";".join(
+            urlunsplit(urlsplit(url)._replace(path="/" + vhost)) for url in settings.amqp_urls
+        )
+        env = BenchEnv(amqp_url, database_url, management, vhost)
         with Connection(env.amqp_url) as conn:
             declare_all(conn)
         yield env

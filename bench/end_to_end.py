@@ -1,0 +1,62 @@
+"""Events per second from `user.signed_up` published to the welcome e-mail delivered.
+
+N events wait in the broker, then a notifier and a reports worker start: the figure runs
+from the first message taken to the last welcome e-mail received by the SMTP sink (and
+every signup in the reports read model). Every guarantee is on: outbox-style confirmed
+publishing, late acks, quorum queues, idempotent deliveries, results in PostgreSQL.
+"""
+
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from bench.measure import Row, ready_messages, rss_mb
+from bench.setup import BenchEnv
+from infra.processes import Worker, wait_for
+from infra.smtp_sink import SmtpSink
+from shared.contracts import UserSignedUp
+from shared.service import Service
+from shared.settings import Settings
+
+
+def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, label: str) -> Row:
+    signup = Service("signup", settings=Settings(amqp_url=env.amqp_url,
+                                                 database_url=env.database_url))  # fmt: skip
+    run = uuid.uuid4().hex[:6]
+    emails = [f"e2e{i}-{run}@example.com" for i in range(count)]
+    for i, email in enumerate(emails):
+        payload = {"user_id": uuid.uuid4(), "email": email, "name": f"Bench {i}"}
+        signup.publish(UserSignedUp(source="bench", payload=payload))
+
+    sink = SmtpSink().start()
+    engine = create_engine(env.database_url)
+    extra = {"SMTP_PORT": str(sink.port), "ADMIN_EMAILS": ""}
+    workers = [
+        Worker(name, env.env(**extra), logs, *worker_args) for name in ("notifier", "reports")
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        wait_for(lambda: ready_messages(env.amqp_url, "notifier.events") < count, 60, 0.01)
+        start = time.perf_counter()
+
+        def reported() -> int:
+            with engine.connect() as conn:
+                sql = "SELECT count(*) FROM reports.facts WHERE type = 'user.signed_up'"
+                return conn.execute(text(sql)).scalar()
+
+        wait_for(lambda: len(sink.messages) >= count and reported() >= count, 900, 0.05)
+        elapsed = time.perf_counter() - start
+        memory = sum(rss_mb(w.proc.pid) for w in workers)
+        delivered = {to for m in sink.messages for to in m["to"]}
+        missing = len(set(emails) - delivered)
+        duplicates = len(sink.messages) - len(delivered)
+    finally:
+        for worker in workers:
+            worker.stop()
+        sink.stop()
+        engine.dispose()
+    note = f"{count} events, missing {missing}, duplicate e-mails {duplicates}"
+    return Row(label, count / elapsed, note, memory)
