@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.topology import service as service_topology
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,7 +43,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "Worker":
-        queues = f"{self.service}.tasks,{self.service}.events"
+        queues = ",".join(q.name for q in service_topology(self.service).work_queues())
         cmd = [
             sys.executable, "-m", "celery", "-A", f"services.{self.service}.app", "worker",
             "-Q", queues, "-n", f"{self.service}-{uuid.uuid4().hex[:6]}@%h",

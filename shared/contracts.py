@@ -6,7 +6,7 @@ versioned by its ``type`` and ``version`` literals; a new incompatible shape get
 version and a new class.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID, uuid4
 
@@ -107,3 +107,18 @@ class SendSms(Command):
     task: ClassVar[str] = "notifier.send_sms"
     to: str = Field(pattern=r"^\+?[0-9]{6,16}$")
     text: str = Field(min_length=1, max_length=480)
+
+
+class UserStats(Command):
+    """Signups per UTC day over the last ``days`` days, and the total; answered by signup."""
+
+    task: ClassVar[str] = "signup.user_stats"
+    days: int = Field(7, ge=1, le=366)
+
+
+class GenerateReport(Command):
+    """Build (or rebuild) the report of ``kind`` for the period starting on ``day``."""
+
+    task: ClassVar[str] = "reports.generate_report"
+    kind: Literal["daily", "weekly"]
+    day: date

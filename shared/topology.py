@@ -94,7 +94,9 @@ class ServiceTopology:
                     exchange=self.exchange,
                     routing_key=self.events_queue,
                     queue_arguments=self.work_queue_arguments(),
-                    bindings=[binding(events_exchange, routing_key=t) for t in self.subscribes],
+                    # kombu ignores exchange= once bindings are given: bind the own route too.
+                    bindings=[binding(self.exchange, routing_key=self.events_queue)]
+                    + [binding(events_exchange, routing_key=t) for t in self.subscribes],
                 )
             )
         return queues

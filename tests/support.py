@@ -1,5 +1,7 @@
 """Test helpers that speak plain AMQP, as a service that is not Celery would."""
 
+import json
+import uuid
 from typing import Any
 
 from kombu import Connection
@@ -7,7 +9,9 @@ from kombu import Connection
 from infra.processes import Worker, free_port, wait_for
 from infra.smtp_sink import SmtpSink
 
-__all__ = ["SmtpSink", "Worker", "drain", "free_port", "publish_raw", "wait_for"]
+__all__ = [
+    "SmtpSink", "Worker", "bind_probe", "drain", "free_port", "publish_raw", "send_raw", "wait_for",
+]  # fmt: skip
 
 
 def drain(amqp_url: str, queue: str, timeout: float = 1.0) -> list[Any]:
@@ -32,3 +36,26 @@ def publish_raw(amqp_url: str, exchange: str, routing_key: str, body: bytes, **p
             amqp.Message(body, delivery_mode=2, **props), exchange=exchange,
             routing_key=routing_key,
         )  # fmt: skip
+
+
+def send_raw(amqp_url: str, task: str, kwargs: dict[str, Any], task_id: str) -> None:
+    """Send a command (``notifier.send_email``) in Celery's wire format to its owner's
+    exchange, as any producer would; the same ``task_id`` twice is a duplicate."""
+    body = json.dumps([[], kwargs, {}]).encode()
+    owner = task.split(".", 1)[0]
+    publish_raw(
+        amqp_url, owner, f"{owner}.tasks", body,
+        content_type="application/json", content_encoding="utf-8",
+        application_headers={"task": task, "id": task_id},
+    )  # fmt: skip
+
+
+def bind_probe(amqp_url: str, routing_key: str) -> str:
+    """A fresh queue bound to ``events`` for ``routing_key``: what a test reads published
+    events from (``drain``). Deleted with the test's vhost."""
+    name = f"probe.{routing_key}.{uuid.uuid4().hex[:8]}"
+    with Connection(amqp_url) as conn:
+        channel = conn.channel()
+        channel.queue_declare(name, durable=True)
+        channel.queue_bind(name, "events", routing_key)
+    return name

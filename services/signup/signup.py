@@ -1,25 +1,75 @@
-"""Signing a user up: save the user, then announce it to the other services."""
+"""Signing a user up: the user, the verification text and ``user.signed_up``, all or nothing."""
 
+import logging
+import secrets
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
 from services.signup.model import users
+from services.signup.sms import SmsClient
 from shared.contracts import UserSignedUp
+from shared.outbox import Outbox, Relay, RelayError
 from shared.service import Service
 
+logger = logging.getLogger(__name__)
 
-def sign_up(service: Service, *, email: str, name: str, phone: str | None = None) -> UUID:
-    """Create the user row and publish ``user.signed_up``; returns the new user's id."""
+
+class DuplicateEmail(ValueError):
+    """Another user already has this e-mail address."""
+
+
+def create_user(
+    session: Session,
+    outbox: Outbox,
+    *,
+    email: str,
+    name: str,
+    phone: str | None = None,
+    sms: SmsClient | None = None,
+) -> UserSignedUp:
+    """Save the user, text the verification code, record ``user.signed_up`` in the outbox.
+
+    Everything happens in the caller's transaction: if the e-mail is taken or the SMS
+    cannot be sent, the caller's rollback leaves neither user nor event behind. The user
+    row is written first, so a concurrent signup with the same e-mail waits on it and is
+    refused rather than texted twice.
+    """
     user_id = uuid4()
+    created = session.execute(
+        insert(users)
+        .values(id=user_id, email=email, name=name, phone=phone, created_at=datetime.now(UTC))
+        .on_conflict_do_nothing(index_elements=[users.c.email])
+        .returning(users.c.id)
+    ).first()
+    if created is None:
+        raise DuplicateEmail(f"a user with e-mail {email} already exists")
+    if sms is not None and phone is not None:
+        sms.send(phone, f"Your verification code is {secrets.randbelow(10**6):06d}")
     event = UserSignedUp(
         source="signup",
         payload={"user_id": user_id, "email": email, "name": name, "phone": phone},
     )
+    outbox.add(session, event)
+    return event
+
+
+def sign_up(service: Service, *, email: str, name: str, phone: str | None = None) -> UUID:
+    """Create the user and publish ``user.signed_up`` at once; returns the new user's id.
+
+    For scripts and the demo, which run no outbox relay: the event is committed with the
+    user, then published here. If the broker is away it stays in the outbox for the relay.
+    """
+    outbox = Outbox(service)
     with service.db.transaction() as session:
-        session.execute(
-            users.insert().values(
-                id=user_id, email=email, name=name, phone=phone, created_at=datetime.now(UTC)
-            )
-        )
-    service.publish(event)
-    return user_id
+        event = create_user(session, outbox, email=email, name=name, phone=phone)
+    relay = Relay(outbox)
+    try:
+        relay.publish_pending([event.id])
+    except RelayError as exc:
+        logger.warning("user %s saved; user.signed_up left to the outbox relay: %s", email, exc)
+    finally:
+        relay.close()
+    return event.payload.user_id

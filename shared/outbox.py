@@ -1,0 +1,278 @@
+"""Transactional outbox: an event is saved with the change that caused it, then relayed.
+
+Publishing to RabbitMQ inside a request either makes the caller wait on the broker or
+loses the event when the broker is away after the database has committed. Instead:
+
+- ``Outbox.add(session, event)`` writes the event to ``<service>.outbox`` in the caller's
+  transaction: the event exists exactly when the change does.
+- ``Relay.publish_pending()`` publishes unsent rows, oldest first, with publisher confirms
+  and marks them sent. It holds the rows' locks while it publishes
+  (``FOR UPDATE SKIP LOCKED``), so two relays never publish the same row; a crash between
+  the broker's confirm and the commit publishes the row again later with the same event
+  id (the Celery task id), which consumers deduplicate on.
+- ``AfterCommit``: a thread in the web process that publishes right after commit, so the
+  request never waits on the broker; when the broker is away it gives up at once.
+- ``python -m shared.outbox relay SERVICE``: the sweeper, its own process, that publishes
+  whatever is left unsent (broker outages, crashed web processes), every few tenths of a
+  second, and stops cleanly on SIGTERM/SIGINT.
+"""
+
+import argparse
+import logging
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from kombu import Connection
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from shared.contracts import Event
+from shared.service import Service
+from shared.topology import declare_service
+
+logger = logging.getLogger(__name__)
+
+
+def outbox_table(schema: str) -> sa.Table:
+    """The ``outbox`` table of one service's schema (created by that service's migration)."""
+    return sa.Table(
+        "outbox",
+        sa.MetaData(schema=schema),
+        sa.Column("id", PgUUID(as_uuid=True), primary_key=True),
+        sa.Column("type", sa.Text, nullable=False),
+        sa.Column("body", JSONB, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True)),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    )
+
+
+class RelayError(RuntimeError):
+    """The broker did not take the events now; they stay in the outbox for the next pass."""
+
+
+class Outbox:
+    """A service's outbox table: where its events wait until the broker has confirmed them."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.table = outbox_table(service.name)
+
+    def add(self, session: Session, event: Event) -> None:
+        """Record ``event`` in the caller's transaction; it is published after commit."""
+        if event.type not in self.service.topology.publishes:
+            raise ValueError(f"{self.service.name} may not publish {event.type!r}")
+        session.execute(
+            self.table.insert().values(
+                id=event.id,
+                type=event.type,
+                body=event.model_dump(mode="json"),
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    def unsent(self) -> int:
+        with self.service.db.transaction() as session:
+            query = sa.select(sa.func.count()).where(self.table.c.published_at.is_(None))
+            return session.execute(query).scalar_one()
+
+
+class Relay:
+    """Publishes a service's unsent outbox rows over one broker connection (one thread)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        connect_timeout: float = 1.0,
+        confirm_timeout: float = 5.0,
+        batch_size: int = 100,
+    ) -> None:
+        self.outbox = outbox
+        self.connect_timeout = connect_timeout
+        self.confirm_timeout = confirm_timeout
+        self.batch_size = batch_size
+        self._connection: Connection | None = None
+
+    def publish_pending(self, ids: Sequence[UUID] | None = None) -> int:
+        """Publish up to ``batch_size`` unsent rows (only ``ids`` if given); how many were sent.
+
+        Raises RelayError when the broker failed part-way: rows it confirmed are marked
+        sent, the others stay unsent for the next pass.
+        """
+        t = self.outbox.table
+        query = (
+            sa.select(t.c.id, t.c.type, t.c.body)
+            .where(t.c.published_at.is_(None))
+            .order_by(t.c.created_at)
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        if ids is not None:
+            query = query.where(t.c.id.in_(list(ids)))
+        with self.outbox.service.db.transaction() as session:
+            rows = session.execute(query).all()
+            if not rows:
+                return 0
+            sent, tried, error = self._publish(rows)
+            if tried:
+                session.execute(
+                    t.update().where(t.c.id.in_(tried)).values(attempts=t.c.attempts + 1)
+                )
+            if sent:
+                session.execute(
+                    t.update().where(t.c.id.in_(sent)).values(published_at=datetime.now(UTC))
+                )
+        if error is not None:
+            raise RelayError(
+                f"{self.outbox.service.name} outbox: {len(rows) - len(sent)} event(s) left "
+                f"unsent: {type(error).__name__}: {error}"
+            ) from error
+        return len(sent)
+
+    def _publish(self, rows: Sequence[Any]) -> tuple[list[UUID], list[UUID], Exception | None]:
+        """Publish ``rows`` in order, each confirmed; (sent ids, tried ids, the error if any)."""
+        sent: list[UUID] = []
+        tried: list[UUID] = []
+        try:
+            connection = self._connect()
+            for row in rows:
+                tried.append(row.id)
+                self.outbox.service.celery.send_task(
+                    row.type,
+                    kwargs={"event": row.body},
+                    task_id=str(row.id),
+                    connection=connection,
+                    declare=[],
+                    ignore_result=True,
+                    retry=False,
+                    confirm_timeout=self.confirm_timeout,
+                )
+                sent.append(row.id)
+        except Exception as exc:  # any broker failure: recorded, re-raised as RelayError
+            self.close()
+            return sent, tried, exc
+        return sent, tried, None
+
+    def _connect(self) -> Connection:
+        """The relay's connection, (re)opened with one quick try per broker URL."""
+        if self._connection is None:
+            service = self.outbox.service
+            connection = service.celery.connection_for_write(connect_timeout=self.connect_timeout)
+            try:
+                connection.ensure_connection(max_retries=len(service.settings.amqp_urls) - 1)
+                declare_service(connection.default_channel, service.topology)
+            except Exception:
+                connection.release()
+                raise
+            self._connection = connection
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.release()
+            self._connection = None
+
+
+class AfterCommit:
+    """Publishes just-committed events from a background thread of the web process.
+
+    ``notify`` only queues the event id, so a request never waits on the broker. The
+    thread publishes what has queued up in one go; when the broker is away the relay
+    fails fast and the rows stay for the sweeper.
+    """
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self._ids: queue.SimpleQueue[UUID | None] = queue.SimpleQueue()
+        name = f"{relay.outbox.service.name}-outbox-after-commit"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "AfterCommit":
+        self._thread.start()
+        return self
+
+    def notify(self, event_id: UUID) -> None:
+        self._ids.put(event_id)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Publish what is queued (as far as the broker allows), then end the thread."""
+        self._ids.put(None)
+        self._thread.join(timeout)
+        self.relay.close()
+
+    def _run(self) -> None:
+        while True:
+            ids = [self._ids.get()]
+            while not self._ids.empty():
+                ids.append(self._ids.get())
+            pending = [i for i in ids if i is not None]
+            for start in range(0, len(pending), self.relay.batch_size):
+                self._publish(pending[start : start + self.relay.batch_size])
+            if None in ids:
+                return
+
+    def _publish(self, ids: list[UUID]) -> None:
+        try:
+            self.relay.publish_pending(ids)
+        except RelayError as exc:
+            logger.warning("after-commit publish gave up, the sweeper will retry: %s", exc)
+        except SQLAlchemyError:
+            logger.exception("after-commit publish could not read the outbox")
+
+
+def sweep(relay: Relay, interval: float, stop: threading.Event) -> None:
+    """Publish everything unsent, then look again every ``interval`` seconds until ``stop``."""
+    name = relay.outbox.service.name
+    failing = False
+    while not stop.is_set():
+        try:
+            while (sent := relay.publish_pending()) and not stop.is_set():
+                logger.info("%s outbox: published %d event(s)", name, sent)
+            if failing:
+                logger.info("%s outbox: broker reachable again", name)
+            failing = False
+        except (RelayError, SQLAlchemyError) as exc:
+            if not failing:
+                logger.warning("%s outbox: cannot publish now, retrying: %s", name, exc)
+            failing = True
+        stop.wait(interval)
+    relay.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.outbox", description="Relay a service's outbox to RabbitMQ."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    relay_cmd = sub.add_parser("relay", help="publish unsent events until stopped (the sweeper)")
+    relay_cmd.add_argument("service", help="the service whose outbox to relay, e.g. signup")
+    relay_cmd.add_argument("--interval", type=float, default=0.5, help="poll interval, seconds")
+    relay_cmd.add_argument("--batch", type=int, default=100, help="rows per transaction")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        relay = Relay(Outbox(Service(args.service)), batch_size=args.batch)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    logger.info("relaying the %s outbox every %ss", args.service, args.interval)
+    sweep(relay, args.interval, stop)
+    logger.info("%s outbox relay stopped", args.service)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
