@@ -37,7 +37,10 @@ def main() -> int:
         def counted() -> int:
             with engine.connect() as conn:
                 return conn.execute(
-                    text("SELECT count(*) FROM reports.facts WHERE subject = ANY(:e)"),
+                    text(
+                        "SELECT count(*) FROM reports.facts"
+                        " WHERE type = 'user.signed_up' AND subject = ANY(:e)"
+                    ),
                     {"e": emails},
                 ).scalar()
 
@@ -50,7 +53,11 @@ def main() -> int:
         for email in emails:
             with engine.connect() as conn:
                 facts = conn.execute(
-                    text("SELECT count(*) FROM reports.facts WHERE subject = :e"), {"e": email}
+                    text(
+                        "SELECT count(*) FROM reports.facts"
+                        " WHERE type = 'user.signed_up' AND subject = :e"
+                    ),
+                    {"e": email},
                 ).scalar()
             print(f"{email:<32} {len(sink.to(email)):>16} {facts:>11}")
         print(f"signups reported: {counted()}/{USERS}; worker logs in {logs}")

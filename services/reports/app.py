@@ -1,10 +1,25 @@
-"""The reports service: a read model of what happened, schedules and workflows over it."""
+"""The reports service: a read model of what happened, schedules and workflows over it.
 
-from services.reports import handlers
-from shared.contracts import UserSignedUp
+Worker: ``celery -A services.reports.app worker -Q reports.tasks,reports.events``
+Beat:   ``celery -A services.reports.app beat`` (any number: one fires, see shared/beat.py)
+"""
+
+from services.reports import examples, handlers, periodic, workflow
+from services.reports.config import get_settings
+from services.reports.schedule import configure_beat
+from shared.contracts import GenerateReport, NotificationFailed, NotificationSent, UserSignedUp
 from shared.service import Service
 
-service = Service("reports")
+settings = get_settings()
+
+service = Service("reports", settings=settings)
 service.handles(UserSignedUp)(handlers.record_signup)
+service.handles(NotificationSent)(handlers.record_notification_sent)
+service.handles(NotificationFailed)(handlers.record_notification_failed)
+service.command(GenerateReport)(handlers.generate_report)
+workflow.register(service, settings)
+periodic.register(service.celery)
+examples.register(service.celery)
 
 app = service.celery
+configure_beat(app, settings.heartbeat_interval)

@@ -1,7 +1,8 @@
-"""The reports read model: one fact per event, keyed by event id (replays change nothing)."""
+"""The reports read model: one fact per event, keyed by event id (replays change nothing),
+and the reports built from it."""
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 metadata = sa.MetaData(schema="reports")
 
@@ -12,4 +13,29 @@ facts = sa.Table(
     sa.Column("type", sa.String(100), nullable=False),
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("subject", sa.String(320)),
+    sa.Column("channel", sa.String(20)),
+    sa.Column("kind", sa.String(100)),
+    sa.Column("detail", sa.Text),
+)
+
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("summary", JSONB, nullable=False),
+    sa.Column("document", JSONB, nullable=False),
+    sa.Column("markdown", sa.Text, nullable=False),
+    sa.UniqueConstraint("kind", "day"),
+)
+
+scan_progress = sa.Table(
+    "scan_progress",
+    metadata,
+    sa.Column("task_id", sa.String(155), primary_key=True),
+    sa.Column("state", JSONB, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("saved_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -1,0 +1,178 @@
+"""One beat fires the schedule, however many beat processes are started.
+
+``celery beat`` has no notion of a peer: two of them (a deploy that overlaps, an operator
+who starts a second one by mistake) fire every entry twice. ``SingleBeatScheduler`` only
+ticks while it holds a PostgreSQL session-level advisory lock (``pg_try_advisory_lock``)
+on a connection of its own; every other beat stands by and tries for the lock every
+``max_interval`` seconds. PostgreSQL releases the lock when the holder's session ends,
+so a holder that dies (even by SIGKILL) is replaced within one interval.
+
+When and how often each entry last ran is kept in ``<service>.beat_entries`` (a table the
+service's migrations create), written after each firing. A beat that takes over
+continues the holder's schedule: it neither repeats what the holder fired nor skips a
+crontab run that fell due while nobody held the lock (that run fires once, at once).
+
+Enable it per service app: ``beat_scheduler = "shared.beat:SingleBeatScheduler"``.
+"""
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+
+import psycopg
+from celery.beat import ScheduleEntry, Scheduler
+from sqlalchemy.engine import make_url
+
+from shared.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key per service (locks are per database)."""
+    digest = hashlib.blake2b(f"celery-beat/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def libpq_url(database_url: str) -> str:
+    """The SQLAlchemy URL (``postgresql+psycopg://``) in the form psycopg connects with."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class AdvisoryLock:
+    """A session-level advisory lock, held for as long as its dedicated connection lives."""
+
+    def __init__(self, database_url: str, key: int) -> None:
+        self.url = libpq_url(database_url)
+        self.key = key
+        self.conn: psycopg.Connection | None = None
+
+    @property
+    def session(self) -> int | None:
+        """The server process holding the lock for us: changes with every acquisition."""
+        return self.conn.info.backend_pid if self.conn is not None else None
+
+    def held(self) -> bool:
+        """True while the lock is ours; otherwise one attempt to take it."""
+        if self.conn is not None:
+            try:
+                self.conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                logger.warning("beat: lost the connection holding the beat lock")
+                self.release()
+        try:
+            conn = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=5, keepalives=1, tcp_user_timeout=10000
+            )
+            with conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)) as cursor:
+                taken = cursor.fetchone()[0]
+        except psycopg.Error as exc:
+            logger.warning("beat: cannot reach PostgreSQL for the beat lock: %s", exc)
+            return False
+        if taken:
+            self.conn = conn
+            return True
+        conn.close()
+        return False
+
+    def release(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
+
+
+def restore(
+    entries: Mapping[str, ScheduleEntry],
+    stored: Mapping[str, tuple[datetime, int]],
+    now: datetime,
+) -> list[str]:
+    """Continue each entry from its stored last run; entries never stored start at ``now``.
+
+    Returns the names that had no stored state (to be stored now, so a later takeover
+    does not count from that beat's own start time).
+    """
+    fresh = []
+    for name, entry in entries.items():
+        if name in stored:
+            entry.last_run_at, entry.total_run_count = stored[name]
+        else:
+            entry.last_run_at = now
+            fresh.append(name)
+    return fresh
+
+
+class SingleBeatScheduler(Scheduler):
+    """An in-memory scheduler that ticks only while it holds the service's beat lock."""
+
+    #: Seconds between lock checks (standby) and the longest sleep while holding it.
+    max_interval = 5
+
+    def __init__(self, app, *args, **kwargs) -> None:
+        self.lock = AdvisoryLock(get_settings().database_url, lock_key(app.main))
+        self.table = f'"{app.main}".beat_entries'
+        self._session: int | None = None
+        self._standing_by = False
+        super().__init__(app, *args, **kwargs)
+
+    def tick(self, *args, **kwargs) -> float:
+        if not self.lock.held():
+            if not self._standing_by:
+                logger.info("beat: another beat holds the %s beat lock; standing by", self.app.main)
+                self._standing_by = True
+            return self.max_interval
+        if self.lock.session != self._session:
+            try:
+                self._take_over()
+            except psycopg.Error:
+                logger.exception("beat: cannot read the schedule state; giving up the lock")
+                self.lock.release()
+            if self.lock.conn is None:
+                return self.max_interval
+        return super().tick(*args, **kwargs)
+
+    def _take_over(self) -> None:
+        rows = self.lock.conn.execute(
+            f"SELECT name, last_run_at, total_run_count FROM {self.table}"
+        ).fetchall()
+        fresh = restore(self.schedule, {n: (at, count) for n, at, count in rows}, self.app.now())
+        for name in fresh:
+            self._store(self.schedule[name])
+        self._heap = None
+        self._session = self.lock.session
+        self._standing_by = False
+        logger.info("beat: holds the %s beat lock; firing %s", self.app.main, sorted(self.schedule))
+
+    def apply_entry(self, entry: ScheduleEntry, producer=None) -> None:
+        super().apply_entry(entry, producer=producer)
+        self._store(self.schedule[entry.name])
+
+    def _store(self, entry: ScheduleEntry) -> None:
+        """Record a firing after it was sent: a crash in between repeats it, never skips it."""
+        if self.lock.conn is None:
+            return
+        try:
+            self.lock.conn.execute(
+                f"INSERT INTO {self.table} (name, last_run_at, total_run_count)"
+                " VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE"
+                " SET last_run_at = EXCLUDED.last_run_at,"
+                " total_run_count = EXCLUDED.total_run_count",
+                (entry.name, entry.last_run_at, entry.total_run_count),
+            )
+        except psycopg.Error:
+            logger.exception("beat: could not record the run of %s; giving up the lock", entry.name)
+            self.lock.release()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.lock.release()
+
+    @property
+    def info(self) -> str:
+        return f"    . single beat -> advisory lock {self.lock.key} on {self.table}"

@@ -1,0 +1,165 @@
+"""Results through the PostgreSQL backend, read as a client process would: ``AsyncResult``
+of a report command, and the source document's tasks, chain, group and chord."""
+
+import json
+import subprocess
+import sys
+import uuid
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from shared.contracts import GenerateReport
+from tests.support import publish_raw, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Follows one task id through the reports result backend and prints each new state.
+WATCH = """
+import json, sys, time
+from services.reports.app import app
+result = app.AsyncResult(sys.argv[1])
+last, deadline = None, time.monotonic() + 90
+while time.monotonic() < deadline:
+    state = result.state
+    if state != last:
+        print(state, flush=True)
+        last = state
+    if state in ("SUCCESS", "FAILURE"):
+        print(json.dumps({"result": result.result}), flush=True)
+        break
+    time.sleep(0.02)
+"""
+
+#: The source document's calls, made by a client with ``.delay``/canvas and ``.get()``.
+EXAMPLES = """
+import json
+from celery import chain, chord, group
+from services.reports.app import app
+t = app.tasks
+add = t["reports.add"].delay(2, 3)
+print(json.dumps({
+    "add": add.get(timeout=30),
+    "add_state": add.state,
+    "multiply": t["reports.multiply"].apply_async((6, 7), countdown=1).get(timeout=30),
+    "chain": chain(t["reports.step1"].s(2), t["reports.step2"].s(), t["reports.step3"].s())()
+        .get(timeout=30),
+    "group": group(t["reports.add"].s(i, i) for i in range(4))().get(timeout=30),
+    "chord": chord((t["reports.add"].s(i, i) for i in range(5)), t["reports.sum_results"].s())()
+        .get(timeout=30),
+}))
+"""
+
+
+@pytest.fixture
+def reports_worker(clean_queues):
+    worker = clean_queues.worker("reports")
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def db(stack):
+    engine = create_engine(stack.database_url)
+    yield engine
+    engine.dispose()
+
+
+def result_states(db, *task_ids: str) -> dict[str, str]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            text("SELECT task_id, status FROM reports.celery_taskmeta WHERE task_id = ANY(:t)"),
+            {"t": list(task_ids)},
+        )
+        return dict(rows.all())
+
+
+def send_command(stack, task: str, task_id: str | None = None, **kwargs) -> str:
+    """Send a command in Celery's wire format over plain AMQP, as any producer would (this
+    process's copy of the reports app may have been configured before the test stack)."""
+    task_id = task_id or str(uuid.uuid4())
+    publish_raw(
+        stack.amqp_url, "reports", "reports.tasks", json.dumps([[], kwargs, {}]).encode(),
+        content_type="application/json", content_encoding="utf-8",
+        application_headers={"task": task, "id": task_id},
+    )  # fmt: skip
+    return task_id
+
+
+def client(stack, script: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args], cwd=ROOT, env=stack.env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_generate_report_result_goes_pending_started_success_with_the_report_id(
+    stack, reports_worker
+):
+    from services.reports.workflow import report_id
+
+    command = GenerateReport(kind="daily", day=date(2026, 2, 1))
+    task_id = send_command(stack, GenerateReport.task, **command.model_dump(mode="json"))
+    watcher = client(stack, WATCH, task_id)
+    try:
+        assert watcher.stdout.readline().strip() == "PENDING"  # queued, no worker yet
+        reports_worker.start()
+        out, err = watcher.communicate(timeout=90)
+    finally:
+        watcher.kill()
+    lines = out.splitlines()
+
+    assert lines[:-1] == ["STARTED", "SUCCESS"], err
+    assert json.loads(lines[-1]) == {"result": report_id("daily", "2026-02-01")}
+
+
+def test_the_documents_add_multiply_chain_group_and_chord_run_on_a_real_worker(
+    stack, reports_worker
+):
+    reports_worker.start()
+    proc = client(stack, EXAMPLES)
+    out, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 0, err
+    assert json.loads(out) == {
+        "add": 5,
+        "add_state": "SUCCESS",
+        "multiply": 42,
+        "chain": 3,  # ((2 + 1) * 2) - 3, each result fed to the next
+        "group": [0, 2, 4, 6],
+        "chord": 20,  # sum of 0+0, 1+1, ..., 4+4
+    }
+
+
+def test_a_malformed_generate_report_command_is_dead_lettered_with_its_reason(
+    stack, reports_worker
+):
+    reports_worker.start()
+    task_id = send_command(stack, "reports.generate_report", kind="hourly", day="2026-02-30")
+    dead = wait_for(lambda: stack.dead_letters("reports"), timeout=30)
+
+    assert [m.headers["id"] for m in dead] == [task_id]
+    assert dead[0].headers["x-dead-letter-reason"] == "rejected"
+    assert "kind" in dead[0].headers["x-exception-message"]
+    assert "day" in dead[0].headers["x-exception-message"]
+
+
+def test_backend_cleanup_deletes_results_older_than_result_expires(stack, reports_worker, db):
+    reports_worker.start()
+    old, fresh = (send_command(stack, "reports.add", x=1, y=2) for _ in range(2))
+    wait_for(lambda: result_states(db, old, fresh) == {old: "SUCCESS", fresh: "SUCCESS"})
+    with db.begin() as conn:  # age one result past result_expires (1 h)
+        conn.execute(
+            text(
+                "UPDATE reports.celery_taskmeta SET date_done = date_done - interval '61 minutes'"
+                " WHERE task_id = :t"
+            ),
+            {"t": old},
+        )
+
+    send_command(stack, "celery.backend_cleanup")  # what beat sends every hour
+
+    wait_for(lambda: old not in result_states(db, old, fresh))
+    assert result_states(db, old, fresh) == {fresh: "SUCCESS"}
