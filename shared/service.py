@@ -28,6 +28,7 @@ from uuid import NAMESPACE_URL, uuid5
 from celery import Celery
 from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared.app import create_celery_app
 from shared.contracts import Command, Event
@@ -37,6 +38,10 @@ from shared.topology import declare_service, service
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Callable[..., Any])
+#: The database is away (restarting, failing over, a connection cut mid-transaction): the
+#: handler's transaction did not commit, so the task is retried, not dead-lettered.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+DATABASE_RETRY_DELAY = 5
 
 
 class InvalidMessage(ValueError):
@@ -125,9 +130,15 @@ class Service:
         @self.celery.task(name=name, bind=True, shared=False, **task_options)
         def run(task, *args: Any, **kwargs: Any) -> Any:
             message = _validate(contract, key, args, kwargs)
-            with ExitStack() as stack:
-                resolved = {d: self._resolve(d, task, stack) for d in deps}
-                return handler(message, **resolved)
+            try:
+                with ExitStack() as stack:
+                    resolved = {d: self._resolve(d, task, stack) for d in deps}
+                    return handler(message, **resolved)
+            except DATABASE_UNAVAILABLE as exc:
+                logger.warning(
+                    "%s[%s]: database unavailable, retrying: %s", name, task.request.id, exc
+                )
+                raise task.retry(exc=exc, countdown=DATABASE_RETRY_DELAY) from None
 
         return run
 
@@ -168,12 +179,17 @@ class Service:
             ignore_result=True,
         )
 
-    def send(self, command: Command, **options: Any):
-        """Send a command to the service that owns it; returns its AsyncResult."""
+    def send(self, command: Command, **options: Any) -> str:
+        """Send a command to the service that owns it; returns the task id.
+
+        The command's result is stored by its owner, in the owner's schema: read it
+        through that service (e.g. signup's ``GET /tasks/{id}``) or an app of the owner,
+        not through this service's result backend.
+        """
         self._ensure_declared()
         return self.celery.send_task(
             command.task, kwargs=command.model_dump(mode="json"), declare=[], **options
-        )
+        ).id
 
 
 def _validate(contract: type[BaseModel], key: str | None, args: tuple, kwargs: dict) -> Any:
