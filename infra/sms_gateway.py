@@ -2,7 +2,8 @@
 
 ``POST /messages`` with JSON ``{"to": "+8210...", "text": "..."}`` answers 201 with
 ``{"id": ...}`` and keeps the message. Tests steer it: ``status`` (answer every request
-with this code instead, e.g. 503 or 400), ``delay`` (seconds before answering).
+with this code instead, e.g. 503 or 400), ``retry_after`` (a ``Retry-After`` header on
+those answers), ``delay`` (seconds before answering).
 ``GET /messages`` lists what it kept. Never a mock: clients speak HTTP to it exactly as
 to a production gateway.
 """
@@ -21,6 +22,7 @@ class SmsGateway:
     def __init__(self, port: int | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self.status: int | None = None
+        self.retry_after: str | None = None
         self.delay = 0.0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), self._handler())
@@ -53,9 +55,11 @@ class SmsGateway:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _answer(self, code: int, body: Any) -> None:
+            def _answer(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(code)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -74,7 +78,8 @@ class SmsGateway:
                     return self._answer(400, {"error": "expected JSON {to, text}"})
                 time.sleep(gateway.delay)
                 if gateway.status is not None:
-                    return self._answer(gateway.status, {"error": "gateway told to fail"})
+                    later = {"Retry-After": gateway.retry_after} if gateway.retry_after else {}
+                    return self._answer(gateway.status, {"error": "gateway told to fail"}, later)
                 kept = {"id": str(uuid.uuid4()), "to": to, "text": text}
                 with gateway._lock:
                     gateway.messages.append(kept)

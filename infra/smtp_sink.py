@@ -19,8 +19,16 @@ class SmtpSink:
         self.messages: list[dict[str, Any]] = []
         self.delay = 0.0  # seconds to hold every message before answering
         self.receiving = 0  # messages whose DATA has arrived and await an answer
+        self.refused: set[str] = set()  # recipients answered 550, like an unknown mailbox
         self._lock = threading.Lock()
         self.controller = Controller(self, hostname=host, port=port or free_port())
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
+        if address in self.refused:
+            return f"550 5.1.1 <{address}>: mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd API)
         self.receiving += 1

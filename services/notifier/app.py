@@ -1,17 +1,31 @@
-"""The notifier service: e-mail and SMS on behalf of the others."""
+"""The notifier service: e-mail and SMS on behalf of the others.
 
-import smtplib
+Every send is its own task with its own retry policy, in the source document's terms:
+``autoretry_for`` transient errors with ``retry_backoff``/``retry_jitter`` up to
+``max_retries``; ``default_retry_delay`` for a provider's "try later" without a
+Retry-After. Every task has soft/hard time limits, and ``on_failure`` publishes
+``notification.failed`` exactly when the message goes to ``notifier.dlq``.
+"""
+
+import logging
 
 from services.notifier import handlers
+from services.notifier.attempts import Attempts
 from services.notifier.config import get_settings
+from services.notifier.deliveries import Deliveries
+from services.notifier.errors import TRANSIENT
 from services.notifier.mailer import SmtpMailer
-from shared.contracts import UserSignedUp
+from services.notifier.sms import SmsClient
+from shared.contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
 from shared.service import Service
 
 settings = get_settings()
+logger = logging.getLogger(__name__)
 
-#: Errors worth retrying: the server is away or busy. Anything else is permanent.
-TRANSIENT = (ConnectionError, TimeoutError, smtplib.SMTPServerDisconnected)
+
+def service_attempts() -> Attempts:
+    return Attempts(Deliveries(service.db), service.publish)
+
 
 service = Service(
     "notifier",
@@ -20,15 +34,77 @@ service = Service(
         "mailer": lambda: SmtpMailer(
             settings.smtp_host, settings.smtp_port, settings.mail_from, settings.smtp_timeout
         ),
+        "sms": lambda: SmsClient(settings.sms_gateway_url, settings.sms_timeout),
+        "attempts": service_attempts,
+        "admins": lambda: settings.admins,
     },
 )
+
+
+def report_final_failure(task, exc, task_id, args, kwargs, einfo) -> None:
+    """Celery's ``on_failure``: runs for a final failure only (not for a retry), including
+    the hard time limit. The dead letter is the record of last resort if this fails."""
+    try:
+        service_attempts().failed(task_id, exc)
+    except Exception:
+        logger.exception("%s[%s]: could not publish notification.failed", task.name, task_id)
+
+
+SENDING = {
+    "soft_time_limit": settings.send_soft_time_limit,
+    "time_limit": settings.send_time_limit,
+    "on_failure": report_final_failure,
+}
+
+# Growing delays without jitter: one e-mail per signup, and the delays stay predictable.
 service.handles(
     UserSignedUp,
     autoretry_for=TRANSIENT,
     max_retries=5,
+    default_retry_delay=60,
     retry_backoff=2,
     retry_backoff_max=600,
-    retry_jitter=True,
+    retry_jitter=False,
+    **SENDING,
 )(handlers.send_welcome_email)
+service.handles(
+    UserSignedUp,
+    autoretry_for=TRANSIENT,
+    max_retries=3,
+    default_retry_delay=300,
+    retry_backoff=30,
+    retry_jitter=True,
+    **SENDING,
+)(handlers.notify_admins_of_signup)
+service.handles(
+    ReportGenerated,
+    autoretry_for=TRANSIENT,
+    max_retries=8,
+    default_retry_delay=300,
+    retry_backoff=60,
+    retry_backoff_max=3600,
+    retry_jitter=True,
+    **SENDING,
+)(handlers.send_report_summary)
+service.command(
+    SendEmail,
+    autoretry_for=TRANSIENT,
+    max_retries=5,
+    default_retry_delay=60,
+    retry_backoff=5,
+    retry_backoff_max=900,
+    retry_jitter=True,
+    **SENDING,
+)(handlers.send_email)
+service.command(
+    SendSms,
+    autoretry_for=TRANSIENT,
+    max_retries=5,
+    default_retry_delay=30,
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    **SENDING,
+)(handlers.send_sms)
 
 app = service.celery

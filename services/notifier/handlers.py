@@ -1,38 +1,77 @@
-"""What the notifier does with events and commands; plain functions, dependencies named."""
+"""What the notifier does with events and commands; plain functions, dependencies named.
 
-from datetime import UTC, datetime
+Each handler names its delivery (what, to whom, under which idempotency key) and hands
+the sending to ``attempts.run``, which is the same for all of them.
+"""
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from typing import Any
 
-from services.notifier.model import deliveries
-from shared.contracts import UserSignedUp
+from services.notifier.attempts import Attempts
+from services.notifier.deliveries import Delivery
+from services.notifier.mailer import SmtpMailer
+from services.notifier.sms import SmsClient
+from shared.contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
 
 
-def send_welcome_email(event: UserSignedUp, session, mailer) -> str:
-    """Send the welcome e-mail once per event, however often the event arrives."""
-    key = f"{event.id}/welcome_email"
-    session.execute(
-        insert(deliveries)
-        .values(
-            id=key,
-            kind="welcome_email",
-            channel="email",
-            recipient=event.payload.email,
-            status="pending",
-            created_at=datetime.now(UTC),
-        )
-        .on_conflict_do_nothing()
+def send_welcome_email(
+    event: UserSignedUp, task: Any, attempts: Attempts, mailer: SmtpMailer
+) -> str:
+    """The user's welcome e-mail, once per signup however often the event arrives."""
+    to = [str(event.payload.email)]
+    delivery = Delivery.for_event(event, "welcome_email", "email", to, task)
+    body = f"Hello {event.payload.name}, welcome aboard."
+    return attempts.run(
+        task, delivery, lambda: mailer.send(to, "Welcome!", body, delivery.message_id)
     )
-    row = session.execute(
-        select(deliveries.c.status).where(deliveries.c.id == key).with_for_update()
-    ).one()
-    if row.status == "sent":
-        return "already-sent"
-    mailer.send(event.payload.email, "Welcome!", f"Hello {event.payload.name}, welcome aboard.")
-    session.execute(
-        deliveries.update()
-        .where(deliveries.c.id == key)
-        .values(status="sent", sent_at=datetime.now(UTC), attempts=deliveries.c.attempts + 1)
+
+
+def notify_admins_of_signup(
+    event: UserSignedUp, task: Any, attempts: Attempts, mailer: SmtpMailer, admins: list[str]
+) -> str:
+    """Tell the admins someone signed up; a retry policy of its own, apart from the welcome."""
+    if not admins:
+        return "no-admins"
+    delivery = Delivery.for_event(event, "admin_signup_notice", "email", admins, task)
+    user = event.payload
+    subject = f"New signup: {user.email}"
+    body = f"{user.name} <{user.email}> (user {user.user_id}) signed up at {event.occurred_at}."
+    return attempts.run(
+        task, delivery, lambda: mailer.send(admins, subject, body, delivery.message_id)
     )
-    return "sent"
+
+
+def send_report_summary(
+    event: ReportGenerated, task: Any, attempts: Attempts, mailer: SmtpMailer, admins: list[str]
+) -> str:
+    """Mail a generated report's summary to the admins."""
+    if not admins:
+        return "no-admins"
+    delivery = Delivery.for_event(event, "report_summary", "email", admins, task)
+    report = event.payload
+    subject = f"Report {report.kind} for {report.day}"
+    lines = [f"{name}: {count}" for name, count in sorted(report.summary.items())]
+    body = "\n".join([f"Report {report.report_id} ({report.kind}, {report.day})", "", *lines])
+    return attempts.run(
+        task, delivery, lambda: mailer.send(admins, subject, body, delivery.message_id)
+    )
+
+
+def send_email(command: SendEmail, task: Any, attempts: Attempts, mailer: SmtpMailer) -> str:
+    """An e-mail another service asked for. The attachment is a reference (services share
+    no storage), so it reaches the recipient as a line of the body."""
+    to = [str(command.to)]
+    delivery = Delivery.for_command("email", "email", to, task)
+    body = command.body
+    if command.attachment is not None:
+        body += f"\n\nAttachment: {command.attachment}"
+    return attempts.run(
+        task, delivery, lambda: mailer.send(to, command.subject, body, delivery.message_id)
+    )
+
+
+def send_sms(command: SendSms, task: Any, attempts: Attempts, sms: SmsClient) -> str:
+    """An SMS another service asked for, through the HTTP gateway."""
+    delivery = Delivery.for_command("sms", "sms", [command.to], task)
+    return attempts.run(
+        task, delivery, lambda: sms.send(command.to, command.text, delivery.message_id)
+    )

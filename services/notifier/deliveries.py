@@ -1,0 +1,192 @@
+"""The delivery ledger: a send happens at most once per key, and its outcome is recorded.
+
+A delivery is claimed (row inserted, then locked with ``SELECT ... FOR UPDATE``) in the same
+transaction that records its outcome, and the lock is held while the provider is called.
+So duplicates of one event or command (redelivery, a publisher sending the same event
+three times, a replayed dead letter) serialise on the row: the first sends and commits
+``sent``, the others wait for it and then find ``sent`` and send nothing.
+
+The crash window: a worker that dies after the provider accepted the message but before
+the commit leaves the row as it was, and the redelivered task sends again. We choose that
+(at-least-once, a rare duplicate) over committing "sending" first (at-most-once, where the
+same crash loses the message for good). The window is the few milliseconds between the
+provider's acceptance and our commit; the stable Message-ID / Idempotency-Key lets the
+provider or the recipient's client fold such a duplicate.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
+
+from services.notifier.errors import PermanentDeliveryError
+from services.notifier.model import deliveries
+from shared.contracts import Event
+from shared.db import Database
+
+logger = logging.getLogger(__name__)
+#: Seconds an accepted send keeps trying to record ``sent`` while the database is away.
+RECORD_PATIENCE = 20.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One notification to send: its idempotency key and what the events say about it."""
+
+    key: str
+    kind: str
+    channel: Literal["email", "sms"]
+    recipients: tuple[str, ...]
+    task_id: str
+    caused_by: UUID | None = None
+
+    @classmethod
+    def for_event(cls, event: Event, kind: str, channel, recipients, task: Any) -> "Delivery":
+        """Keyed by event id + kind: every copy of the event maps to the same delivery."""
+        return cls(
+            f"{event.id}/{kind}", kind, channel, tuple(recipients), task.request.id, event.id
+        )
+
+    @classmethod
+    def for_command(cls, kind: str, channel, recipients, task: Any) -> "Delivery":
+        """Keyed by the command's task id, which redelivery, retries and replays keep."""
+        return cls(f"{task.request.id}/{kind}", kind, channel, tuple(recipients), task.request.id)
+
+    @property
+    def recipient(self) -> str:
+        return ", ".join(self.recipients)
+
+    @property
+    def message_id(self) -> str:
+        """Stable across attempts, so a provider can recognise the same message."""
+        return str(uuid5(NAMESPACE_URL, self.key))
+
+    def event_id(self, outcome: str) -> UUID:
+        """Stable per outcome, so consumers deduplicate a re-published notification event."""
+        return uuid5(NAMESPACE_URL, f"{self.key}/{outcome}")
+
+    def payload(self, error: str | None = None) -> dict[str, Any]:
+        return {
+            "delivery_id": self.key,
+            "kind": self.kind,
+            "channel": self.channel,
+            "recipient": self.recipient,
+            "caused_by": self.caused_by,
+            "error": error,
+        }
+
+
+def status_after(exc: BaseException) -> str:
+    """What a failed attempt leaves behind; any status but ``sent`` is sent again on retry."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "interrupted"
+    if isinstance(exc, PermanentDeliveryError):
+        return "failed"
+    return "retrying"
+
+
+class Deliveries:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def deliver(self, delivery: Delivery, send: Callable[[], None]) -> bool:
+        """Send unless already sent; True when this call sent it. A failed attempt is
+        recorded (committed) and its exception re-raised for the retry policy. If the
+        database goes away during an accepted send, ``sent`` is recorded afresh."""
+        accepted = False
+        try:
+            with self.db.transaction() as session:
+                if self._claim(session, delivery) == "sent":
+                    return False
+                try:
+                    send()
+                except Exception as exc:
+                    failure = exc
+                    self._update(session, delivery.key, status_after(exc), error=_describe(exc))
+                else:
+                    accepted = True
+                    self._update(session, delivery.key, "sent", sent_at=datetime.now(UTC))
+                    return True
+        except DBAPIError:
+            if not accepted:
+                raise
+            self._record_sent(delivery)
+            return True
+        raise failure
+
+    def _record_sent(self, delivery: Delivery) -> None:
+        """The provider accepted the message but the claiming transaction died with its
+        connection (a database restart mid-send): without this, the retry sends it again.
+        Retried on fresh connections for ``RECORD_PATIENCE`` seconds (below the send's
+        soft time limit, whose retry would send again too)."""
+        logger.warning("%s: accepted while the database went away; recording it", delivery.key)
+        deadline = time.monotonic() + RECORD_PATIENCE
+        while True:
+            try:
+                with self.db.transaction() as session:
+                    self._claim(session, delivery)
+                    self._update(session, delivery.key, "sent", sent_at=datetime.now(UTC))
+                return
+            except DBAPIError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    def fail(self, task_id: str, error: str) -> Delivery | None:
+        """Mark the task's unsent delivery failed for good; None if it has none."""
+        with self.db.transaction() as session:
+            row = session.execute(
+                deliveries.update()
+                .where(deliveries.c.task_id == task_id, deliveries.c.status != "sent")
+                .values(status="failed", error=error, updated_at=datetime.now(UTC))
+                .returning(deliveries)
+            ).first()
+        if row is None:
+            return None
+        recipients = tuple(row.recipient.split(", "))
+        return Delivery(row.id, row.kind, row.channel, recipients, task_id, row.caused_by)
+
+    @staticmethod
+    def _claim(session, delivery: Delivery) -> str:
+        session.execute(
+            insert(deliveries)
+            .values(
+                id=delivery.key,
+                kind=delivery.kind,
+                channel=delivery.channel,
+                recipient=delivery.recipient,
+                status="pending",
+                task_id=delivery.task_id,
+                caused_by=delivery.caused_by,
+                created_at=datetime.now(UTC),
+            )
+            .on_conflict_do_nothing()
+        )
+        return session.execute(
+            select(deliveries.c.status).where(deliveries.c.id == delivery.key).with_for_update()
+        ).scalar_one()
+
+    @staticmethod
+    def _update(session, key: str, status: str, **values: Any) -> None:
+        session.execute(
+            deliveries.update()
+            .where(deliveries.c.id == key)
+            .values(
+                status=status,
+                attempts=deliveries.c.attempts + 1,
+                updated_at=datetime.now(UTC),
+                **values,
+            )
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
