@@ -55,8 +55,9 @@ def ensure_database(database_url: str) -> None:
         engine.dispose()
 
 
-def migrate(database_url: str, service_name: str) -> None:
-    """Create the service's schema and bring its tables to the newest migration."""
+def migrate(database_url: str, service_name: str, migrations: Path | None = None) -> None:
+    """Create the service's schema and bring its tables to the newest migration
+    (``migrations``: an alembic directory other than ``services/<name>/migrations``)."""
     engine = create_engine(database_url)
     try:
         with engine.begin() as conn:
@@ -64,7 +65,8 @@ def migrate(database_url: str, service_name: str) -> None:
     finally:
         engine.dispose()
     config = Config()
-    config.set_main_option("script_location", str(ROOT / "services" / service_name / "migrations"))
+    location = migrations or ROOT / "services" / service_name / "migrations"
+    config.set_main_option("script_location", str(location))
     config.set_main_option("sqlalchemy.url", database_url)
     config.attributes["schema"] = service_name
     command.upgrade(config, "head")

@@ -7,7 +7,11 @@ import httpx
 
 
 class ManagementError(RuntimeError):
-    pass
+    """The management API refused or could not be reached; the message says which."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Management:
@@ -32,9 +36,16 @@ class Management:
             except httpx.TransportError as exc:
                 errors.append(f"{url}: {exc}")
                 continue
+            if response.status_code in (401, 403):
+                raise ManagementError(
+                    f"{method} {path}: permission denied for user {urlsplit(url).username!r}"
+                    " (needs the 'administrator' tag for users, permissions and definitions)",
+                    response.status_code,
+                )
             if response.status_code >= 400:
                 raise ManagementError(
-                    f"{method} {path}: HTTP {response.status_code} {response.text[:300]}"
+                    f"{method} {path}: HTTP {response.status_code} {response.text[:300]}",
+                    response.status_code,
                 )
             return response.json() if response.content else None
         raise ManagementError("management API unreachable: " + "; ".join(errors))
@@ -49,7 +60,9 @@ class Management:
     def delete_vhost(self, vhost: str) -> None:
         self.request("DELETE", f"/vhosts/{self.q(vhost)}")
 
-    def grant(self, vhost: str, user: str, configure=".*", write=".*", read=".*") -> None:
+    def grant(
+        self, vhost: str, user: str, configure: str = ".*", write: str = ".*", read: str = ".*"
+    ) -> None:
         body = {"configure": configure, "write": write, "read": read}
         self.request("PUT", f"/permissions/{self.q(vhost)}/{self.q(user)}", json=body)
 
@@ -58,3 +71,46 @@ class Management:
 
     def queues(self, vhost: str) -> list[dict[str, Any]]:
         return self.request("GET", f"/queues/{self.q(vhost)}")
+
+    def collection(self, kind: str, vhost: str) -> list[dict[str, Any]]:
+        """``kind`` is a management collection: queues, exchanges, bindings, policies, ..."""
+        return self.request("GET", f"/{kind}/{self.q(vhost)}")
+
+    def put_user(self, user: str, password: str, tags: str = "") -> None:
+        self.request("PUT", f"/users/{self.q(user)}", json={"password": password, "tags": tags})
+
+    def delete_user(self, user: str) -> None:
+        self.request("DELETE", f"/users/{self.q(user)}")
+
+    def user(self, user: str) -> dict[str, Any] | None:
+        return self._maybe("GET", f"/users/{self.q(user)}")
+
+    def permissions(self, vhost: str, user: str) -> dict[str, Any] | None:
+        return self._maybe("GET", f"/permissions/{self.q(vhost)}/{self.q(user)}")
+
+    def topic_permissions(self, vhost: str, user: str) -> list[dict[str, Any]]:
+        return self._maybe("GET", f"/topic-permissions/{self.q(vhost)}/{self.q(user)}") or []
+
+    def grant_topic(self, vhost: str, user: str, exchange: str, write: str, read: str) -> None:
+        body = {"exchange": exchange, "write": write, "read": read}
+        self.request("PUT", f"/topic-permissions/{self.q(vhost)}/{self.q(user)}", json=body)
+
+    def revoke_topic(self, vhost: str, user: str) -> None:
+        self._maybe("DELETE", f"/topic-permissions/{self.q(vhost)}/{self.q(user)}")
+
+    def definitions(self, vhost: str) -> dict[str, Any]:
+        return self.request("GET", f"/definitions/{self.q(vhost)}")
+
+    def import_definitions(self, definitions: dict[str, Any], vhost: str | None = None) -> None:
+        """Into the vhosts the file names (users too), or only the topology into ``vhost``."""
+        path = "/definitions" + (f"/{self.q(vhost)}" if vhost else "")
+        self.request("POST", path, json=definitions)
+
+    def _maybe(self, method: str, path: str) -> Any:
+        """The resource, or None when the broker says it does not exist."""
+        try:
+            return self.request(method, path)
+        except ManagementError as exc:
+            if exc.status == 404:
+                return None
+            raise

@@ -1,0 +1,152 @@
+"""A Prometheus endpoint per service worker: ``celery -A services.X.app worker -I shared.metrics``.
+
+Counters come from Celery's task signals, which fire in the process that ran the task: a
+prefork child. prometheus_client's multiprocess mode (files in ``PROMETHEUS_MULTIPROC_DIR``)
+lets the worker's main process serve what every child counted; the mode is chosen when
+prometheus_client is imported, and the ``celery`` command imports it before this module
+(Flower's CLI plugin does), hence the directory is set and the mode chosen again here,
+before any metric of ours has a value.
+
+Gauges are read when scraped, with the service's own credentials (no management rights
+needed): the ready messages and consumers of its queues and DLQ (passive declares) and its
+outbox's lag (when it has one). Messages the consumer dead-letters before any task runs
+(undecodable, unknown task) show in the DLQ gauge, not in ``eventful_dead_letters_total``.
+"""
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="eventful-metrics-"))
+
+from celery.signals import (  # noqa: E402
+    task_failure,
+    task_retry,
+    task_revoked,
+    task_success,
+    worker_init,
+    worker_process_shutdown,
+)
+from kombu import Connection  # noqa: E402
+from prometheus_client import CollectorRegistry, Counter, multiprocess, values  # noqa: E402
+from prometheus_client import start_http_server as serve  # noqa: E402
+from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+from pydantic import Field  # noqa: E402
+from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
+from sqlalchemy import create_engine  # noqa: E402
+from sqlalchemy.pool import NullPool  # noqa: E402
+
+from shared.deadletter import reason_for  # noqa: E402
+from shared.ops.outbox import outbox_lag  # noqa: E402
+from shared.settings import get_settings  # noqa: E402
+from shared.topology import ServiceTopology, service  # noqa: E402
+
+logger = logging.getLogger(__name__)
+values.ValueClass = values.get_value_class()
+
+
+class MetricsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    metrics_port: int = Field(9808, description="Port of this worker's /metrics endpoint.")
+
+
+TASKS = Counter("eventful_tasks", "Tasks finished, by state", ["service", "task", "state"])
+RETRIES = Counter("eventful_task_retries", "Retries scheduled", ["service", "task"])
+DEAD = Counter("eventful_dead_letters", "Tasks that failed for good", ["service", "reason"])
+
+
+def _labels(sender) -> tuple[str, str]:
+    return sender.app.main, sender.name
+
+
+@task_success.connect
+def _succeeded(sender=None, **kw) -> None:
+    TASKS.labels(*_labels(sender), "succeeded").inc()
+
+
+@task_failure.connect
+def _failed(sender=None, exception=None, **kw) -> None:
+    svc, task = _labels(sender)
+    TASKS.labels(svc, task, "failed").inc()
+    DEAD.labels(svc, reason_for(exception)).inc()
+
+
+@task_retry.connect
+def _retried(sender=None, request=None, **kw) -> None:
+    svc, task = _labels(sender)
+    TASKS.labels(svc, task, "retried").inc()
+    RETRIES.labels(svc, task).inc()
+
+
+@task_revoked.connect
+def _revoked(sender=None, request=None, **kw) -> None:
+    TASKS.labels(sender.app.main if sender else "", getattr(request, "name", ""), "revoked").inc()
+
+
+class QueueAndOutboxCollector:
+    """Gauges read at scrape time: queue and DLQ depth from the broker, outbox lag."""
+
+    def __init__(self, topo: ServiceTopology, amqp_url: str, database_url: str) -> None:
+        self.topo, self.amqp_url = topo, amqp_url
+        self.engine = create_engine(database_url, poolclass=NullPool)
+
+    def collect(self):
+        ready = GaugeMetricFamily(
+            "eventful_queue_messages_ready", "Ready messages", labels=["queue"]
+        )
+        consumers = GaugeMetricFamily("eventful_queue_consumers", "Consumers", labels=["queue"])
+        dlq = GaugeMetricFamily("eventful_dlq_messages", "Dead letters", labels=["service"])
+        up = GaugeMetricFamily("eventful_broker_up", "1 if the broker answered this scrape")
+        try:
+            with Connection(self.amqp_url, connect_timeout=5) as conn:
+                channel = conn.channel()
+                for name in [q.name for q in self.topo.work_queues()] + [self.topo.dlq]:
+                    ok = channel.queue_declare(name, passive=True)
+                    ready.add_metric([name], ok.message_count)
+                    consumers.add_metric([name], ok.consumer_count)
+                    if name == self.topo.dlq:
+                        dlq.add_metric([self.topo.name], ok.message_count)
+            up.add_metric([], 1)
+        except Exception:
+            logger.exception("metrics: could not read queue depths")
+            up.add_metric([], 0)
+        yield from (ready, consumers, dlq, up)
+        yield from self._outbox()
+
+    def _outbox(self):
+        unpublished = GaugeMetricFamily(
+            "eventful_outbox_unpublished", "Outbox rows not yet published", labels=["service"]
+        )
+        age = GaugeMetricFamily(
+            "eventful_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished row",
+            labels=["service"],
+        )
+        try:
+            for lag in outbox_lag(self.engine, [self.topo.name]):
+                unpublished.add_metric([lag.service], lag.unpublished)
+                age.add_metric([lag.service], lag.oldest_age_seconds or 0.0)
+        except Exception:
+            logger.exception("metrics: could not read the outbox")
+        yield from (unpublished, age)
+
+
+@worker_init.connect
+def _serve(sender=None, **kw) -> None:
+    """In the worker's main process: clear counts of a previous run, then serve."""
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink()
+    settings, port = get_settings(), MetricsSettings().metrics_port
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    topo = service(sender.app.main)
+    registry.register(QueueAndOutboxCollector(topo, settings.amqp_url, settings.database_url))
+    serve(port, registry=registry)
+    logger.info("metrics of %s on http://0.0.0.0:%s/metrics", topo.name, port)
+
+
+@worker_process_shutdown.connect
+def _child_gone(pid=None, **kw) -> None:
+    multiprocess.mark_process_dead(pid or os.getpid())

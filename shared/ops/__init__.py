@@ -1,0 +1,1 @@
+"""Operating the system: ``python -m shared.ops`` (migrations, topology, dead letters, outbox)."""

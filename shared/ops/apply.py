@@ -1,0 +1,95 @@
+"""``topology apply``: declare the broker topology, then each service's user and role.
+
+Idempotent: run it after every deploy. Users are global on a broker (their permissions are
+per vhost), roles global on a PostgreSQL server; both are (re)set to what the settings say.
+"""
+
+from kombu import Connection
+from psycopg import sql
+from sqlalchemy import create_engine, make_url, text
+
+from shared.management import Management
+from shared.permissions import CredentialSettings, broker_permissions
+from shared.topology import SERVICES, declare_all
+
+
+def vhost_of(amqp_url: str) -> str:
+    with Connection(amqp_url.split(";")[0]) as conn:
+        return conn.virtual_host
+
+
+def declare_topology(amqp_url: str) -> None:
+    """Every exchange, queue and binding, Celery's delay levels included."""
+    with Connection(amqp_url, connect_timeout=10) as conn:
+        conn.ensure_connection(max_retries=2)
+        declare_all(conn)
+
+
+def apply_users(management: Management, vhost: str, creds: CredentialSettings) -> None:
+    """One user per service with exactly its permissions on ``vhost`` (stale topic ones go)."""
+    for name, topo in SERVICES.items():
+        user = creds.user(name)
+        perms = broker_permissions(topo)
+        management.put_user(user, creds.password(name))
+        management.grant(vhost, user, perms.configure, perms.write, perms.read)
+        management.revoke_topic(vhost, user)
+        for exchange, (write, read) in perms.topics.items():
+            management.grant_topic(vhost, user, exchange, write, read)
+
+
+def _owned_objects(conn, schema: str) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        text(
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relkind IN ('r','S','v','p')"
+        ),
+        {"s": schema},
+    )
+    return [(r.relname, "SEQUENCE" if r.relkind == "S" else "TABLE") for r in rows]
+
+
+def apply_roles(database_url: str, creds: CredentialSettings) -> None:
+    """One login role per service, owning its schema and every table in it.
+
+    Tables that later migrations create (as the migrating admin) are granted to the role by
+    default privileges; run ``apply`` again to make the role their owner too.
+    """
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    database = make_url(database_url).database
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            for name in SERVICES:
+                role = sql.Identifier(creds.user(name))
+                schema = sql.Identifier(name)
+                exists = conn.execute(
+                    text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": creds.user(name)}
+                ).scalar()
+                verb = "ALTER" if exists else "CREATE"
+                statements = [
+                    sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                        role, sql.Literal(creds.password(name))
+                    ),
+                    sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                        sql.Identifier(database), role
+                    ),
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema),
+                    sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, role),
+                    sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema),
+                    sql.SQL(
+                        "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT ALL ON TABLES TO {}"
+                    ).format(schema, role),
+                    sql.SQL(
+                        "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT ALL ON SEQUENCES TO {}"
+                    ).format(schema, role),
+                ]
+                for table, kind in _owned_objects(conn, name):
+                    statements.append(
+                        sql.SQL("ALTER " + kind + " {}.{} OWNER TO {}").format(
+                            schema, sql.Identifier(table), role
+                        )
+                    )
+                for statement in statements:
+                    raw.execute(statement)
+    finally:
+        engine.dispose()

@@ -1,0 +1,118 @@
+"""Least privilege per service, as data: its RabbitMQ user and its PostgreSQL role.
+
+A service's user may declare, bind, publish to and consume from only what its own worker
+declares at start (``shared.topology.declare_service``, Celery's pidbox/celeryev names,
+which ``shared.app`` namespaces per service, and the ``DelayedDelivery`` bootstep); topic
+permissions then narrow the routing keys: on ``events`` it publishes only its own event
+types and binds only the ones it subscribes to; on another service's exchange it may only
+send commands (``<owner>.tasks``).
+
+What the regexes cannot close, because Celery or the shared topology declares it from every
+worker: the ``celery_delayed_*`` queues (declaring a queue with a dead-letter exchange needs
+read on it) hold every service's delayed retries, and ``events.unrouted`` is both an
+exchange every worker binds and the operator's queue of the same name.
+"""
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+
+from shared.topology import EVENTS_EXCHANGE, SERVICES, UNROUTED, ServiceTopology
+
+DELAY_LEVELS = 28
+DELAYED_DELIVERY = "celery_delayed_delivery"
+DELAYED = r"celery_delayed_.*"
+
+
+class CredentialSettings(BaseSettings):
+    """Who each service is on the broker and the database (read by ``topology apply``)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", env_nested_delimiter="__")
+
+    service_user_prefix: str = Field(
+        "", description="Prefix of every service's user/role name, e.g. 'staging-'."
+    )
+    service_passwords: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per service, SERVICE_PASSWORDS__NOTIFIER=...; unset: '<service>-local'.",
+    )
+
+    def user(self, service: str) -> str:
+        return f"{self.service_user_prefix}{service}"
+
+    def password(self, service: str) -> str:
+        return self.service_passwords.get(service, f"{service}-local")
+
+    def uses_local_passwords(self) -> list[str]:
+        return [name for name in SERVICES if name not in self.service_passwords]
+
+    def amqp_url(self, service: str, base: str) -> str:
+        """``base`` (one URL or a ';' failover list) as ``service``'s user."""
+        user, password = quote(self.user(service), safe=""), quote(self.password(service), safe="")
+        urls = []
+        for url in filter(None, (u.strip() for u in base.split(";"))):
+            parts = urlsplit(url)
+            netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 5672}"
+            urls.append(urlunsplit(parts._replace(netloc=netloc)))
+        return ";".join(urls)
+
+    def database_url(self, service: str, base: str) -> str:
+        """``base`` as ``service``'s role."""
+        url = make_url(base).set(username=self.user(service), password=self.password(service))
+        return url.render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True)
+class BrokerPermissions:
+    """``configure``/``write``/``read`` regexes for one vhost, plus topic permissions."""
+
+    configure: str
+    write: str
+    read: str
+    topics: dict[str, tuple[str, str]]  # exchange -> (write, read)
+
+
+def _any_of(*patterns: str) -> str:
+    return "^(" + "|".join(patterns) + ")$"
+
+
+def _names(*names: str) -> list[str]:
+    return [re.escape(n) for n in names]
+
+
+def broker_permissions(topo: ServiceTopology) -> BrokerPermissions:
+    """What ``topo``'s user may do on the broker, and nothing more."""
+    own_queues = _names(topo.tasks_queue, topo.events_queue, topo.dlq)
+    pidbox = _names(f"{topo.name}.pidbox", f"reply.{topo.name}.pidbox")
+    pidbox_queues = [rf".*\.{re.escape(topo.name)}\.pidbox"]  # node and reply queues
+    own_exchanges = _names(topo.name, topo.dlx, f"{topo.name}.celeryev")
+    shared = _names(EVENTS_EXCHANGE, UNROUTED)
+    others = [o for o in SERVICES if o != topo.name]
+    declared = own_exchanges + own_queues + pidbox + pidbox_queues + shared + [DELAYED]
+    delayed_keys = [re.escape(topo.tasks_queue), re.escape(topo.events_queue)]
+    delayed_keys += [re.escape(f"{o}.tasks") for o in others]
+    delay_write = r"^([01]\.)+(" + "|".join(delayed_keys) + ")$"
+    # Bindings from the delayed-delivery exchange carry a "#." prefix (kombu's layout).
+    subscribed = [r"(#\.)?(" + "|".join(_names(*topo.subscribes)) + ")"] if topo.subscribes else []
+    topics = {
+        EVENTS_EXCHANGE: (
+            _any_of(*_names(*topo.publishes)) if topo.publishes else "^$",
+            _any_of(*subscribed) if subscribed else "^$",
+        ),
+        **{o: (_any_of(re.escape(f"{o}.tasks")), "^$") for o in others},
+        **{f"celery_delayed_{n}": (delay_write, r"^(\*\.)*[01]\.#$") for n in range(DELAY_LEVELS)},
+        DELAYED_DELIVERY: (
+            "^$",
+            r"^#\.(" + "|".join(delayed_keys[:2] + _names(*topo.subscribes)) + ")$",
+        ),
+    }
+    return BrokerPermissions(
+        configure=_any_of(*declared),
+        write=_any_of(*declared, *_names(*others)),
+        read=_any_of(*declared),
+        topics=topics,
+    )

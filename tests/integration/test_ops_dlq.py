@@ -1,0 +1,185 @@
+"""The dead-letter and outbox tools of `python -m shared.ops`, on the real broker and database."""
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+from kombu import Connection
+from sqlalchemy import create_engine, text
+
+from shared.db import migrate
+from shared.management import Management
+from shared.ops.cli import OPS_MIGRATIONS
+from shared.ops.dlq import depth
+from shared.topology import SERVICES
+from tests.support import free_port, publish_raw, send_raw, wait_for
+
+NOTIFIER = SERVICES["notifier"]
+
+
+def run_ops(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.ops", *args], env=env, input=stdin, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def db(stack):
+    migrate(stack.database_url, "ops", OPS_MIGRATIONS)
+    engine = create_engine(stack.database_url)
+    yield engine
+    engine.dispose()
+
+
+def scalar(db, sql: str, **params):
+    with db.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def audit_rows(db, action: str, task_id: str | None = None) -> int:
+    return scalar(
+        db,
+        "SELECT count(*) FROM ops.dlq_audit WHERE action = :a AND service = 'notifier'"
+        " AND (CAST(:t AS text) IS NULL OR task_id = :t)",
+        a=action,
+        t=task_id,
+    )
+
+
+def take_copy(amqp_url: str) -> tuple[str, dict]:
+    """The dead letter as it is now (body, properties), left in the DLQ."""
+    with Connection(amqp_url) as conn:
+        channel = conn.channel()
+        message = channel.basic_get(NOTIFIER.dlq, no_ack=False)
+        channel.basic_reject(message.delivery_tag, requeue=True)
+    properties = {k: v for k, v in message.properties.items() if k != "delivery_mode"}
+    return message.body, properties
+
+
+@pytest.fixture
+def dead_email(stack, clean_queues, db):
+    """A `notifier.send_email` that died (nothing listened for SMTP): its task id and recipient."""
+    to = f"dead-{uuid.uuid4().hex[:6]}@example.com"
+    task_id = str(uuid.uuid4())
+    worker = stack.worker("notifier", SMTP_PORT="9", ADMIN_EMAILS="").start()
+    try:
+        command = {"to": to, "subject": "Replay me", "body": "from the DLQ"}
+        send_raw(stack.amqp_url, "notifier.send_email", command, task_id)
+        wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 1, timeout=60)
+    finally:
+        worker.stop()
+    return task_id, to
+
+
+def test_a_replayed_dead_letter_is_processed_once_a_dry_run_changes_nothing_and_audited(
+    stack, dead_email, db
+):
+    task_id, to = dead_email
+    listed = run_ops(stack.env, "dlq", "list", "notifier")
+    assert listed.returncode == 0, listed.stderr
+    assert task_id in listed.stdout and "task-failed" in listed.stdout
+    assert "result=FAILURE" in listed.stdout and "ConnectionRefusedError" in listed.stdout
+
+    dry = run_ops(stack.env, "dlq", "replay", "notifier", "--dry-run")
+    assert f"would replay: {task_id} notifier.send_email -> notifier.tasks" in dry.stdout
+    other = run_ops(stack.env, "dlq", "replay", "notifier", "--id", str(uuid.uuid4()))
+    assert "replayed 0 of 0" in other.stdout
+    assert depth(stack.amqp_url, NOTIFIER) == 1
+    assert audit_rows(db, "replay", task_id) == 0
+    interrupted_copy = take_copy(stack.amqp_url)
+
+    worker = stack.worker("notifier", ADMIN_EMAILS="").start()
+    try:
+        replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+        assert replayed.returncode == 0, replayed.stderr
+        assert f"replayed: {task_id}" in replayed.stdout
+        wait_for(lambda: stack.smtp.to(to), timeout=30)
+        status_sql = "SELECT status FROM notifier.celery_taskmeta WHERE task_id = :t"
+        wait_for(lambda: scalar(db, status_sql, t=task_id) == "SUCCESS")
+        assert depth(stack.amqp_url, NOTIFIER) == 0
+        assert audit_rows(db, "replay", task_id) == 1
+        assert (
+            scalar(db, "SELECT queue FROM ops.dlq_audit WHERE task_id = :t", t=task_id)
+            == "notifier.tasks"
+        )
+
+        again = run_ops(stack.env, "dlq", "replay", "notifier")
+        assert "replayed 0 of 0" in again.stdout
+
+        # A replay interrupted between publishing and acking leaves the dead letter behind.
+        body, properties = interrupted_copy
+        publish_raw(stack.amqp_url, NOTIFIER.dlx, "", body, **properties)
+        wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 1)
+        skipped = run_ops(stack.env, "dlq", "replay", "notifier")
+        assert f"skipped: already processed (result SUCCESS): {task_id}" in skipped.stdout
+        assert "replayed 0 of 1" in skipped.stdout
+    finally:
+        worker.stop()
+    assert audit_rows(db, "replay", task_id) == 1
+    assert len(stack.smtp.to(to)) == 1
+
+
+def test_purge_asks_first_and_is_audited(stack, clean_queues, db):
+    publish_raw(stack.amqp_url, NOTIFIER.dlx, "", b"{}", content_type="application/json")
+    wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 1)
+    before = audit_rows(db, "purge")
+
+    declined = run_ops(stack.env, "dlq", "purge", "notifier", stdin="n\n")
+    assert declined.returncode == 1 and "nothing purged" in declined.stdout
+    assert depth(stack.amqp_url, NOTIFIER) == 1
+
+    purged = run_ops(stack.env, "dlq", "purge", "notifier", "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert "purged 1 message(s) from notifier.dlq" in purged.stdout
+    assert depth(stack.amqp_url, NOTIFIER) == 0
+    assert audit_rows(db, "purge") == before + 1
+
+
+def test_a_wrong_service_name_lists_the_known_ones(stack):
+    result = run_ops(stack.env, "dlq", "list", "notifer")
+    assert result.returncode == 2
+    assert "unknown service 'notifer'; known services: notifier, reports, signup" in result.stderr
+
+
+def test_an_unreachable_broker_is_named_in_the_error(stack):
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    result = run_ops({**stack.env, "AMQP_URL": url}, "dlq", "list", "notifier")
+    assert result.returncode == 2
+    assert "cannot reach the broker at amqp://guest:**@127.0.0.1" in result.stderr
+
+
+def test_missing_permissions_are_reported_as_such(stack):
+    management = Management(stack.management_url)
+    user = f"t{uuid.uuid4().hex[:6]}-nobody"
+    management.put_user(user, "pw")
+    management.grant(stack.vhost, user, "^$", "^$", "^$")
+    try:
+        url = stack.amqp_url.split(";")[0].replace("guest:guest@", f"{user}:pw@")
+        result = run_ops({**stack.env, "AMQP_URL": url}, "dlq", "list", "notifier")
+    finally:
+        management.delete_user(user)
+    assert result.returncode == 2
+    assert "the broker refused access" in result.stderr and "notifier.dlq" in result.stderr
+
+
+def test_outbox_status_shows_unpublished_rows_and_the_oldest_age(stack, db):
+    event_id = uuid.uuid4()
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO signup.outbox (id, type, body, created_at, attempts) VALUES"
+                " (:id, 'user.signed_up', '{}', now() - interval '1 hour', 0)"
+            ),
+            {"id": event_id},
+        )
+    try:
+        result = run_ops(stack.env, "outbox", "status")
+    finally:
+        with db.begin() as conn:
+            conn.execute(text("DELETE FROM signup.outbox WHERE id = :id"), {"id": event_id})
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("signup.outbox:"))
+    age = float(line.rsplit("oldest ", 1)[1].rstrip("s"))
+    assert age >= 3600 and " 0 unpublished" not in line

@@ -1,0 +1,186 @@
+"""One broker user and one database role per service, created by `topology apply`."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+
+import amqp
+import httpx
+import psycopg
+import pytest
+import sqlalchemy.exc
+from kombu import Connection
+from psycopg import sql
+from sqlalchemy import create_engine, make_url, text
+
+from shared.management import Management
+from shared.permissions import CredentialSettings
+from shared.topology import SERVICES
+from tests.support import drain, free_port, wait_for
+
+
+@pytest.fixture(scope="module")
+def creds(stack) -> CredentialSettings:
+    """This module's own users and roles (both are global), applied to the session's vhost
+    and database by the CLI, then removed."""
+    prefix = f"t{uuid.uuid4().hex[:6]}_"
+    env = {**stack.env, "SERVICE_USER_PREFIX": prefix}
+    applied = subprocess.run(
+        [sys.executable, "-m", "shared.ops", "topology", "apply"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    yield CredentialSettings(service_user_prefix=prefix)
+    management = Management(stack.management_url)
+    admin = make_url(stack.database_url).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        for name in SERVICES:
+            role = sql.Identifier(prefix + name)
+            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            conn.execute(sql.SQL("DROP ROLE {}").format(role))
+            management.delete_user(prefix + name)
+
+
+def as_service(stack, creds: CredentialSettings, name: str) -> Connection:
+    return Connection(creds.amqp_url(name, stack.amqp_url))
+
+
+def test_notifier_credentials_cannot_consume_from_the_signup_queue(stack, creds):
+    with as_service(stack, creds, "notifier") as conn:
+        channel = conn.channel()
+        with pytest.raises(amqp.exceptions.AccessRefused, match="signup.tasks"):
+            channel.basic_consume("signup.tasks", callback=lambda m: None)
+    with as_service(stack, creds, "notifier") as conn:
+        conn.channel().basic_consume("notifier.tasks", callback=lambda m: None)  # its own: fine
+
+
+def publish_event(conn: Connection, event_type: str) -> None:
+    channel = conn.channel()
+    channel.confirm_select()
+    body = json.dumps([[], {"event": {"id": str(uuid.uuid4())}}, {}])
+    channel.basic_publish_confirm(
+        amqp.Message(body, content_type="application/json", application_headers={"task": "x"}),
+        exchange="events",
+        routing_key=event_type,
+    )
+
+
+def test_notifier_credentials_cannot_publish_report_generated(stack, creds, clean_queues):
+    refused = pytest.raises(amqp.exceptions.AccessRefused, match="report.generated")
+    with as_service(stack, creds, "notifier") as conn, refused:
+        publish_event(conn, "report.generated")
+    with as_service(stack, creds, "notifier") as conn:
+        publish_event(conn, "notification.sent")  # its own event type: accepted and routed
+    assert len(wait_for(lambda: drain(stack.amqp_url, "reports.events"))) == 1
+
+
+def test_a_service_cannot_bind_to_events_it_does_not_subscribe_to(stack, creds):
+    refused = pytest.raises(amqp.exceptions.AccessRefused, match="notification.sent")
+    with as_service(stack, creds, "notifier") as conn, refused:
+        conn.channel().queue_bind("notifier.events", "events", routing_key="notification.sent")
+    with as_service(stack, creds, "notifier") as conn:
+        conn.channel().queue_bind("notifier.events", "events", routing_key="user.signed_up")
+
+
+def test_a_reports_worker_runs_with_only_the_reports_user_and_role(stack, creds, clean_queues):
+    from services.signup.app import service as signup
+    from services.signup.signup import sign_up
+
+    worker = stack.worker(
+        "reports",
+        AMQP_URL=creds.amqp_url("reports", stack.amqp_url),
+        DATABASE_URL=creds.database_url("reports", stack.database_url),
+    ).start()
+    try:
+        email = f"iso-{uuid.uuid4().hex[:6]}@example.com"
+        sign_up(signup, email=email, name="Iso")
+        engine = create_engine(stack.database_url)
+        query = text("SELECT count(*) FROM reports.facts WHERE subject = :e")
+        with engine.connect() as db:
+            wait_for(lambda: db.execute(query, {"e": email}).scalar() == 1, timeout=30)
+        engine.dispose()
+    finally:
+        worker.stop()
+    assert "ACCESS_REFUSED" not in worker.output()
+
+
+def test_a_service_role_owns_its_schema_and_cannot_read_another(stack, creds):
+    engine = create_engine(creds.database_url("notifier", stack.database_url))
+    try:
+        with engine.connect() as db:
+            db.execute(text("SELECT count(*) FROM notifier.deliveries"))
+            owner = db.execute(
+                text("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'notifier'")
+            ).scalar()
+            assert owner.strip('"') == creds.user("notifier")
+        with (
+            engine.connect() as db,
+            pytest.raises(sqlalchemy.exc.ProgrammingError, match="permission denied"),
+        ):
+            db.execute(text("SELECT count(*) FROM signup.users"))
+    finally:
+        engine.dispose()
+
+
+def test_make_run_serves_a_signup_as_per_service_users_and_stops_everything_on_ctrl_c(
+    stack, creds, tmp_path
+):
+    ports = {p: str(free_port()) for p in ("api", "smtp", "sms", "flower", "metrics")}
+    admin = create_engine(stack.database_url)
+    beat_rows = "SELECT name, last_run_at, total_run_count FROM reports.beat_entries"
+    with admin.connect() as db:
+        beat_before = [dict(r) for r in db.execute(text(beat_rows)).mappings()]
+    env = {**stack.env, "SERVICE_USER_PREFIX": creds.service_user_prefix}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "infra.run", "--logs", str(tmp_path),
+         *[arg for name, port in ports.items() for arg in (f"--{name}-port", port)]],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(runner.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("ready: Ctrl-C" in line for line in output), timeout=120)
+        email = f"run-{uuid.uuid4().hex[:6]}@example.com"
+        response = httpx.post(
+            f"http://127.0.0.1:{ports['api']}/users/signup",
+            json={"email": email, "name": "Run", "phone": "+821012345678"},
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        wait_for(lambda: any(f"mail to {email}" in line for line in output), timeout=60)
+        metrics = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).text
+        assert "eventful_queue_messages_ready" in metrics
+    finally:
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(60) == 0, "".join(output)[-3000:]
+        leave_no_trace(stack, admin, beat_before)
+    reader.join(5)
+    assert output[-1].strip() == "stopped"
+    leftovers = subprocess.run(
+        ["pgrep", "-f", f"--port={ports['flower']}|--port {ports['smtp']}"], capture_output=True
+    )
+    assert leftovers.stdout == b""
+    for log in tmp_path.glob("*-worker.log"):
+        assert "ACCESS_REFUSED" not in log.read_text(errors="replace"), log.name
+
+
+def leave_no_trace(stack, admin, beat_before: list[dict]) -> None:
+    """What the run's beat and workers left behind, gone: later tests start as before it."""
+    queues = [q.name for topo in SERVICES.values() for q in topo.work_queues()]
+    stack.purge(*queues, *[topo.dlq for topo in SERVICES.values()])
+    with admin.begin() as db:
+        db.execute(text("DELETE FROM reports.beat_entries"))
+        for row in beat_before:
+            db.execute(
+                text(
+                    "INSERT INTO reports.beat_entries (name, last_run_at, total_run_count)"
+                    " VALUES (:name, :last_run_at, :total_run_count)"
+                ),
+                row,
+            )
+    admin.dispose()

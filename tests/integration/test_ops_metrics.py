@@ -1,0 +1,55 @@
+"""Each service worker serves Prometheus metrics: task outcomes, queue and DLQ depth."""
+
+import re
+import uuid
+
+import httpx
+
+from tests.support import free_port, publish_raw, wait_for
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text format, or None if it is not there."""
+    for line in text.splitlines():
+        match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
+        if not match or match[1] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match[3])
+    return None
+
+
+def test_a_reports_worker_counts_its_tasks_and_shows_queue_and_dlq_depth(
+    stack, clean_queues, tmp_path
+):
+    from services.signup.app import service as signup
+    from services.signup.signup import sign_up
+
+    port = free_port()
+    worker = stack.worker(
+        "reports",
+        "-I",
+        "shared.metrics",
+        METRICS_PORT=str(port),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+    ).start()
+    try:
+        publish_raw(stack.amqp_url, "reports.dlx", "", b"{}", content_type="application/json")
+        sign_up(signup, email=f"m-{uuid.uuid4().hex[:6]}@example.com", name="Metrics")
+
+        def scraped() -> str | None:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            done = sample(
+                text, "eventful_tasks_total", service="reports", state="succeeded",
+                task="reports.record_signup",
+            )  # fmt: skip
+            return text if done == 1 else None
+
+        text = wait_for(scraped, timeout=30)
+    finally:
+        worker.stop()
+    assert sample(text, "eventful_dlq_messages", service="reports") == 1
+    assert sample(text, "eventful_queue_messages_ready", queue="reports.dlq") == 1
+    assert sample(text, "eventful_queue_consumers", queue="reports.events") == 1
+    assert sample(text, "eventful_broker_up") == 1
