@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install services lint format test test-unit test-cluster cluster-up cluster-down \
-        migrate topology demo
+        migrate topology plan run demo bench chaos api relay beat \
+        worker-signup worker-notifier worker-reports
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +30,7 @@ format: install
 test: install services lint
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory test-cluster
+	$(MAKE) --no-print-directory demo
 
 # A 3-node cluster beside the machine's own node; torn down again whatever the outcome.
 test-cluster: install services
@@ -50,5 +52,38 @@ migrate: install services
 topology: install services
 	$(PY) -m shared.ops topology apply
 
+plan: install services
+	$(PY) -m shared.ops topology plan
+
+# The whole system in the foreground until Ctrl-C (infra/run.py).
+run: install services migrate topology
+	$(PY) -m infra.run
+
+# Real signups through everything `make run` starts; exits 0 only if all were delivered.
 demo: install services migrate topology
 	$(PY) -m infra.demo
+
+bench: install services
+	$(PY) -m bench.run --cluster
+	$(PY) bench/signup.py
+
+chaos: install services
+	$(PY) -m infra.chaos --events $${EVENTS:-10000}
+
+# One process each, as deployed (python -m shared.ops workers prints the same commands).
+# Run as the service: AMQP_URL=amqp://notifier:PW@host// DATABASE_URL=... make worker-notifier
+worker-signup: install
+	METRICS_PORT=9101 celery -A services.signup.app worker -Q signup.tasks -n signup@%h \
+	  --pool prefork --autoscale 4,1 --without-gossip -I shared.metrics -l INFO
+worker-notifier: install
+	METRICS_PORT=9102 celery -A services.notifier.app worker -Q notifier.tasks,notifier.events \
+	  -n notifier@%h --pool threads --concurrency 8 --without-gossip -I shared.metrics -l INFO
+worker-reports: install
+	METRICS_PORT=9103 celery -A services.reports.app worker -Q reports.tasks,reports.events \
+	  -n reports@%h --pool prefork --autoscale 4,2 --without-gossip -I shared.metrics -l INFO
+beat: install
+	celery -A services.reports.app beat -l INFO
+api: install
+	uvicorn services.signup.api:app --host 127.0.0.1 --port 8000
+relay: install
+	$(PY) -m shared.outbox relay signup

@@ -1,71 +1,91 @@
 """`make demo`: real signups through the running system, and what became of each.
 
-Starts an SMTP sink and the notifier and reports workers, signs up a few users through
-the signup service, waits until every welcome e-mail has arrived and every signup is in
-the reports read model, prints one line per user, and exits 0 only if all of it happened.
+Starts everything `make run` starts (infra/run.py: the signup API, the three services'
+workers, beat, the outbox relay, Flower, the SMTP sink and the SMS gateway stub), signs
+up a few users through ``POST /users/signup``, then prints one line per user: the HTTP
+answer, the welcome e-mails the SMTP sink received, and what the reports service
+counted (the signup, and the notification notifier reported). Exits 0 only if every
+user got exactly one welcome e-mail and was counted once; stops everything either way.
 """
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
+import httpx
 from sqlalchemy import create_engine, text
 
-from infra.processes import Worker, wait_for
-from infra.smtp_sink import SmtpSink
+from infra.processes import ROOT, wait_for
+from shared.settings import get_settings
 
 USERS = 5
+API = "http://127.0.0.1:8000"
+COUNTS = """SELECT count(*) FILTER (WHERE type = 'user.signed_up'),
+                   count(*) FILTER (WHERE type = 'notification.sent' AND kind = 'welcome_email')
+            FROM reports.facts WHERE subject = :email"""
+
+
+def api_ready(run: subprocess.Popen) -> bool:
+    if run.poll() is not None:
+        raise RuntimeError(f"make run exited ({run.returncode})")
+    try:
+        return httpx.get(f"{API}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def main() -> int:
-    sink = SmtpSink().start()
-    os.environ["SMTP_PORT"] = str(sink.port)
     logs = Path(tempfile.mkdtemp(prefix="eventful-demo-"))
-    workers = [Worker(name, dict(os.environ), logs).start() for name in ("notifier", "reports")]
+    output = logs / "run.out"
+    with open(output, "wb") as out:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "infra.run", "--logs", str(logs)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    engine = create_engine(get_settings().database_url)
     try:
-        from services.signup.app import service
-        from services.signup.signup import sign_up
-
-        run = uuid.uuid4().hex[:6]
-        emails = [f"user{i}-{run}@example.com" for i in range(USERS)]
+        wait_for(lambda: api_ready(run), timeout=180, interval=0.5)
+        run_id = uuid.uuid4().hex[:6]
+        emails = [f"user{i}-{run_id}@example.com" for i in range(USERS)]
+        answers = {}
         for i, email in enumerate(emails):
-            sign_up(service, email=email, name=f"Demo user {i}")
-        engine = create_engine(service.settings.database_url)
+            body = {
+                "email": email,
+                "name": f"Demo user {i}",
+                "phone": f"+8210000{run_id[:2]}{i:03d}",
+            }
+            answers[email] = httpx.post(f"{API}/users/signup", json=body, timeout=30).status_code
 
-        def counted() -> int:
+        def mails(email: str) -> int:
+            return output.read_text(errors="replace").count(f"mail to {email}: Subject: Welcome")
+
+        def counts(email: str) -> tuple[int, int]:
             with engine.connect() as conn:
-                return conn.execute(
-                    text(
-                        "SELECT count(*) FROM reports.facts"
-                        " WHERE type = 'user.signed_up' AND subject = ANY(:e)"
-                    ),
-                    {"e": emails},
-                ).scalar()
+                return tuple(conn.execute(text(COUNTS), {"email": email}).one())
 
+        def done() -> bool:
+            return all(mails(e) >= 1 and counts(e) == (1, 1) for e in emails)
+
+        with contextlib.suppress(AssertionError):
+            wait_for(done, timeout=120, interval=0.5)
+        print(f"{'user':<30} {'HTTP':>5} {'welcome e-mails':>16} {'reported signups':>17}"
+              f" {'reported e-mails':>17}")  # fmt: skip
         ok = True
-        try:
-            wait_for(lambda: all(sink.to(e) for e in emails) and counted() == USERS, 60)
-        except AssertionError:
-            ok = False
-        print(f"{'user':<32} {'welcome e-mails':>16} {'in reports':>11}")
         for email in emails:
-            with engine.connect() as conn:
-                facts = conn.execute(
-                    text(
-                        "SELECT count(*) FROM reports.facts"
-                        " WHERE type = 'user.signed_up' AND subject = :e"
-                    ),
-                    {"e": email},
-                ).scalar()
-            print(f"{email:<32} {len(sink.to(email)):>16} {facts:>11}")
-        print(f"signups reported: {counted()}/{USERS}; worker logs in {logs}")
+            signups, sent = counts(email)
+            ok &= answers[email] == 201 and mails(email) == 1 and (signups, sent) == (1, 1)
+            print(f"{email:<30} {answers[email]:>5} {mails(email):>16} {signups:>17} {sent:>17}")
+        print(f"{'all delivered and counted once' if ok else 'NOT all delivered'}; logs in {logs}")
         return 0 if ok else 1
     finally:
-        for worker in workers:
-            worker.stop()
-        sink.stop()
+        os.killpg(run.pid, signal.SIGINT)
+        run.wait(90)
+        engine.dispose()
 
 
 if __name__ == "__main__":
