@@ -67,8 +67,11 @@ bench: install services
 	$(PY) -m bench.run --cluster
 	$(PY) bench/signup.py
 
-chaos: install services
-	$(PY) -m infra.chaos --events $${EVENTS:-10000}
+# Faults injected into CHAOS_EVENTS signups, on private servers (RabbitMQ :5690, PostgreSQL :5433).
+CHAOS_EVENTS    ?= 10000
+CHAOS_SMTP_DOWN ?= 60
+chaos: install
+	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --smtp-down $(CHAOS_SMTP_DOWN)
 
 # One process each, as deployed (python -m shared.ops workers prints the same commands).
 # Run as the service: AMQP_URL=amqp://notifier:PW@host// DATABASE_URL=... make worker-notifier

@@ -1,0 +1,192 @@
+"""`make chaos`: N signups through signup -> notifier -> reports while faults are injected,
+then what became of every event, counted; exits 1 on any loss, duplicate or dropped message.
+
+    python -m infra.chaos --events 10000 --smtp-down 60
+
+On private servers (``infra/private_services.sh``: RabbitMQ node ``chaos@localhost`` on
+5690, PostgreSQL cluster ``chaos`` on 5433; never the machine's own, which other test runs
+share), with a notifier and a reports worker, the signup outbox relay and an SMTP server
+on loopback. A producer signs users up at ``--rate`` per second (the user and its
+``user.signed_up`` committed to the outbox together; the relay publishes them). Meanwhile,
+spread evenly over the production time (each as soon as the one before is over), one
+fault after another: SIGKILL of the notifier mid-send, a RabbitMQ restart, SIGKILL of the
+reports worker, a PostgreSQL restart mid-send, the SMTP server down for ``--smtp-down`` seconds;
+after each, a batch of bad input. Then it waits until the pipeline is complete or quiet,
+counts (``infra/chaos_count.py``), prints one table, stops everything it started and
+removes the private servers (not with ``--keep``).
+"""
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.exc import DBAPIError
+
+from infra import chaos_faults as faults
+from infra.chaos_count import busy_queues, complete, count, progress
+from infra.chaos_env import MANAGEMENT_URL, Busy, Fleet, World, exclusive, private_services
+from infra.processes import free_port
+
+#: Exit status when another chaos run holds the private servers (EX_TEMPFAIL).
+BUSY = 75
+#: Seconds a signup keeps trying while the database is away before the run gives up.
+DATABASE_PATIENCE = 120
+
+
+def say(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
+class Producer(threading.Thread):
+    """Signs up ``n`` users at ``rate`` per second, each retried until its transaction is
+    known to have committed (a restarting database answers errors for a while)."""
+
+    def __init__(self, n: int, rate: float) -> None:
+        super().__init__(name="chaos-producer", daemon=True)
+        self.n, self.rate, self.accepted = n, rate, 0
+        self.started = time.monotonic()
+
+    def run(self) -> None:
+        from services.signup.app import service
+        from services.signup.signup import DuplicateEmail, create_user
+        from shared.outbox import Outbox
+
+        outbox = Outbox(service)
+        for i in range(self.n):
+            time.sleep(max(0.0, self.started + i / self.rate - time.monotonic()))
+            for attempt in range(DATABASE_PATIENCE * 2):
+                try:
+                    with service.db.transaction() as session:
+                        create_user(session, outbox, email=f"user{i}@chaos.example.com", name="C")
+                    break
+                except DuplicateEmail:
+                    break  # an earlier try did commit; only its answer was lost
+                except DBAPIError:
+                    if attempt == DATABASE_PATIENCE * 2 - 1:
+                        raise
+                    time.sleep(0.5)
+            self.accepted += 1
+
+
+def welcome_retry_scale(outage: float) -> float:
+    """A ``RETRY_DELAY_SCALE`` under which the welcome e-mail's retries span twice the SMTP
+    outage: the outage is a fault to survive, not one that exhausts the retry policy."""
+    from services.notifier.app import service
+
+    task = service.celery.tasks["notifier.send_welcome_email"]
+    window = sum(
+        min(task.retry_backoff_max, task.retry_backoff * 2**i) for i in range(task.max_retries)
+    )
+    return max(0.01, 2 * outage / window)
+
+
+def settle(engine, world: World, accepted: int, timeout: float) -> str:
+    """Wait until every event went all the way and no queue holds work any more (delayed
+    retries included), or nothing moves any more, or ``timeout``."""
+    deadline, last, quiet = time.monotonic() + timeout, None, 0
+    while time.monotonic() < deadline:
+        now, busy = progress(engine), busy_queues(MANAGEMENT_URL, world.vhost)
+        if complete(now, accepted) and not busy:  # nothing left that could still duplicate
+            return "complete"
+        quiet = quiet + 1 if now == last and not busy else 0
+        if quiet >= 3:
+            return "quiet (nothing left in any queue, nothing moving)"
+        last = now
+        say(f"waiting: {now} queues={busy}")
+        time.sleep(5)
+    return f"timed out after {timeout:g} s"
+
+
+def run(args: argparse.Namespace) -> int:
+    logs = Path(tempfile.mkdtemp(prefix="eventful-chaos-"))
+    world = World(uuid.uuid4().hex[:8], logs, free_port())
+    fleet: Fleet | None = None
+    mailbox: faults.Mailbox | None = None
+    started = time.monotonic()
+    try:
+        private_services("up")
+        say(f"private servers up; run {world.run_id}, logs in {logs}")
+        world.create()
+        world.env["RETRY_DELAY_SCALE"] = f"{welcome_retry_scale(args.smtp_down):.3f}"
+        mailbox = faults.Mailbox(world.smtp_port)
+        fleet = Fleet(world)
+        fleet.start()
+        producer = Producer(args.events, args.rate)
+        producer.start()
+        injections: list[Callable[[], str]] = [
+            lambda: faults.kill_notifier_mid_send(fleet, mailbox),
+            faults.restart_rabbitmq,
+            lambda: faults.kill_worker(fleet, "reports"),
+            lambda: faults.restart_postgres_mid_send(mailbox),
+            lambda: faults.smtp_outage(mailbox, args.smtp_down),
+        ]
+        engine = create_engine(world.database_url, pool_pre_ping=True)  # it restarts too
+        bad: list[faults.BadMessage] = []
+        spacing = args.events / args.rate / (len(injections) + 1)
+        for k, inject in enumerate(injections, start=1):
+            time.sleep(max(0.0, producer.started + k * spacing - time.monotonic()))
+            before = progress(engine)
+            say(f"fault {k} at event {producer.accepted} ({before['sent']} e-mails sent so far)")
+            say(f"fault {k}: {inject()}")
+            bad += faults.publish_bad_input(world.amqp_url, args.bad_per_kind)
+        producer.join()
+        say(f"all {producer.accepted} signups committed; {len(bad)} bad messages published")
+        say(f"settled: {settle(engine, world, producer.accepted, args.settle_timeout)}")
+        tally = count(engine, world.amqp_url, producer.accepted, mailbox.messages, bad)
+        engine.dispose()
+        if dead := fleet.dead():
+            tally.notes.append(f"processes that exited by themselves: {dead}")
+        print(f"\nchaos: {args.events} events in {time.monotonic() - started:.0f} s")
+        print(tally.table(), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "lost": tally.lost, "duplicates": tally.duplicates, "dropped": tally.dropped,
+                "rows": [vars(r) for r in tally.rows + tally.dlq_rows], "notes": tally.notes,
+            }, indent=2))  # fmt: skip
+        return 0 if tally.ok else 1
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        if mailbox is not None:
+            mailbox.down()
+        if not args.keep:
+            private_services("down")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.chaos", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--events", type=int, default=10_000, help="signups to drive through")
+    parser.add_argument("--rate", type=float, default=25.0, help="signups per second")
+    parser.add_argument("--smtp-down", type=float, default=60.0, help="SMTP outage, seconds")
+    parser.add_argument("--bad-per-kind", type=int, default=2, help="per kind, after each fault")
+    parser.add_argument(
+        "--settle-timeout", type=float, default=600.0, help="seconds to wait after the last signup"
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the private servers running")
+    parser.add_argument("--json", help="also write the counts to this file")
+    parser.add_argument(
+        "--lock-timeout", type=float, default=3600.0, help="seconds to wait for another run"
+    )
+    args = parser.parse_args(argv)
+    # SIGTERM (a test's timeout, Ctrl-C's sibling) unwinds through run()'s cleanup.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with exclusive(args.lock_timeout):
+            return run(args)
+    except Busy as exc:
+        print(f"chaos: not run: {exc}", file=sys.stderr)
+        return BUSY
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""What the chaos run does to the system, one fault at a time, and the bad input it mixes in.
+
+Every fault is undone before it returns (the worker restarted, the server back), so the
+run ends on a healthy system and what is missing then was lost, not merely late.
+"""
+
+import json
+import pickle
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import amqp
+from kombu import Connection
+from kombu.exceptions import OperationalError
+
+from infra.chaos_env import Fleet, private_services
+from infra.processes import wait_for
+from infra.smtp_sink import SmtpSink
+
+#: Big enough to be refused by the contract (a name of at most 200 characters), far below
+#: RabbitMQ's own 128 MiB limit: the platform itself sets no message size limit.
+OVERSIZED = 5 * 1024 * 1024
+BAD_PREFIX = "chaos-bad-"
+
+
+class Mailbox:
+    """The SMTP server the notifier sends to; it can go away and come back on the same port,
+    keeping everything it received before."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sink = SmtpSink(port=port).start()
+        self.messages = self.sink.messages
+
+    def down(self) -> None:
+        self.sink.stop()
+
+    def up(self) -> None:
+        self.sink = SmtpSink(port=self.port)
+        self.sink.messages = self.messages
+        self.sink.start()
+
+
+def kill_notifier_mid_send(fleet: Fleet, mailbox: Mailbox) -> str:
+    """SIGKILL the notifier while its sends wait inside the SMTP conversation (DATA held
+    open, as in tests/integration/test_bad_input_and_crashes.py), then start a new one.
+
+    A kill in the milliseconds between the server's 250 and the delivery's commit would
+    send that e-mail again: the at-least-once window services/notifier/deliveries.py
+    chooses. Holding DATA first puts every in-flight send before that window.
+    """
+    mailbox.sink.delay = 3.0
+    try:
+        wait_for(lambda: mailbox.sink.receiving, timeout=60)
+        time.sleep(0.5)  # the other threads reach DATA too
+        held = mailbox.sink.receiving
+        fleet.kill("notifier")
+    finally:
+        mailbox.sink.delay = 0.0
+    wait_for(lambda: mailbox.sink.receiving == 0, timeout=15)
+    fleet.start_worker("notifier")
+    return f"SIGKILL notifier worker with {held} send(s) inside SMTP DATA, restarted"
+
+
+def kill_worker(fleet: Fleet, name: str) -> str:
+    """SIGKILL a worker at whatever it is doing (under load: in the middle of tasks)."""
+    fleet.kill(name)
+    fleet.start_worker(name)
+    return f"SIGKILL {name} worker, restarted"
+
+
+def restart_rabbitmq() -> str:
+    started = time.monotonic()
+    private_services("restart-rabbit")
+    return f"RabbitMQ stop_app/start_app ({time.monotonic() - started:.1f} s)"
+
+
+def restart_postgres_mid_send(mailbox: Mailbox) -> str:
+    """Restart PostgreSQL while sends wait inside SMTP DATA: their delivery transactions
+    die with the server, then the SMTP server accepts the messages. The worst moment for
+    the notifier's ledger: the e-mail is gone, and ``sent`` must still be recorded."""
+    mailbox.sink.delay = 3.0
+    try:
+        wait_for(lambda: mailbox.sink.receiving, timeout=60)
+        held = mailbox.sink.receiving
+        started = time.monotonic()
+        private_services("restart-pg")
+    finally:
+        mailbox.sink.delay = 0.0
+    return (
+        f"PostgreSQL restart ({time.monotonic() - started:.1f} s)"
+        f" with {held} send(s) inside SMTP DATA"
+    )
+
+
+def smtp_outage(mailbox: Mailbox, seconds: float) -> str:
+    mailbox.down()
+    try:
+        time.sleep(seconds)
+    finally:
+        mailbox.up()
+    return f"SMTP down {seconds:g} s"
+
+
+@dataclass(frozen=True)
+class BadMessage:
+    id: str
+    kind: str
+    reason: str  # the x-dead-letter-reason each subscriber's DLQ must show
+
+
+def _envelope(**payload: Any) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()), "type": "user.signed_up", "version": 1,
+        "occurred_at": "2026-11-25T00:00:00Z", "source": "chaos",
+        "payload": {"user_id": str(uuid.uuid4()), "email": "bad@example.com", "name": "Bad",
+                    **payload},
+    }  # fmt: skip
+
+
+def _celery(envelope: dict[str, Any]) -> bytes:
+    return json.dumps([[], {"event": envelope}, {}]).encode()
+
+
+JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
+#: kind: (task header, body, properties, expected reason)
+BAD_KINDS: dict[str, tuple[str, Any, dict[str, str], str]] = {
+    "invalid-json": ("user.signed_up", lambda: b"{not json", JSON, "undecodable-body"),
+    "wrong-content-type": (
+        "user.signed_up", lambda: _celery(_envelope()),
+        {"content_type": "text/plain", "content_encoding": "utf-8"}, "content-type-not-allowed",
+    ),
+    "unknown-task": ("user.exploded", lambda: _celery(_envelope()), JSON, "unknown-task"),
+    "schema-invalid": (
+        "user.signed_up", lambda: _celery(_envelope(email="not-an-address")), JSON, "rejected",
+    ),
+    "oversized": (
+        "user.signed_up", lambda: _celery(_envelope(name="x" * OVERSIZED)), JSON, "rejected",
+    ),
+    "pickle": (
+        "user.signed_up", lambda: pickle.dumps([[], {"event": _envelope()}, {}]),
+        {"content_type": "application/x-python-serialize", "content_encoding": "binary"},
+        "content-type-not-allowed",
+    ),
+}  # fmt: skip
+
+
+def publish_bad_input(amqp_url: str, per_kind: int) -> list[BadMessage]:
+    """Publish ``per_kind`` messages of every bad kind to ``events`` as ``user.signed_up``
+    (so every subscriber receives each), persistent and confirmed, retrying while the
+    broker is away. Each carries an ``id`` header naming it, to find it in the DLQs."""
+    sent: list[BadMessage] = []
+    for kind, (task, body, props, reason) in BAD_KINDS.items():
+        for _ in range(per_kind if kind != "oversized" else max(1, per_kind // 5)):
+            bad = BadMessage(f"{BAD_PREFIX}{kind}-{uuid.uuid4()}", kind, reason)
+            message = amqp.Message(
+                body(), delivery_mode=2, application_headers={"task": task, "id": bad.id}, **props
+            )
+            wait_for(lambda m=message: _publish(amqp_url, m), timeout=120, interval=1.0)
+            sent.append(bad)
+    return sent
+
+
+def _publish(amqp_url: str, message: amqp.Message) -> bool:
+    try:
+        with Connection(amqp_url, connect_timeout=2) as conn:
+            channel = conn.channel()
+            channel.confirm_select()
+            channel.basic_publish_confirm(message, exchange="events", routing_key="user.signed_up")
+    except (OSError, amqp.exceptions.AMQPError, OperationalError):
+        return False
+    return True

@@ -1,0 +1,49 @@
+"""`make chaos`, short: every fault of the full run, on a few hundred signups.
+
+The run brings up its own RabbitMQ node and PostgreSQL cluster (the ones it restarts), so
+it uses none of the session's servers; it runs as a subprocess, exactly as `make chaos`.
+One chaos run at a time per machine: if another holds the servers for over a minute
+(a full `make chaos`), this test is skipped, not failed.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from infra.chaos import BUSY
+from infra.processes import ROOT
+
+SHORT = [
+    "--events", "300", "--rate", "4", "--smtp-down", "8", "--bad-per-kind", "1",
+    "--settle-timeout", "60", "--lock-timeout", "60",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_signups_through_worker_kills_restarts_and_an_smtp_outage_lose_nothing_and_mail_once(
+    tmp_path,
+):
+    counts = tmp_path / "chaos.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "infra.chaos", *SHORT, "--json", str(counts)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        output, _ = run.communicate(timeout=240)  # up to 60 s for the lock, ~110 s run
+    except subprocess.TimeoutExpired:
+        run.terminate()  # the run stops its processes and servers on SIGTERM
+        output, _ = run.communicate(timeout=60)
+        pytest.fail(f"the short chaos run took longer than 240 s:\n{output[-4000:]}")
+
+    if run.returncode == BUSY:
+        pytest.skip("another chaos run (make chaos, or another suite) holds the private servers")
+    assert counts.exists(), output[-4000:]
+    result = json.loads(counts.read_text())
+    assert (result["lost"], result["duplicates"], result["dropped"]) == (0, 0, 0), output[-4000:]
+    assert run.returncode == 0, output[-4000:]
+    rows = {row["stage"]: row for row in result["rows"]}
+    assert rows["smtp: events -> welcome e-mail received"]["delivered"] == 300
+    assert rows["notifier.dlq"]["expected"] == rows["notifier.dlq"]["delivered"] == 30
+    assert rows["reports.dlq"]["expected"] == rows["reports.dlq"]["delivered"] == 30
