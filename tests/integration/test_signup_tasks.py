@@ -61,7 +61,7 @@ def lock_users(db) -> Iterator[Callable[[], Any]]:
 
 
 def send(client: TestClient, command: UserStats) -> str:
-    return client.app.state.runtime.service.send(command).id
+    return client.app.state.runtime.service.send(command)
 
 
 def status(client: TestClient, task_id: str) -> dict:
