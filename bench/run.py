@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -24,28 +25,29 @@ from shared.settings import Settings
 CLUSTER = (5681, 5682, 5683)
 
 
-def plain_celery(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> Row:
-    os.environ["AMQP_URL"] = env.amqp_url
-    from bench.plain_app import noop
-
+def task_row(
+    name: str, task, queue: str, env: BenchEnv, count: int, worker_args: list[str], logs: Path,
+    done: Callable[[], bool] | None = None,
+) -> Row:  # fmt: skip
+    """Publish ``count`` calls of ``task``, then drain them with one worker of its app."""
     start = time.perf_counter()
     for i in range(count):
-        noop.delay(i)
+        task.delay(i)
     publish = count / (time.perf_counter() - start)
     seconds, rss = drain_with_worker(
-        "bench.plain_app", "plain.tasks", env.env(), count, worker_args, logs / "plain.log"
-    )
-    return Row("plain Celery (defaults)", count / seconds, f"publish {publish:,.0f}/s", rss)
+        task.run.__module__, queue, env.env(), count, worker_args,
+        logs / f"{task.name}.log", done=done,
+    )  # fmt: skip
+    return Row(name, count / seconds, f"publish {publish:,.0f}/s", rss)
 
 
-def platform(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> Row:
+def celery_rows(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> list[Row]:
+    """Plain Celery, then the same trivial task through the platform without and with its
+    result stored (STARTED and SUCCESS rows in PostgreSQL)."""
     os.environ.update(AMQP_URL=env.amqp_url, DATABASE_URL=env.database_url)
-    from bench.platform_app import noop
+    from bench.plain_app import noop as plain
+    from bench.platform_app import noop, noop_no_result
 
-    start = time.perf_counter()
-    for i in range(count):
-        noop.delay(i)
-    publish = count / (time.perf_counter() - start)
     engine = create_engine(env.database_url)
 
     def all_stored() -> bool:
@@ -53,27 +55,15 @@ def platform(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> R
             sql = "SELECT count(*) FROM reports.celery_taskmeta WHERE status = 'SUCCESS'"
             return conn.execute(text(sql)).scalar() == count
 
-    seconds, rss = drain_with_worker(
-        "bench.platform_app", "reports.tasks", env.env(), count, worker_args,
-        logs / "platform.log", done=all_stored,
-    )  # fmt: skip
+    rows = [
+        task_row("plain Celery (defaults)", plain, "plain.tasks", env, count, worker_args, logs),
+        task_row("this project, result not stored", noop_no_result, "reports.tasks", env, count,
+                 worker_args, logs),
+        task_row("this project, all guarantees", noop, "reports.tasks", env, count, worker_args,
+                 logs, done=all_stored),
+    ]  # fmt: skip
     engine.dispose()
-    return Row("this project, all guarantees", count / seconds, f"publish {publish:,.0f}/s", rss)
-
-
-def platform_no_result(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> Row:
-    os.environ.update(AMQP_URL=env.amqp_url, DATABASE_URL=env.database_url)
-    from bench.platform_app import noop_no_result
-
-    start = time.perf_counter()
-    for i in range(count):
-        noop_no_result.delay(i)
-    publish = count / (time.perf_counter() - start)
-    seconds, rss = drain_with_worker(
-        "bench.platform_app", "reports.tasks", env.env(), count, worker_args,
-        logs / "platform-no-result.log",
-    )  # fmt: skip
-    return Row("this project, result not stored", count / seconds, f"publish {publish:,.0f}/s", rss)
+    return rows
 
 
 def print_table(rows: list[Row], baseline: float) -> None:
@@ -106,11 +96,10 @@ def main() -> int:
           f"{os.cpu_count()} CPUs; worker logs in {logs}")  # fmt: skip
     with bench_env(settings) as env:
         rows = list(raw_amqp(env.amqp_url, args.messages))
-        baseline = plain_celery(env, args.tasks, worker_args, logs)
+        celery = celery_rows(env, args.tasks, worker_args, logs)
+        baseline = celery[0]
         rows += [
-            baseline,
-            platform_no_result(env, args.tasks, worker_args, logs),
-            platform(env, args.tasks, worker_args, logs),
+            *celery,
             end_to_end(env, args.events, worker_args, logs, "end to end: event -> e-mail"),
         ]
     if args.cluster:

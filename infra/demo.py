@@ -51,13 +51,14 @@ def main() -> int:
     try:
         wait_for(lambda: api_ready(run), timeout=180, interval=0.5)
         run_id = uuid.uuid4().hex[:6]
+        number = uuid.uuid4().int % 10**5  # phone numbers are digits only
         emails = [f"user{i}-{run_id}@example.com" for i in range(USERS)]
         answers = {}
         for i, email in enumerate(emails):
             body = {
                 "email": email,
                 "name": f"Demo user {i}",
-                "phone": f"+8210000{run_id[:2]}{i:03d}",
+                "phone": f"+8210{number:05d}{i:03d}",
             }
             answers[email] = httpx.post(f"{API}/users/signup", json=body, timeout=30).status_code
 

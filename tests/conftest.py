@@ -11,6 +11,7 @@ from uuid import uuid4
 import psycopg
 import pytest
 from kombu import Connection
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 from shared.db import migrate
@@ -112,6 +113,14 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 def _drop_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(stack: Stack) -> Iterator[Engine]:
+    """An engine on the session's database, to read what the services wrote."""
+    engine = create_engine(stack.database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -5,20 +5,13 @@ import re
 import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from infra.smtp_sink import SmtpSink
 from tests.support import bind_probe, drain, free_port, publish_raw, send_raw, wait_for
 
 JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
 CLOSED_PORT = "9"  # discard: nothing listens, every connection is refused
-
-
-@pytest.fixture
-def db(stack):
-    engine = create_engine(stack.database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

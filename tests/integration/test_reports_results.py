@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from shared.contracts import GenerateReport
 from tests.support import publish_raw, wait_for
@@ -58,13 +58,6 @@ def reports_worker(clean_queues):
     worker = clean_queues.worker("reports")
     yield worker
     worker.stop()
-
-
-@pytest.fixture
-def db(stack):
-    engine = create_engine(stack.database_url)
-    yield engine
-    engine.dispose()
 
 
 def result_states(db, *task_ids: str) -> dict[str, str]:

@@ -6,20 +6,13 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from shared.contracts import GenerateReport
 from tests.support import publish_raw, wait_for
 
 DAY = date(2026, 1, 10)
 FACTS = 40
-
-
-@pytest.fixture
-def db(stack):
-    engine = create_engine(stack.database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

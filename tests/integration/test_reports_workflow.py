@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from kombu import Connection
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from shared.contracts import (
     Event,
@@ -28,13 +28,6 @@ def reports_worker(clean_queues):
     worker = clean_queues.worker("reports").start()
     yield worker
     worker.stop()
-
-
-@pytest.fixture
-def db(stack):
-    engine = create_engine(stack.database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

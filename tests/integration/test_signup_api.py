@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 from fastapi.testclient import TestClient
 from kombu import Connection
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from infra.processes import ROOT
 from infra.sms_gateway import SmsGateway
@@ -25,13 +25,6 @@ def gateway() -> Iterator[SmsGateway]:
     gw = SmsGateway().start()
     yield gw
     gw.stop()
-
-
-@pytest.fixture
-def db(stack):
-    engine = create_engine(stack.database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

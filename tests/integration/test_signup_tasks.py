@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from services.signup.model import users
 from shared.contracts import UserStats
@@ -32,13 +32,6 @@ def client(stack) -> Iterator[TestClient]:
 
     with TestClient(create_app(SignupSettings())) as c:
         yield c
-
-
-@pytest.fixture
-def db(stack):
-    engine = create_engine(stack.database_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from shared.contracts import UserSignedUp
 from tests.support import publish_raw, wait_for
@@ -29,13 +29,6 @@ def reports(clean_queues):
     worker = clean_queues.worker("reports").start()
     yield worker
     worker.stop()
-
-
-@pytest.fixture
-def db(stack):
-    engine = create_engine(stack.database_url)
-    yield engine
-    engine.dispose()
 
 
 def handler_task_id(event_id, task_name: str) -> str:
