@@ -10,7 +10,8 @@ from infra.processes import Worker, free_port, wait_for
 from infra.smtp_sink import SmtpSink
 
 __all__ = [
-    "SmtpSink", "Worker", "bind_probe", "drain", "free_port", "publish_raw", "send_raw", "wait_for",
+    "SmtpSink", "Worker", "bind_probe", "drain", "free_port", "publish_raw", "send_command",
+    "send_raw", "wait_for",
 ]  # fmt: skip
 
 
@@ -38,16 +39,29 @@ def publish_raw(amqp_url: str, exchange: str, routing_key: str, body: bytes, **p
         )  # fmt: skip
 
 
-def send_raw(amqp_url: str, task: str, kwargs: dict[str, Any], task_id: str) -> None:
+def send_raw(
+    amqp_url: str, task: str, kwargs: dict[str, Any], task_id: str, owner: str | None = None
+) -> None:
     """Send a command (``notifier.send_email``) in Celery's wire format to its owner's
     exchange, as any producer would; the same ``task_id`` twice is a duplicate."""
     body = json.dumps([[], kwargs, {}]).encode()
-    owner = task.split(".", 1)[0]
+    owner = owner or task.split(".", 1)[0]
     publish_raw(
         amqp_url, owner, f"{owner}.tasks", body,
         content_type="application/json", content_encoding="utf-8",
         application_headers={"task": task, "id": task_id},
     )  # fmt: skip
+
+
+def send_command(
+    stack: Any, task: str, task_id: str | None = None, owner: str | None = None, **kwargs: Any
+) -> str:
+    """``send_raw`` with a fresh task id unless given; returns it. Over plain AMQP, because
+    this process's copy of a service app may have been configured before the test stack.
+    ``owner``: the service whose queue runs it, for Celery's own tasks (``celery.*``)."""
+    task_id = task_id or str(uuid.uuid4())
+    send_raw(stack.amqp_url, task, kwargs, task_id, owner)
+    return task_id
 
 
 def bind_probe(amqp_url: str, routing_key: str) -> str:

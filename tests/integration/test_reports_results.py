@@ -4,7 +4,6 @@ of a report command, and the source document's tasks, chain, group and chord."""
 import json
 import subprocess
 import sys
-import uuid
 from datetime import date
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from shared.contracts import GenerateReport
-from tests.support import publish_raw, wait_for
+from tests.support import send_command, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,18 +66,6 @@ def result_states(db, *task_ids: str) -> dict[str, str]:
             {"t": list(task_ids)},
         )
         return dict(rows.all())
-
-
-def send_command(stack, task: str, task_id: str | None = None, **kwargs) -> str:
-    """Send a command in Celery's wire format over plain AMQP, as any producer would (this
-    process's copy of the reports app may have been configured before the test stack)."""
-    task_id = task_id or str(uuid.uuid4())
-    publish_raw(
-        stack.amqp_url, "reports", "reports.tasks", json.dumps([[], kwargs, {}]).encode(),
-        content_type="application/json", content_encoding="utf-8",
-        application_headers={"task": task, "id": task_id},
-    )  # fmt: skip
-    return task_id
 
 
 def client(stack, script: str, *args: str) -> subprocess.Popen:
@@ -152,7 +139,7 @@ def test_backend_cleanup_deletes_results_older_than_result_expires(stack, report
             {"t": old},
         )
 
-    send_command(stack, "celery.backend_cleanup")  # what beat sends every hour
+    send_command(stack, "celery.backend_cleanup", owner="reports")  # what beat sends hourly
 
     wait_for(lambda: old not in result_states(db, old, fresh))
     assert result_states(db, old, fresh) == {fresh: "SUCCESS"}

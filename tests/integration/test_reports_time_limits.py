@@ -1,6 +1,5 @@
 """A report scan that hits its soft time limit saves its progress; the retry resumes."""
 
-import json
 import uuid
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -9,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from shared.contracts import GenerateReport
-from tests.support import publish_raw, wait_for
+from tests.support import send_command, wait_for
 
 DAY = date(2026, 1, 10)
 FACTS = 40
@@ -28,18 +27,6 @@ def slow_scans(clean_queues):
     ).start()
     yield worker
     worker.stop()
-
-
-def send_command(stack, task: str, task_id: str | None = None, **kwargs) -> str:
-    """Send a command in Celery's wire format over plain AMQP, as any producer would (this
-    process's copy of the reports app may have been configured before the test stack)."""
-    task_id = task_id or str(uuid.uuid4())
-    publish_raw(
-        stack.amqp_url, "reports", "reports.tasks", json.dumps([[], kwargs, {}]).encode(),
-        content_type="application/json", content_encoding="utf-8",
-        application_headers={"task": task, "id": task_id},
-    )  # fmt: skip
-    return task_id
 
 
 def seed_signups(db, day: date, n: int) -> None:

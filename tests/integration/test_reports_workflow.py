@@ -18,7 +18,7 @@ from shared.contracts import (
     UserSignedUp,
     UserSignedUpPayload,
 )
-from tests.support import drain, publish_raw, wait_for
+from tests.support import drain, publish_raw, send_command, wait_for
 
 SEOUL = ZoneInfo("Asia/Seoul")
 
@@ -50,18 +50,6 @@ def publish(stack, event: Event) -> None:
         content_type="application/json", content_encoding="utf-8",
         application_headers={"task": event.type, "id": str(event.id)},
     )  # fmt: skip
-
-
-def send_command(stack, task: str, task_id: str | None = None, **kwargs) -> str:
-    """Send a command in Celery's wire format over plain AMQP, as any producer would (this
-    process's copy of the reports app may have been configured before the test stack)."""
-    task_id = task_id or str(uuid.uuid4())
-    publish_raw(
-        stack.amqp_url, "reports", "reports.tasks", json.dumps([[], kwargs, {}]).encode(),
-        content_type="application/json", content_encoding="utf-8",
-        application_headers={"task": task, "id": task_id},
-    )  # fmt: skip
-    return task_id
 
 
 def signup_at(at: datetime) -> UserSignedUp:
