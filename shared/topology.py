@@ -91,10 +91,8 @@ class ServiceTopology:
             queues.append(
                 Queue(
                     self.events_queue,
-                    exchange=self.exchange,
-                    routing_key=self.events_queue,
                     queue_arguments=self.work_queue_arguments(),
-                    # kombu ignores exchange= once bindings are given: bind the own route too.
+                    # Its own route (retries, replays) and one binding per subscribed event.
                     bindings=[binding(self.exchange, routing_key=self.events_queue)]
                     + [binding(events_exchange, routing_key=t) for t in self.subscribes],
                 )
