@@ -147,13 +147,11 @@ class Relay:
             connection = self._connect()
             for row in rows:
                 tried.append(row.id)
-                self.outbox.service.celery.send_task(
+                self.outbox.service.publish_body(
                     row.type,
-                    kwargs={"event": row.body},
-                    task_id=str(row.id),
+                    row.body,
+                    row.id,
                     connection=connection,
-                    declare=[],
-                    ignore_result=True,
                     retry=False,
                     confirm_timeout=self.confirm_timeout,
                 )

@@ -168,15 +168,21 @@ class Service:
 
     def publish(self, event: Event) -> None:
         """Publish a domain event to ``events`` (confirmed by the broker before returning)."""
-        if event.type not in self.topology.publishes:
-            raise ValueError(f"{self.name} may not publish {event.type!r}")
         self._ensure_declared()
+        self.publish_body(event.type, event.model_dump(mode="json"), event.id)
+
+    def publish_body(self, event_type: str, body: dict, event_id: Any, **options: Any) -> None:
+        """Publish an event already in its JSON form (what the outbox stores), in the wire
+        format the README documents; ``options`` go to Celery's ``send_task``."""
+        if event_type not in self.topology.publishes:
+            raise ValueError(f"{self.name} may not publish {event_type!r}")
         self.celery.send_task(
-            event.type,
-            kwargs={"event": event.model_dump(mode="json")},
-            task_id=str(event.id),
+            event_type,
+            kwargs={"event": body},
+            task_id=str(event_id),
             declare=[],
             ignore_result=True,
+            **options,
         )
 
     def send(self, command: Command, **options: Any) -> str:
