@@ -17,23 +17,40 @@ import traceback as tb
 from datetime import UTC, datetime
 
 from billiard.einfo import ExceptionWithTraceback
-from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
+from celery.exceptions import (
+    Ignore,
+    InvalidTaskError,
+    Reject,
+    Retry,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from kombu.exceptions import ContentDisallowed, DecodeError
+from vine import promise
 
 from shared.app import PUBLISH_RETRY_POLICY
 from shared.topology import service
+from shared.wire import MalformedMessage, check_message
 
 logger = logging.getLogger(__name__)
 
 DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
 TRACEBACK_LIMIT = 2000
 MESSAGE_LIMIT = 1000
+#: Properties the dead-letter copy keeps. Not ``expiration`` (the copy would expire out of
+#: the DLQ) nor ``user_id`` (the broker checks it against the publishing user).
+KEPT_PROPERTIES = ("correlation_id", "reply_to", "message_id", "priority", "timestamp", "type",
+                   "app_id")  # fmt: skip
 
 
 def reason_for(exc: BaseException) -> str:
     """A short, stable code an operator can filter dead letters by."""
+    if isinstance(exc, MalformedMessage):
+        return exc.reason
+    if isinstance(exc, InvalidTaskError):
+        return "malformed-message"
     if isinstance(exc, Reject):
         return "rejected"
     if isinstance(exc, DecodeError):
@@ -83,7 +100,7 @@ def dead_letter(
             "x-traceback": (traceback or "")[-TRACEBACK_LIMIT:],
             "x-service": topo.name,
             "x-task": str(headers.get("task") or ""),
-            "x-attempts": int(headers.get("retries") or 0) + 1,
+            "x-attempts": _attempts(headers.get("retries")),
             "x-original-exchange": exchange,
             "x-original-routing-key": routing_key,
             "x-original-queue": topo.queue_for(exchange, routing_key),
@@ -100,8 +117,7 @@ def dead_letter(
             content_type=message.content_type or "application/octet-stream",
             content_encoding=message.content_encoding or "binary",
             delivery_mode=2,
-            correlation_id=properties.get("correlation_id"),
-            reply_to=properties.get("reply_to"),
+            **{k: properties[k] for k in KEPT_PROPERTIES if properties.get(k) is not None},
             retry=True,
             retry_policy=PUBLISH_RETRY_POLICY,
         )
@@ -113,6 +129,11 @@ def dead_letter(
         reason,
         headers["x-exception-message"],
     )
+
+
+def _attempts(retries: object) -> int:
+    """How many times the task ran; a sender's garbage ``retries`` header counts as none."""
+    return retries + 1 if type(retries) is int and retries >= 0 else 1
 
 
 def settle_dead(app, message, *, reason: str, exc: BaseException | None, **kw) -> bool:
@@ -132,8 +153,27 @@ def is_final(exc: BaseException) -> bool:
     return not isinstance(exc, (Retry, Ignore, WorkerLostError, SystemExit, KeyboardInterrupt))
 
 
+class TaskExpired(Exception):
+    """The message's ``expires`` passed before a worker could run it."""
+
+
 class DeadLetteringRequest(Request):
     """A task request whose final failure dead-letters the message with its reasons."""
+
+    def maybe_expire(self) -> bool:
+        """Expired, without adding the id to the worker's revoked set: the message is
+        dead-lettered (``_announce_revoked``), and its replay must run, not be discarded."""
+        return bool(self.expires and datetime.now(self.expires.tzinfo or UTC) > self.expires)
+
+    def _announce_revoked(self, reason, terminated, signum, expired) -> None:
+        """Celery acks an expired message away; keep it in the DLQ with reason ``expired``."""
+        if expired and not self.acknowledged:
+            exc = TaskExpired(f"expired at {self.expires.isoformat()} before it could run")
+            if settle_dead(self.app, self._message, reason="expired", exc=exc):
+                self.acknowledge()
+            else:
+                self.reject(requeue=False)
+        super()._announce_revoked(reason, terminated, signum, expired)
 
     def on_failure(self, exc_info, send_failed_event: bool = True, return_ok: bool = False):
         exc = exc_info.exception
@@ -160,6 +200,34 @@ class DeadLetteringRequest(Request):
 class DeadLetteringConsumer(Consumer):
     """Closes Celery's holes: nothing the worker cannot run is acked away or lost silently."""
 
+    def create_task_handler(self, promise=promise):
+        """Celery's message handler, with anything that escapes it dead-lettered.
+
+        Whatever a message makes the handler raise is an "Unrecoverable error" that stops
+        the worker, and the redelivered message stops the next one. So a protocol-2 message
+        is checked first (``shared.wire``), and anything else that escapes is dead-lettered
+        too. A broken connection still propagates (the consumer reconnects); an error after
+        the message was settled is only logged.
+        """
+        handle = super().create_task_handler(promise)
+        recoverable = self.connection_errors + self.channel_errors
+
+        def on_task_received(message) -> None:
+            try:
+                if isinstance(message.headers, dict) and "task" in message.headers:
+                    check_message(message)
+                handle(message)
+            except recoverable:
+                raise
+            except Exception as exc:
+                if message.acknowledged:
+                    logger.exception("error after settling message %s", message.delivery_tag)
+                else:
+                    known = isinstance(exc, InvalidTaskError | DecodeError | ContentDisallowed)
+                    self._dead(message, reason_for(exc) if known else "malformed-message", exc)
+
+        return on_task_received
+
     def _dead(self, message, reason: str, exc: BaseException | None) -> None:
         if settle_dead(self.app, message, reason=reason, exc=exc):
             message.ack()
@@ -179,4 +247,4 @@ class DeadLetteringConsumer(Consumer):
         )
 
     def on_invalid_task(self, body, message, exc):
-        self._dead(message, reason_for(exc) if exc else "invalid-message", exc)
+        self._dead(message, reason_for(exc) if exc else "malformed-message", exc)

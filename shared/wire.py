@@ -1,0 +1,116 @@
+"""What a task message must look like before a worker turns it into a request.
+
+Celery builds its ``Request`` from a message before any task code runs, and trusts the
+shape: a body that is JSON but not ``[args, kwargs, embed]``, a missing ``id`` header, a
+``timelimit`` that is not a pair, and the worker process exits ("Unrecoverable error"),
+to die again on the redelivery. Publishers in other languages make exactly these
+mistakes. ``check_headers`` and ``check_body`` state the protocol-2 contract the worker
+relies on, ``check_message`` applies them to a message before the worker's handler sees
+it, and each raises ``MalformedMessage`` (an ``InvalidTaskError``, which the consumer
+dead-letters) with a reason an operator can filter by and a message a publisher can act on.
+"""
+
+from numbers import Real
+from typing import Any
+
+from celery.exceptions import InvalidTaskError
+from celery.utils.time import maybe_iso8601
+
+#: Headers the worker reads as strings (absent or null is fine, except ``id`` and ``task``).
+TEXT_HEADERS = ("root_id", "parent_id", "group", "shadow", "argsrepr", "kwargsrepr", "origin")
+EMBED_LISTS = ("callbacks", "errbacks", "chain")
+EXPECTED = "a JSON array [args (array), kwargs (object), embed (object or null)]"
+
+
+class MalformedMessage(InvalidTaskError):
+    """A message no task can be run from; ``reason`` is its ``x-dead-letter-reason``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _headers_error(detail: str) -> MalformedMessage:
+    return MalformedMessage("malformed-headers", f"malformed headers: {detail}")
+
+
+def check_headers(headers: Any) -> None:
+    """The headers Celery's worker reads, with the types it assumes."""
+    if not isinstance(headers, dict):
+        raise _headers_error(f"expected a table, got {type(headers).__name__}")
+    for name in ("id", "task"):
+        value = headers.get(name)
+        if not isinstance(value, str) or not value:
+            raise _headers_error(f"{name!r} must be a non-empty string, got {value!r}"[:300])
+    for name in TEXT_HEADERS:
+        if not isinstance(headers.get(name), str | None):
+            raise _headers_error(f"{name!r} must be a string, got {headers[name]!r}"[:300])
+    retries = headers.get("retries")
+    if retries is not None and (type(retries) is not int or retries < 0):
+        raise _headers_error(f"'retries' must be a non-negative integer, got {retries!r}"[:300])
+    for name in ("eta", "expires"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            maybe_iso8601(value)
+        except (AttributeError, TypeError, ValueError):
+            detail = f"{name!r} must be an ISO 8601 time, got {value!r}"
+            raise _headers_error(detail[:300]) from None
+    timelimit = headers.get("timelimit")
+    if timelimit is not None and not (
+        isinstance(timelimit, list | tuple)
+        and len(timelimit) == 2
+        and all(v is None or (isinstance(v, Real) and not isinstance(v, bool)) for v in timelimit)
+    ):
+        raise _headers_error(f"'timelimit' must be [hard, soft] seconds, got {timelimit!r}"[:300])
+
+
+def check_message(message: Any) -> None:
+    """A protocol-2 task message: headers, content type, then the decoded body.
+
+    Decoding raises kombu's ``DecodeError`` / ``ContentDisallowed`` as Celery's would; the
+    decoded body is cached on the message, so the worker does not decode it twice.
+    """
+    check_headers(message.headers)
+    if not message.content_type:
+        # kombu would hand the raw bytes on as if they were the decoded body.
+        raise MalformedMessage(
+            "content-type-not-allowed", "no content_type: publish with application/json"
+        )
+    if not message.body:
+        raise MalformedMessage("undecodable-body", f"empty body: expected {EXPECTED}")
+    check_body(message.payload)
+
+
+def check_body(payload: Any) -> None:
+    """The decoded body: protocol 2's ``[args, kwargs, embed]``."""
+    if not isinstance(payload, list | tuple) or len(payload) != 3:
+        got = (
+            f"{type(payload).__name__} of length {len(payload)}"
+            if isinstance(payload, list | tuple | dict | str)
+            else type(payload).__name__
+        )
+        raise MalformedMessage("malformed-body", f"body must be {EXPECTED}, got {got}")
+    args, kwargs, embed = payload
+    if not isinstance(args, list | tuple):
+        got = type(args).__name__
+        raise MalformedMessage("malformed-body", f"args must be an array, got {got}")
+    if not isinstance(kwargs, dict):
+        raise MalformedMessage(
+            "malformed-body", f"kwargs must be an object, got {type(kwargs).__name__}"
+        )
+    if embed is None:
+        return
+    if not isinstance(embed, dict):
+        raise MalformedMessage(
+            "malformed-body", f"embed must be an object or null, got {type(embed).__name__}"
+        )
+    for name in EMBED_LISTS:
+        value = embed.get(name)
+        if value is not None and not (
+            isinstance(value, list | tuple) and all(isinstance(s, dict) for s in value)
+        ):
+            raise MalformedMessage("malformed-body", f"embed {name!r} must be an array of objects")
+    if not isinstance(embed.get("chord"), dict | None):
+        raise MalformedMessage("malformed-body", "embed 'chord' must be an object or null")
