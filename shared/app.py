@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task, bootsteps
+from celery.exceptions import Retry
 
 from shared.contracts import Event
 from shared.settings import Settings
@@ -28,6 +29,13 @@ PUBLISH_RETRY_POLICY = {
     "interval_max": 2.0,
     "errback": _pause_after_nack,
 }
+
+
+#: How long, in all, a task waits for a dependency that is away (its database) before it
+#: is dead-lettered: far beyond a restart or a failover. Unscaled seconds.
+OUTAGE_BUDGET = 3600
+OUTAGE_MAX_DELAY = 60
+OUTAGE_HEADER = "x-outage-waited"
 
 
 class ServiceTask(Task):
@@ -56,8 +64,37 @@ class ServiceTask(Task):
         if eta is None:
             delay = self.default_retry_delay if countdown is None else countdown
             countdown = max(1, math.ceil(delay * self.app.conf.retry_delay_scale))
-        options["queue"] = self.app.amqp.router.route({}, self.name)["queue"].name
+        options["queue"] = self._own_queue()
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def retry_after_outage(self, exc: Exception, delay: float) -> Retry:
+        """Retry once a dependency is back, without spending the task's ``max_retries``.
+
+        Those bound the task's own failures (an SMTP server refusing, a bug), not how long
+        the database takes to restart: the new message keeps ``retries`` and counts the
+        wait in its own header instead. Delays start at ``delay`` and double up to a
+        minute; past ``OUTAGE_BUDGET`` seconds waited in all, ``exc`` is raised (and
+        dead-lettered). Raises ``Retry`` like ``retry``.
+        """
+        request = self.request
+        waited = (request.headers or {}).get(OUTAGE_HEADER)
+        waited = waited if type(waited) is int else 0
+        if waited >= OUTAGE_BUDGET:
+            raise exc
+        step = min(OUTAGE_MAX_DELAY, max(delay, waited))
+        countdown = max(1, math.ceil(step * self.app.conf.retry_delay_scale))
+        signature = self.signature_from_request(
+            request,
+            countdown=countdown,
+            retries=request.retries,
+            headers={**(request.headers or {}), OUTAGE_HEADER: waited + step},
+            queue=self._own_queue(),
+        )
+        signature.apply_async()
+        raise Retry(exc=exc, when=countdown, sig=signature)
+
+    def _own_queue(self) -> str:
+        return self.app.amqp.router.route({}, self.name)["queue"].name
 
 
 class DeclareTopology(bootsteps.StartStopStep):

@@ -29,6 +29,7 @@ from celery.backends.database import DatabaseBackend
 from kombu.utils.encoding import ensure_bytes
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 
 SKIPPED = {"id", "task_id", "children", "stamps"}
 STARTED_DELAY = 0.02
@@ -116,10 +117,22 @@ class PostgresBackend(DatabaseBackend):
         row = self._row(result, state, traceback, request)
         if state == states.STARTED:
             self._started_rows().add(task_id, row)
+        elif state == states.RETRY:
+            self._note_retry(task_id, row)
         else:
             self._started_rows().cancel(task_id)
             self._upsert({task_id: row})
         return result
+
+    def _note_retry(self, task_id: str, row: dict) -> None:
+        """A RETRY row is a progress note: the retry is already a message in the broker.
+        When the database is the reason for the retry, failing to write the note must not
+        fail the task (it would be dead-lettered while its retry runs)."""
+        self._started_rows().cancel(task_id)
+        try:
+            self._upsert({task_id: row})
+        except DBAPIError as exc:
+            logger.warning("task %s: RETRY state not stored: %s", task_id, exc)
 
     def _upsert(self, rows: dict[str, dict]) -> None:
         params = [{"task_id": task_id, **row} for task_id, row in rows.items()]

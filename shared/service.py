@@ -138,7 +138,7 @@ class Service:
                 logger.warning(
                     "%s[%s]: database unavailable, retrying: %s", name, task.request.id, exc
                 )
-                raise task.retry(exc=exc, countdown=DATABASE_RETRY_DELAY) from None
+                raise task.retry_after_outage(exc, DATABASE_RETRY_DELAY) from None
 
         return run
 

@@ -1,0 +1,52 @@
+"""A database outage delays work; it never dead-letters it nor spends a task's retries.
+
+The workers reach PostgreSQL through a loopback proxy the test cuts (the shared server
+stays up), for longer than the handlers' own retry budgets would last if waiting for the
+database spent them: reports' handlers have Celery's default three retries, the welcome
+e-mail five.
+"""
+
+import time
+import uuid
+
+from sqlalchemy import text
+
+from infra.tcp_proxy import TcpProxy
+from tests.integration.test_malformed_messages import JSON, envelope, framed, headers
+from tests.support import publish_raw, wait_for
+
+OUTAGE = 40  # seconds: several times what three or five spent retries would survive
+
+
+def test_a_database_outage_dead_letters_nothing_and_loses_nothing(clean_queues, db):
+    stack = clean_queues
+    proxy = TcpProxy.to(stack.database_url).start()
+    env = {"DATABASE_URL": proxy.url(stack.database_url)}
+    workers = [stack.worker(name, **env).start() for name in ("notifier", "reports")]
+    email = f"outage-{uuid.uuid4().hex[:6]}@example.com"
+    event = envelope(email)
+    try:
+        proxy.cut()
+        publish_raw(stack.amqp_url, "events", "user.signed_up", framed(event),
+                    application_headers=headers(event), **JSON)  # fmt: skip
+        time.sleep(OUTAGE)
+        assert stack.smtp.to(email) == [], "nothing can be sent before the delivery is recorded"
+        proxy.restore()
+
+        wait_for(lambda: stack.smtp.to(email), timeout=120)
+        with db.connect() as conn:
+            wait_for(lambda: conn.execute(
+                text("SELECT count(*) FROM reports.facts WHERE event_id = :id"),
+                {"id": event["id"]},
+            ).scalar_one() == 1, timeout=60)  # fmt: skip
+        for worker in workers:
+            assert worker.proc.poll() is None, worker.output()[-3000:]
+    finally:
+        proxy.restore()
+        for worker in workers:
+            worker.stop()
+        proxy.stop()
+
+    assert len(stack.smtp.to(email)) == 1
+    assert stack.dead_letters("notifier") == []
+    assert stack.dead_letters("reports") == []
