@@ -4,13 +4,21 @@ An event is an envelope (id, type, version, occurred_at, source) around a typed 
 The id is stable across re-publishes, so consumers deduplicate on it. Each contract is
 versioned by its ``type`` and ``version`` literals; a new incompatible shape gets a new
 version and a new class.
+
+Every string is bounded: a contract is also what the receiving service can store, and
+the columns that store a field take their size from it (``max_length``), so what one
+service may publish the next can always keep.
 """
 
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID, uuid4
 
+from annotated_types import MaxLen
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+#: RFC 5321's limit on a forward path.
+EMAIL_MAX = 320
 
 
 class Event(BaseModel):
@@ -20,10 +28,10 @@ class Event(BaseModel):
     registry: ClassVar[dict[str, type["Event"]]] = {}
 
     id: UUID = Field(default_factory=uuid4)
-    type: str
+    type: str = Field(max_length=100)
     version: int
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    source: str
+    source: str = Field(max_length=100)
     payload: Any
 
     @classmethod
@@ -36,9 +44,9 @@ class Event(BaseModel):
 class UserSignedUpPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: UUID
-    email: EmailStr
+    email: EmailStr = Field(max_length=EMAIL_MAX)
     name: str = Field(min_length=1, max_length=200)
-    phone: str | None = None
+    phone: str | None = Field(None, max_length=32)
 
 
 class UserSignedUp(Event):
@@ -49,12 +57,13 @@ class UserSignedUp(Event):
 
 class NotificationPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    delivery_id: str
-    kind: str
+    delivery_id: str = Field(max_length=200)
+    kind: str = Field(max_length=100)
     channel: Literal["email", "sms"]
-    recipient: str
+    #: Who it went to, for people: a long list of recipients is summarised to fit.
+    recipient: str = Field(max_length=1000)
     caused_by: UUID | None = None
-    error: str | None = None
+    error: str | None = Field(None, max_length=1000)
 
 
 class NotificationSent(Event):
@@ -72,15 +81,23 @@ class NotificationFailed(Event):
 class ReportGeneratedPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     report_id: UUID
-    kind: str
-    day: str
-    summary: dict[str, int]
+    kind: str = Field(max_length=20)
+    day: str = Field(max_length=10)
+    summary: dict[Annotated[str, Field(max_length=100)], int] = Field(max_length=100)
 
 
 class ReportGenerated(Event):
     type: Literal["report.generated"] = "report.generated"
     version: Literal[1] = 1
     payload: ReportGeneratedPayload
+
+
+def max_length(model: type[BaseModel], field: str) -> int:
+    """A string field's bound: what a column storing it must hold."""
+    bounds = [m.max_length for m in model.model_fields[field].metadata if isinstance(m, MaxLen)]
+    if not bounds:
+        raise LookupError(f"{model.__name__}.{field} has no max_length")
+    return bounds[0]
 
 
 def event_class(event_type: str) -> type[Event]:
@@ -97,15 +114,15 @@ class Command(BaseModel):
 
 class SendEmail(Command):
     task: ClassVar[str] = "notifier.send_email"
-    to: EmailStr
+    to: EmailStr = Field(max_length=EMAIL_MAX)
     subject: str = Field(min_length=1, max_length=300)
-    body: str
-    attachment: str | None = None
+    body: str = Field(max_length=100_000)
+    attachment: str | None = Field(None, max_length=2000)
 
 
 class SendSms(Command):
     task: ClassVar[str] = "notifier.send_sms"
-    to: str = Field(pattern=r"^\+?[0-9]{6,16}$")
+    to: str = Field(pattern=r"^\+?[0-9]{6,16}$", max_length=17)
     text: str = Field(min_length=1, max_length=480)
 
 

@@ -29,12 +29,13 @@ from sqlalchemy.exc import DBAPIError
 
 from services.notifier.errors import PermanentDeliveryError
 from services.notifier.model import deliveries
-from shared.contracts import Event
+from shared.contracts import Event, NotificationPayload, max_length
 from shared.db import Database
 
 logger = logging.getLogger(__name__)
 #: Seconds an accepted send keeps trying to record ``sent`` while the database is away.
 RECORD_PATIENCE = 20.0
+RECIPIENT_MAX = max_length(NotificationPayload, "recipient")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,19 @@ class Delivery:
         return ", ".join(self.recipients)
 
     @property
+    def recipient_summary(self) -> str:
+        """``recipient`` within the contract's bound: as many as fit, then how many more."""
+        if len(self.recipient) <= RECIPIENT_MAX:
+            return self.recipient
+        shown: list[str] = []
+        for address in self.recipients:
+            more = f" (+{len(self.recipients) - len(shown) - 1} more)"
+            if len(", ".join([*shown, address])) + len(more) > RECIPIENT_MAX:
+                break
+            shown.append(address)
+        return f"{', '.join(shown)} (+{len(self.recipients) - len(shown)} more)"
+
+    @property
     def message_id(self) -> str:
         """Stable across attempts, so a provider can recognise the same message."""
         return str(uuid5(NAMESPACE_URL, self.key))
@@ -78,7 +92,7 @@ class Delivery:
             "delivery_id": self.key,
             "kind": self.kind,
             "channel": self.channel,
-            "recipient": self.recipient,
+            "recipient": self.recipient_summary,
             "caused_by": self.caused_by,
             "error": error,
         }

@@ -4,17 +4,24 @@ and the reports built from it."""
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from shared.contracts import Event, NotificationPayload, UserSignedUpPayload, max_length
+
+#: A fact's subject is a signup's e-mail or a notification's recipient.
+SUBJECT_MAX = max(
+    max_length(UserSignedUpPayload, "email"), max_length(NotificationPayload, "recipient")
+)
+
 metadata = sa.MetaData(schema="reports")
 
 facts = sa.Table(
     "facts",
     metadata,
     sa.Column("event_id", UUID(as_uuid=True), primary_key=True),
-    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("type", sa.String(max_length(Event, "type")), nullable=False),
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("subject", sa.String(320)),
+    sa.Column("subject", sa.String(SUBJECT_MAX)),
     sa.Column("channel", sa.String(20)),
-    sa.Column("kind", sa.String(100)),
+    sa.Column("kind", sa.String(max_length(NotificationPayload, "kind"))),
     sa.Column("detail", sa.Text),
 )
 

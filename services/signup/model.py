@@ -3,14 +3,18 @@
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 
+from shared.contracts import UserSignedUpPayload, max_length
+
 metadata = sa.MetaData(schema="signup")
 
 users = sa.Table(
     "users",
     metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("phone", sa.String(32)),
+    sa.Column(
+        "email", sa.String(max_length(UserSignedUpPayload, "email")), nullable=False, unique=True
+    ),
+    sa.Column("name", sa.String(max_length(UserSignedUpPayload, "name")), nullable=False),
+    sa.Column("phone", sa.String(max_length(UserSignedUpPayload, "phone"))),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
