@@ -8,25 +8,39 @@ on a connection of its own; every other beat stands by and tries for the lock ev
 so a holder that dies (even by SIGKILL) is replaced within one interval.
 
 When and how often each entry last ran is kept in ``<service>.beat_entries`` (a table the
-service's migrations create), written after each firing. A beat that takes over
-continues the holder's schedule: it neither repeats what the holder fired nor skips a
-crontab run that fell due while nobody held the lock (that run fires once, at once).
+service's migrations create), written after each firing the broker confirmed. A beat that
+takes over continues the holder's schedule: it neither repeats what the holder fired nor
+skips a crontab run that fell due while nobody held the lock (that run fires once, at once).
+
+A firing the broker did not take (down, unreachable, nacked) is not a firing: Celery's
+``Scheduler.apply_entry`` logs the error and keeps the entry advanced, so the run is gone.
+Here the entry is put back as it was and stays due; beat sends it again every
+``max_interval`` until the broker confirms it, and a beat that takes over meanwhile finds
+it still due in the table and sends it (once: it is stored only after the confirm).
 
 Enable it per service app: ``beat_scheduler = "shared.beat:SingleBeatScheduler"``.
 """
 
+import copy
 import hashlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from functools import cached_property
 
 import psycopg
-from celery.beat import ScheduleEntry, Scheduler
+from celery.beat import ScheduleEntry, Scheduler, SchedulingError
 from sqlalchemy.engine import make_url
 
+from shared.app import PUBLISH_RETRY_POLICY
 from shared.settings import get_settings
 
 logger = logging.getLogger(__name__)
+
+#: Beat sends an unconfirmed firing again on its next tick, so one publish need not ride out
+#: an outage (``PUBLISH_RETRY_POLICY`` retries for about a minute): about 2 s, then beat is
+#: back in its loop, where it checks that the lock is still its own before the next try.
+BEAT_PUBLISH_RETRY_POLICY = {**PUBLISH_RETRY_POLICY, "max_retries": 3}
 
 
 def lock_key(name: str) -> int:
@@ -117,7 +131,15 @@ class SingleBeatScheduler(Scheduler):
         self.table = f'"{app.main}".beat_entries'
         self._session: int | None = None
         self._standing_by = False
+        self._unsent = False
         super().__init__(app, *args, **kwargs)
+
+    @cached_property
+    def producer(self):
+        """Connects on its first publish, inside the retry policy. Celery's connects first,
+        in ``tick`` after the entry was advanced and before ``apply_entry`` can see an error,
+        retrying for ``broker_connection_max_retries`` (minutes) while the broker is down."""
+        return self.Producer(self.connection, auto_declare=False)
 
     def tick(self, *args, **kwargs) -> float:
         if not self.lock.held():
@@ -133,7 +155,11 @@ class SingleBeatScheduler(Scheduler):
                 self.lock.release()
             if self.lock.conn is None:
                 return self.max_interval
-        return super().tick(*args, **kwargs)
+        delay = super().tick(*args, **kwargs)
+        if self._unsent:
+            self._unsent = False
+            return self.max_interval
+        return delay
 
     def _take_over(self) -> None:
         rows = self.lock.conn.execute(
@@ -148,11 +174,27 @@ class SingleBeatScheduler(Scheduler):
         logger.info("beat: holds the %s beat lock; firing %s", self.app.main, sorted(self.schedule))
 
     def apply_entry(self, entry: ScheduleEntry, producer=None) -> None:
-        super().apply_entry(entry, producer=producer)
+        """Send ``entry``'s firing and store it, or leave it due if the broker did not take it.
+
+        ``tick`` has already replaced ``entry`` by its advanced successor; a firing that was
+        not confirmed puts ``entry`` back, and the rebuilt heap finds it due on the next tick.
+        """
+        logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
+        sent = copy.copy(entry)
+        sent.options = {"retry_policy": BEAT_PUBLISH_RETRY_POLICY, **entry.options}
+        try:
+            self.apply_async(sent, producer=producer, advance=False)
+        except SchedulingError as exc:
+            logger.error("beat: %s; it stays due, next try in %s s", exc, self.max_interval)
+            self.schedule[entry.name] = entry
+            self._heap = None
+            self._unsent = True
+            return
         self._store(self.schedule[entry.name])
 
     def _store(self, entry: ScheduleEntry) -> None:
-        """Record a firing after it was sent: a crash in between repeats it, never skips it."""
+        """Record a firing after the broker confirmed it: a crash in between repeats it, never
+        skips it."""
         if self.lock.conn is None:
             return
         try:
