@@ -19,6 +19,11 @@ So a ``claimed`` row whose copy is in hand was never committed (its ack would ha
 with the publish): it is published now. A ``claimed`` row whose copy is not in hand was
 replayed, or another reader holds that copy and it comes back to be settled then: either
 way another copy of it is not published. A ``replayed`` row skips every later copy.
+
+The limit: RabbitMQ's ``tx`` is atomic against a client that dies, not against the broker
+refusing part of a commit. A quorum queue full under ``x-overflow=reject-publish`` drops
+the copy while ``tx.commit`` succeeds and the ack stands (seen on 3.10.8). Work queues have
+no length limit: do not give them one (argument or policy) while replays may run.
 """
 
 import getpass
