@@ -26,7 +26,7 @@ from sqlalchemy import create_engine
 
 from shared.db import ensure_database, migrate
 from shared.management import Management, ManagementError
-from shared.ops import definitions, dlq
+from shared.ops import definitions, dlq, replay
 from shared.ops.apply import apply_roles, apply_users, declare_topology, vhost_of
 from shared.ops.deployments import WORKERS
 from shared.ops.outbox import outbox_lag
@@ -143,16 +143,21 @@ def cmd_dlq_read(args: argparse.Namespace) -> int:
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     topo = service(args.service)
-    done = dlq.replay(
+    done = replay.replay(
         get_settings().amqp_url,
         _engine(),
         topo,
         ids=set(args.id or ()),
         limit=args.limit,
         dry_run=args.dry_run,
+        crash_after=args.crash_after,
     )
-    for letter in done:
-        print(f"{letter.outcome}: {letter.task_id} {letter.headers.get('task')} -> {letter.origin}")
+    for item in done:
+        letter, copies = item.letter, len(item.copies)
+        print(
+            f"{item.outcome}: {letter.task_id} {letter.headers.get('task')} -> {letter.origin}"
+            + (f" ({copies} copies)" if copies > 1 else "")
+        )
     replayed = sum(d.outcome in ("replayed", "would replay") for d in done)
     verb = "would replay" if args.dry_run else "replayed"
     print(f"{verb} {replayed} of {len(done)} dead letter(s) from {topo.dlq}")
@@ -219,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--id", action="append", help="only this task id (repeatable)")
     p.add_argument("--limit", type=int, help="replay at most N")
     p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    p.add_argument("--crash-after", choices=replay.REPLAY_STEPS, help=argparse.SUPPRESS)
     p = _sub(dead, "purge", cmd_dlq_purge, "delete every message in the DLQ")
     p.add_argument("service")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")

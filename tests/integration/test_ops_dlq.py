@@ -1,8 +1,10 @@
 """The dead-letter and outbox tools of `python -m shared.ops`, on the real broker and database."""
 
+import json
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from kombu import Connection
@@ -12,6 +14,7 @@ from shared.db import migrate
 from shared.management import Management
 from shared.ops.cli import OPS_MIGRATIONS
 from shared.ops.dlq import depth
+from shared.ops.replay import CRASH_EXIT, REPLAY_STEPS
 from shared.topology import SERVICES
 from tests.support import free_port, publish_raw, send_raw, wait_for
 
@@ -56,6 +59,145 @@ def take_copy(amqp_url: str) -> tuple[str, dict]:
         channel.basic_reject(message.delivery_tag, requeue=True)
     properties = {k: v for k, v in message.properties.items() if k != "delivery_mode"}
     return message.body, properties
+
+
+def put_dead_email(amqp_url: str, task_id: str, to: str, **headers) -> None:
+    """A dead `notifier.send_email` straight into the DLQ, with the headers the worker's
+    ``dead_letter`` writes: Celery's own, then the ``x-`` failure headers."""
+    body = json.dumps([[], {"to": to, "subject": "Replay me", "body": "from the DLQ"}, {}])
+    celery = {"lang": "py", "task": "notifier.send_email", "id": task_id, "root_id": task_id}
+    celery |= {"parent_id": None, "retries": 0, "eta": None, "expires": None, "origin": "test"}
+    failure = {
+        "x-dead-letter-reason": "task-failed", "x-exception-type": "ConnectionRefusedError",
+        "x-exception-message": "refused", "x-traceback": "", "x-service": "notifier",
+        "x-task": "notifier.send_email", "x-attempts": 1, "x-original-exchange": "notifier",
+        "x-original-routing-key": "notifier.tasks", "x-original-queue": "notifier.tasks",
+        "x-dead-lettered-at": datetime.now(UTC).isoformat(),
+    }  # fmt: skip
+    publish_raw(
+        amqp_url, NOTIFIER.dlx, "notifier.tasks", body.encode(),
+        content_type="application/json", content_encoding="utf-8",
+        application_headers=celery | failure | headers,
+    )  # fmt: skip
+
+
+def tasks_depth(amqp_url: str) -> int:
+    with Connection(amqp_url) as conn:
+        return conn.channel().queue_declare("notifier.tasks", passive=True).message_count
+
+
+def replay_rows(db, task_id: str) -> list[tuple[str, int]]:
+    with db.connect() as conn:
+        sql = "SELECT state, messages FROM ops.dlq_audit WHERE action = 'replay' AND task_id = :t"
+        return [tuple(r) for r in conn.execute(text(sql), {"t": task_id})]
+
+
+def test_a_dead_letter_copied_twice_is_replayed_once_whenever_the_copy_arrives(
+    stack, clean_queues, db
+):
+    """The worker's confirmed DLX copy whose original ack failed: the original dies again and
+    a second copy lands (same task, same attempt, later ``x-dead-lettered-at``)."""
+    task_id = str(uuid.uuid4())
+    put_dead_email(stack.amqp_url, task_id, "twice@example.com")
+    put_dead_email(stack.amqp_url, task_id, "twice@example.com", **{"x-delivery-count": 1})
+    wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 2)
+
+    replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+    assert replayed.returncode == 0, replayed.stderr
+    assert (
+        f"replayed: {task_id} notifier.send_email -> notifier.tasks (2 copies)" in replayed.stdout
+    )
+    assert depth(stack.amqp_url, NOTIFIER) == 0
+
+    put_dead_email(stack.amqp_url, task_id, "twice@example.com", **{"x-delivery-count": 2})
+    wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 1)
+    late = run_ops(stack.env, "dlq", "replay", "notifier")
+    assert f"skipped: this dead letter was replayed before: {task_id}" in late.stdout
+    assert tasks_depth(stack.amqp_url) == 1
+    assert replay_rows(db, task_id) == [("replayed", 2)]
+
+
+def test_a_replay_killed_after_any_step_replays_each_dead_letter_exactly_once(
+    stack, clean_queues, db
+):
+    """A real process exit (``os._exit``) after each step, then a normal replay: each dead
+    letter, present in two copies, reaches its work queue once and is handled once."""
+    sent = {}
+    for step in REPLAY_STEPS:
+        task_id, to = str(uuid.uuid4()), f"killed-{step}-{uuid.uuid4().hex[:6]}@example.com"
+        sent[task_id] = to
+        put_dead_email(stack.amqp_url, task_id, to)
+        put_dead_email(stack.amqp_url, task_id, to, **{"x-delivery-count": 1})
+        wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 2)
+
+        killed = run_ops(stack.env, "dlq", "replay", "notifier", "--crash-after", step)
+        assert killed.returncode == CRASH_EXIT, (step, killed.stdout, killed.stderr)
+        again = run_ops(stack.env, "dlq", "replay", "notifier")
+        assert again.returncode == 0, again.stderr
+        wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 0)
+        # Killed between the broker's commit and the mark, the claim stays: nothing to redo.
+        state = "claimed" if step == "committed" else "replayed"
+        assert replay_rows(db, task_id) == [(state, 2)], step
+    assert tasks_depth(stack.amqp_url) == len(REPLAY_STEPS)
+
+    worker = stack.worker("notifier", ADMIN_EMAILS="").start()
+    try:
+        wait_for(lambda: all(stack.smtp.to(to) for to in sent.values()), timeout=30)
+        wait_for(lambda: tasks_depth(stack.amqp_url) == 0)
+    finally:
+        worker.stop()
+    assert {to: len(stack.smtp.to(to)) for to in sent.values()} == {to: 1 for to in sent.values()}
+
+
+def test_a_replayed_expired_task_runs_now(stack, clean_queues, db):
+    """Dead-lettered because its ``expires`` passed: the operator who replays it wants it run,
+    so the copy must not carry the deadline that would revoke it on arrival again."""
+    task_id, to = str(uuid.uuid4()), f"expired-{uuid.uuid4().hex[:6]}@example.com"
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    put_dead_email(
+        stack.amqp_url, task_id, to, expires=past, eta=past, **{"x-dead-letter-reason": "expired"}
+    )
+    wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 1)
+    worker = stack.worker("notifier", ADMIN_EMAILS="").start()
+    try:
+        replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+        assert f"replayed: {task_id}" in replayed.stdout, replayed.stdout + replayed.stderr
+        wait_for(lambda: stack.smtp.to(to), timeout=30)
+        status_sql = "SELECT status FROM notifier.celery_taskmeta WHERE task_id = :t"
+        wait_for(lambda: scalar(db, status_sql, t=task_id) == "SUCCESS")
+    finally:
+        worker.stop()
+    assert len(stack.smtp.to(to)) == 1
+
+
+def test_a_replayed_task_that_dies_again_can_be_replayed_again(stack, dead_email, db):
+    """A new death (after retries) is a new dead letter, not a copy of the replayed one."""
+    task_id, to = dead_email
+    still_down = stack.worker("notifier", SMTP_PORT="9", ADMIN_EMAILS="").start()
+    try:
+        first = run_ops(stack.env, "dlq", "replay", "notifier")
+        assert f"replayed: {task_id}" in first.stdout, first.stdout + first.stderr
+        wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 1, timeout=60)
+    finally:
+        still_down.stop()
+    died_again = stack.dead_letters("notifier")[0]
+    assert int(died_again.headers["x-attempts"]) > 1  # it went through retries before dying
+    publish_raw(
+        stack.amqp_url, NOTIFIER.dlx, "", died_again.body,
+        content_type=died_again.content_type, content_encoding=died_again.content_encoding,
+        application_headers=died_again.headers,
+    )  # fmt: skip
+    wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == 1)
+
+    worker = stack.worker("notifier", ADMIN_EMAILS="").start()
+    try:
+        second = run_ops(stack.env, "dlq", "replay", "notifier")
+        assert f"replayed: {task_id}" in second.stdout, second.stdout + second.stderr
+        wait_for(lambda: stack.smtp.to(to), timeout=30)
+    finally:
+        worker.stop()
+    assert [state for state, _ in replay_rows(db, task_id)] == ["replayed", "replayed"]
+    assert len(stack.smtp.to(to)) == 1
 
 
 @pytest.fixture
