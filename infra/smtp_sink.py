@@ -5,7 +5,7 @@ import argparse
 import asyncio
 import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from aiosmtpd.controller import Controller
 
@@ -55,9 +55,27 @@ class SmtpSink:
     def stop(self) -> None:
         self.controller.stop()
 
+    def since(self, seen: int) -> list[dict[str, Any]]:
+        """The messages received after the first ``seen``: count what you read, not
+        ``len(messages)`` afterwards, which includes what arrived in between."""
+        with self._lock:
+            return self.messages[seen:]
+
     def to(self, address: str) -> list[dict[str, Any]]:
         with self._lock:
             return [m for m in self.messages if address in m["to"]]
+
+
+def print_new(sink: SmtpSink, seen: int, out: TextIO | None = None) -> int:
+    """Print each message after the first ``seen`` (recipients and subject); the new count."""
+    new = sink.since(seen)
+    for message in new:
+        subject = next(
+            (line for line in message["data"].splitlines() if line.startswith("Subject:")),
+            "Subject: (none)",
+        )
+        print(f"mail to {', '.join(message['to'])}: {subject}", file=out, flush=True)
+    return seen + len(new)
 
 
 def main() -> None:
@@ -72,13 +90,7 @@ def main() -> None:
     try:
         while True:
             time.sleep(0.5)
-            for message in sink.messages[seen:]:
-                subject = next(
-                    (line for line in message["data"].splitlines() if line.startswith("Subject:")),
-                    "Subject: (none)",
-                )
-                print(f"mail to {', '.join(message['to'])}: {subject}", flush=True)
-            seen = len(sink.messages)
+            seen = print_new(sink, seen)
     except KeyboardInterrupt:
         pass
     finally:
