@@ -51,4 +51,3 @@ def test_a_message_arriving_while_the_sink_prints_is_printed_on_the_next_pass(si
         "mail to late@example.com: Subject: Hi late@example.com",
     ]
     assert seen == 2
-
