@@ -200,11 +200,11 @@ def test_a_command_sent_twice_with_one_task_id_sends_one_email_with_its_attachme
     assert delivery(db, f"{task_id}/email").attempts == 1
 
 
-def test_a_send_cut_by_its_soft_time_limit_is_marked_interrupted_and_retried_once(
+def test_as_deployed_the_notifier_cuts_a_send_at_its_soft_time_limit_and_retries_it_once(
     stack, clean_queues, db
 ):
     address = f"slow-{uuid.uuid4().hex[:6]}@example.com"
-    worker = stack.worker(
+    worker = stack.deployed_worker(
         "notifier", SEND_SOFT_TIME_LIMIT="1", SEND_TIME_LIMIT="20", SMTP_TIMEOUT="30"
     ).start()
     stack.smtp.delay = 3.0
