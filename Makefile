@@ -80,7 +80,7 @@ worker-signup: install
 	  --pool prefork --autoscale 4,1 --without-gossip -I shared.metrics -l INFO
 worker-notifier: install
 	METRICS_PORT=9102 celery -A services.notifier.app worker -Q notifier.tasks,notifier.events \
-	  -n notifier@%h --pool threads --concurrency 8 --without-gossip -I shared.metrics -l INFO
+	  -n notifier@%h --pool prefork --autoscale 8,2 --without-gossip -I shared.metrics -l INFO
 worker-reports: install
 	METRICS_PORT=9103 celery -A services.reports.app worker -Q reports.tasks,reports.events \
 	  -n reports@%h --pool prefork --autoscale 4,2 --without-gossip -I shared.metrics -l INFO

@@ -50,9 +50,10 @@ def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, la
         wait_for(lambda: len(sink.messages) >= count and reported() >= count, 900, 0.05)
         elapsed = time.perf_counter() - start
         memory = sum(rss_mb(w.proc.pid) for w in workers)
-        delivered = {to for m in sink.messages for to in m["to"]}
+        received = sink.since(0)  # one snapshot for both counts below
+        delivered = {to for m in received for to in m["to"]}
         missing = len(set(emails) - delivered)
-        duplicates = len(sink.messages) - len(delivered)
+        duplicates = len(received) - len(delivered)
     finally:
         for worker in workers:
             worker.stop()

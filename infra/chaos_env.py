@@ -34,7 +34,7 @@ MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15690"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5433/postgres"
 #: Each worker as its deployment runs it (shared/ops/deployments.py), sized for 2 cores.
 POOLS = {
-    "notifier": ("--pool", "threads", "--concurrency", "8"),
+    "notifier": ("--pool", "prefork", "--concurrency", "8"),
     "reports": ("--pool", "prefork", "--concurrency", "2"),
 }
 

@@ -78,9 +78,9 @@ def main() -> int:
               f" {'reported e-mails':>17}")  # fmt: skip
         ok = True
         for email in emails:
-            signups, sent = counts(email)
-            ok &= answers[email] == 201 and mails(email) == 1 and (signups, sent) == (1, 1)
-            print(f"{email:<30} {answers[email]:>5} {mails(email):>16} {signups:>17} {sent:>17}")
+            (signups, sent), mailed = counts(email), mails(email)  # judged as printed
+            ok &= answers[email] == 201 and mailed == 1 and (signups, sent) == (1, 1)
+            print(f"{email:<30} {answers[email]:>5} {mailed:>16} {signups:>17} {sent:>17}")
         print(f"{'all delivered and counted once' if ok else 'NOT all delivered'}; logs in {logs}")
         return 0 if ok else 1
     finally:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.ops.deployments import WORKERS
 from shared.topology import service as service_topology
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,14 +42,23 @@ class Worker:
         self.service, self.env, self.extra = service, env, extra
         self.log = log_dir / f"{service}-worker-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen | None = None
+        queues = ",".join(q.name for q in service_topology(service).work_queues())
+        self.argv = [
+            "-A", f"services.{service}.app", "worker", "-Q", queues,
+            "-n", f"{service}-{uuid.uuid4().hex[:6]}@%h",
+            "--without-gossip", "--without-mingle", "-l", "INFO", *extra,
+        ]  # fmt: skip
+
+    @classmethod
+    def deployed(cls, service: str, env: dict[str, str], log_dir: Path) -> "Worker":
+        """The worker exactly as deployed (``shared/ops/deployments.py``: its pool and
+        concurrency), serving its metrics on a free port."""
+        worker = cls(service, {**env, "METRICS_PORT": str(free_port())}, log_dir)
+        worker.argv = WORKERS[service].argv()
+        return worker
 
     def start(self, timeout: float = 60.0) -> "Worker":
-        queues = ",".join(q.name for q in service_topology(self.service).work_queues())
-        cmd = [
-            sys.executable, "-m", "celery", "-A", f"services.{self.service}.app", "worker",
-            "-Q", queues, "-n", f"{self.service}-{uuid.uuid4().hex[:6]}@%h",
-            "--without-gossip", "--without-mingle", "-l", "INFO", *self.extra,
-        ]  # fmt: skip
+        cmd = [sys.executable, "-m", "celery", *self.argv]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,

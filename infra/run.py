@@ -6,7 +6,9 @@ and a Flower per service (each service's control and event exchanges are its own
 Flower sees one service). Services run as their own broker user and database role (what
 ``topology apply`` created); Flower and the operator's URLs use the admin settings.
 
-If any process exits, everything stops and the exit code is 1. Ctrl-C (or SIGTERM)
+A process that exits is restarted with backoff, as a deployment's process manager
+would (infra/supervisor.py); one that keeps failing (more than ``--restarts`` exits
+within ``--restart-window`` seconds) stops everything, exit code 1. Ctrl-C (or SIGTERM)
 stops every process group: SIGTERM first (workers finish their current tasks), SIGKILL
 for what is still there after ``--grace`` seconds.
 """
@@ -15,40 +17,17 @@ import argparse
 import importlib.util
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from infra.processes import ROOT, wait_for
+from infra.processes import wait_for
 from infra.sms_gateway import SmsGateway
+from infra.supervisor import Program, Supervisor
 from shared.ops.deployments import WORKERS
 from shared.permissions import CredentialSettings
 from shared.settings import get_settings
-
-
-@dataclass
-class Program:
-    """One long-running process in its own process group, its output in a log file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen | None = None
-
-    def start(self, base_env: dict[str, str], logs: Path, echo: bool) -> None:
-        out = None if echo else open(logs / f"{self.name}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env={**base_env, **self.env}, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-    def signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
 
 
 def programs(args: argparse.Namespace) -> list[Program]:
@@ -65,7 +44,9 @@ def programs(args: argparse.Namespace) -> list[Program]:
     mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(args.smtp_port)}
     sms = {"SMS_GATEWAY_URL": f"http://127.0.0.1:{args.sms_port}"}
     found = [
-        Program("smtp-sink", [py, "-m", "infra.smtp_sink", "--port", str(args.smtp_port)]),
+        Program(
+            "smtp-sink", [py, "-m", "infra.smtp_sink", "--port", str(args.smtp_port)], echo=True
+        ),
     ]
     for offset, deployment in enumerate(WORKERS.values()):
         env = {**as_service(deployment.service), **mail, **sms}
@@ -139,21 +120,9 @@ def urls(args: argparse.Namespace, started: list[Program], logs: Path) -> str:
         f"SMTP sink         127.0.0.1:{args.smtp_port} (mails are printed below)",
         f"SMS gateway stub  http://127.0.0.1:{args.sms_port}/messages",
         f"logs              {logs}",
-        "ready: Ctrl-C stops everything",
+        "ready: Ctrl-C stops everything; a process that exits is restarted",
     ]
     return "\n".join(lines)
-
-
-def stop(started: list[Program], grace: float) -> None:
-    for program in reversed(started):
-        program.signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for program in started:
-        try:
-            program.proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            program.signal(signal.SIGKILL)
-            program.proc.wait(10)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,24 +132,22 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (&)
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     gateway = SmsGateway(port=args.sms_port).start()
-    started = programs(args)
+    supervisor = Supervisor(
+        programs(args), logs, dict(os.environ),
+        restarts=args.restarts, window=args.restart_window,
+    )  # fmt: skip
     try:
-        for program in started:
-            program.start(dict(os.environ), logs, echo=program.name == "smtp-sink")
+        supervisor.start()
         worker_logs = [logs / f"{s}-worker.log" for s in WORKERS]
         wait_for(lambda: all(p.exists() and b" ready." in p.read_bytes() for p in worker_logs)
-                 or any(p.proc.poll() is not None for p in started) or stopping,
-                 timeout=120)  # fmt: skip
-        print(urls(args, started, logs), flush=True)
-        while not stopping:
-            if dead := [p for p in started if p.proc.poll() is not None]:
-                print(f"{dead[0].name} exited ({dead[0].proc.returncode}); see {logs}", flush=True)
-                return 1
-            time.sleep(0.5)
-        return 0
+                 or not supervisor.check() or stopping, timeout=120)  # fmt: skip
+        if supervisor.failed:
+            return 1
+        print(urls(args, supervisor.programs, logs), flush=True)
+        return supervisor.run(lambda: stopping)
     finally:
         print("stopping ...", flush=True)
-        stop(started, args.grace)
+        supervisor.stop(args.grace)
         gateway.stop()
         print("stopped", flush=True)
 
@@ -193,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flower-port", type=int, default=5555, help="first of one per service")
     parser.add_argument("--metrics-port", type=int, default=9101, help="first of one per worker")
     parser.add_argument("--grace", type=float, default=20.0, help="seconds before SIGKILL")
+    parser.add_argument(
+        "--restarts", type=int, default=5, help="restarts of one process within the window"
+    )
+    parser.add_argument("--restart-window", type=float, default=60.0, help="seconds")
     parser.add_argument("--logs", help="directory for the processes' logs (default: a temp dir)")
     return run(parser.parse_args(argv))
 

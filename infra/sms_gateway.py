@@ -77,9 +77,10 @@ class SmsGateway:
                 except (ValueError, KeyError, TypeError):
                     return self._answer(400, {"error": "expected JSON {to, text}"})
                 time.sleep(gateway.delay)
-                if gateway.status is not None:
-                    later = {"Retry-After": gateway.retry_after} if gateway.retry_after else {}
-                    return self._answer(gateway.status, {"error": "gateway told to fail"}, later)
+                status, retry_after = gateway.status, gateway.retry_after  # a test may reset them
+                if status is not None:
+                    later = {"Retry-After": retry_after} if retry_after else {}
+                    return self._answer(status, {"error": "gateway told to fail"}, later)
                 kept = {"id": str(uuid.uuid4()), "to": to, "text": text}
                 with gateway._lock:
                     gateway.messages.append(kept)

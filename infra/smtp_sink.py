@@ -5,11 +5,30 @@ import argparse
 import asyncio
 import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from infra.processes import free_port
+
+
+class _BusyAtTheGreeting(SMTP):
+    """aiosmtpd's server, except that while the sink is ``busy`` a connection is answered
+    ``421`` instead of the ``220`` greeting and closed, as a loaded MTA does."""
+
+    async def _handle_client(self) -> None:  # aiosmtpd 1.4: where the greeting is sent
+        if self.event_handler.busy > 0:
+            self.event_handler.busy -= 1
+            await self.push("421 4.3.2 Service busy, try again later")
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _BusyAtTheGreeting(self.handler, **self.SMTP_kwargs)
 
 
 class SmtpSink:
@@ -20,8 +39,9 @@ class SmtpSink:
         self.delay = 0.0  # seconds to hold every message before answering
         self.receiving = 0  # messages whose DATA has arrived and await an answer
         self.refused: set[str] = set()  # recipients answered 550, like an unknown mailbox
+        self.busy = 0  # how many next connections are answered 421 at the greeting
         self._lock = threading.Lock()
-        self.controller = Controller(self, hostname=host, port=port or free_port())
+        self.controller = _Controller(self, hostname=host, port=port or free_port())
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
         if address in self.refused:
@@ -55,9 +75,27 @@ class SmtpSink:
     def stop(self) -> None:
         self.controller.stop()
 
+    def since(self, seen: int) -> list[dict[str, Any]]:
+        """The messages received after the first ``seen``: count what you read, not
+        ``len(messages)`` afterwards, which includes what arrived in between."""
+        with self._lock:
+            return self.messages[seen:]
+
     def to(self, address: str) -> list[dict[str, Any]]:
         with self._lock:
             return [m for m in self.messages if address in m["to"]]
+
+
+def print_new(sink: SmtpSink, seen: int, out: TextIO | None = None) -> int:
+    """Print each message after the first ``seen`` (recipients and subject); the new count."""
+    new = sink.since(seen)
+    for message in new:
+        subject = next(
+            (line for line in message["data"].splitlines() if line.startswith("Subject:")),
+            "Subject: (none)",
+        )
+        print(f"mail to {', '.join(message['to'])}: {subject}", file=out, flush=True)
+    return seen + len(new)
 
 
 def main() -> None:
@@ -72,13 +110,7 @@ def main() -> None:
     try:
         while True:
             time.sleep(0.5)
-            for message in sink.messages[seen:]:
-                subject = next(
-                    (line for line in message["data"].splitlines() if line.startswith("Subject:")),
-                    "Subject: (none)",
-                )
-                print(f"mail to {', '.join(message['to'])}: {subject}", flush=True)
-            seen = len(sink.messages)
+            seen = print_new(sink, seen)
     except KeyboardInterrupt:
         pass
     finally:

@@ -35,6 +35,10 @@ class Stack:
     def worker(self, service: str, *extra: str, **env: str) -> Worker:
         return Worker(service, {**self.env, **env}, self.log_dir, *extra)
 
+    def deployed_worker(self, service: str, **env: str) -> Worker:
+        """The service's worker with the pool and concurrency it is deployed with."""
+        return Worker.deployed(service, {**self.env, **env}, self.log_dir)
+
     def purge(self, *queues: str) -> None:
         with Connection(self.amqp_url) as conn:
             channel = conn.channel()

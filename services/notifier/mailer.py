@@ -25,21 +25,27 @@ class SmtpMailer:
         message["From"], message["To"], message["Subject"] = self.sender, ", ".join(to), subject
         message["Message-ID"] = f"<{message_id}@notifier>"
         message.set_content(body)
-        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         try:
-            refused = smtp.send_message(message)
+            # The constructor connects and reads the greeting: a busy server raises here (421).
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            refused = _submit(smtp, message)
         except smtplib.SMTPException as exc:
-            smtp.close()
             failure = smtp_failure(exc)
             if failure is exc:
                 raise
             raise failure from exc
-        except BaseException:
-            smtp.close()
-            raise
         if refused:
             logger.warning("mail %s not delivered to %s (others got it)", message_id, refused)
         try:
             smtp.quit()
         except (smtplib.SMTPException, OSError):
             smtp.close()  # the message is already accepted: a failed goodbye changes nothing
+
+
+def _submit(smtp: smtplib.SMTP, message: EmailMessage) -> dict:
+    """``send_message``, closing the connection without QUIT on any failure."""
+    try:
+        return smtp.send_message(message)
+    except BaseException:
+        smtp.close()
+        raise

@@ -1,8 +1,9 @@
 """How each service's worker is deployed: queues, pool, concurrency, as one command each.
 
-The pool follows the work (the source document's table): prefork for CPU-bound work and
-for anything that writes many task results (each prefork child keeps its own database
-connections), threads for I/O-bound work that waits on other servers. gevent is not
+Every worker runs prefork: it is the one pool that enforces ``soft_time_limit`` and
+``time_limit`` (Celery's threads pool accepts and ignores them), and each child keeps
+its own database connections for the many result writes. The notifier waits on other
+servers more than it computes, so it runs more processes than cores. gevent is not
 offered: psycopg 3 blocks the event loop without green-thread support, and every task
 writes its result to PostgreSQL.
 
@@ -53,10 +54,11 @@ WORKERS: dict[str, WorkerDeployment] = {
         ),
         WorkerDeployment(
             "notifier",
-            "threads",
-            "--concurrency 8",
+            "prefork",
+            "--autoscale 8,2",
             9102,
-            "waits on SMTP servers and the SMS gateway: I/O-bound, threads are cheap",
+            "waits on SMTP servers and the SMS gateway; only prefork enforces the send time"
+            " limits (the threads pool ignores them), so a hung send is cut and retried",
         ),
         WorkerDeployment(
             "reports",

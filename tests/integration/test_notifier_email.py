@@ -119,6 +119,28 @@ def test_with_smtp_down_for_a_while_the_welcome_email_retries_with_growing_delay
     assert len(sink.to(email)) == 1
 
 
+def test_an_smtp_server_busy_at_the_greeting_gets_the_welcome_email_retried_and_delivered_once(
+    stack, clean_queues, db
+):
+    worker = stack.worker("notifier", ADMIN_EMAILS="").start()  # only the welcome connects
+    email = f"busy-{uuid.uuid4().hex[:6]}@example.com"
+    event_id = str(uuid.uuid4())
+    stack.smtp.busy = 2  # "421 busy" to the first two connections
+    try:
+        publish_event(stack, "user.signed_up", event_id, signup_payload(email))
+        wait_for(lambda: stack.smtp.to(email), timeout=60)
+        wait_for(lambda: delivery(db, f"{event_id}/welcome_email").status == "sent")
+    finally:
+        stack.smtp.busy = 0
+        worker.stop()
+
+    assert len(stack.smtp.to(email)) == 1
+    assert stack.dead_letters("notifier") == []
+    row = delivery(db, f"{event_id}/welcome_email")
+    assert row.attempts == 3 and "421" in row.error
+    assert len(re.findall(r"notifier.send_welcome_email\[[^]]+\] retry:", worker.output())) == 2
+
+
 def test_with_smtp_down_for_good_an_email_ends_in_the_dlq_after_max_retries_and_is_reported_failed(
     stack, clean_queues, db
 ):
@@ -178,11 +200,11 @@ def test_a_command_sent_twice_with_one_task_id_sends_one_email_with_its_attachme
     assert delivery(db, f"{task_id}/email").attempts == 1
 
 
-def test_a_send_cut_by_its_soft_time_limit_is_marked_interrupted_and_retried_once(
+def test_as_deployed_the_notifier_cuts_a_send_at_its_soft_time_limit_and_retries_it_once(
     stack, clean_queues, db
 ):
     address = f"slow-{uuid.uuid4().hex[:6]}@example.com"
-    worker = stack.worker(
+    worker = stack.deployed_worker(
         "notifier", SEND_SOFT_TIME_LIMIT="1", SEND_TIME_LIMIT="20", SMTP_TIMEOUT="30"
     ).start()
     stack.smtp.delay = 3.0
