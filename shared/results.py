@@ -4,8 +4,9 @@ The stock backend opens an ORM session per state change, reads the row, locks it
 inserts or updates and commits: four or five round trips, on a new connection outside
 prefork children (NullPool). With ``task_track_started`` every task writes twice, and
 that was most of a task's cost here. This backend writes each state change as a single
-``INSERT ... ON CONFLICT DO UPDATE`` on a pooled engine per process, and keeps Celery's
-rule that nothing overwrites a stored SUCCESS (the upsert's WHERE clause). Reads,
+``INSERT ... ON CONFLICT DO UPDATE`` on a pooled engine per process, whose WHERE clause
+keeps states from moving back (``moves_forward``): nothing overwrites a stored SUCCESS,
+as in Celery, and no STARTED or RETRY overwrites a FAILURE or REVOKED. Reads,
 groups, chords and cleanup are Celery's own code on the same tables.
 
 A task writes STARTED and then its final state; for a short task the first is wasted
@@ -24,6 +25,7 @@ import os
 import threading
 from typing import Any
 
+import sqlalchemy as sa
 from celery import states
 from celery.backends.database import DatabaseBackend
 from kombu.utils.encoding import ensure_bytes
@@ -32,6 +34,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 SKIPPED = {"id", "task_id", "children", "stamps"}
 STARTED_DELAY = 0.02
+FINAL = sorted(states.READY_STATES)  # SUCCESS, FAILURE, REVOKED
 logger = logging.getLogger(__name__)
 
 
@@ -135,6 +138,23 @@ class PostgresBackend(DatabaseBackend):
             self._statement = statement.on_conflict_do_update(
                 index_elements=[table.c.task_id],
                 set_={c: statement.excluded[c] for c in [*columns, "children"]},
-                where=table.c.status != states.SUCCESS,
+                where=moves_forward(table.c, statement.excluded),
             )
         return self._statement
+
+
+def moves_forward(stored, new) -> Any:
+    """When a write may replace the stored row: states never move back from a final one.
+
+    Writes of one task id race: a prefork child writes its STARTED row from a buffer after
+    the worker's parent recorded FAILURE for a rejected task; an attempt's RETRY row can
+    land after the next attempt's STARTED. So nothing replaces SUCCESS; a non-final state
+    (STARTED, RETRY) never replaces FAILURE or REVOKED, nor the row of a later attempt
+    (``retries``). A final state replaces FAILURE or REVOKED: a task replayed from the DLQ
+    may still succeed. A retried task going RETRY -> STARTED moves forward.
+    """
+    later_attempt = sa.func.coalesce(new.retries, 0) >= sa.func.coalesce(stored.retries, 0)
+    return sa.and_(
+        stored.status != states.SUCCESS,
+        sa.or_(new.status.in_(FINAL), sa.and_(stored.status.not_in(FINAL), later_attempt)),
+    )
