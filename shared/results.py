@@ -20,7 +20,7 @@ done). The others use ``synchronous_commit=off`` unless ``RESULT_SYNCHRONOUS_COM
 the commit does not wait for the WAL flush, and a PostgreSQL crash can lose the last
 fraction of a second of them (a finished task reads STARTED), never a message (acks are
 RabbitMQ's) nor a service's own data (its transactions stay durable). Durable everywhere
-cost 5 to 35 % of the project's task throughput here (bench row "all guarantees").
+cost 9 to 34 % of the task throughput of the bench row "all guarantees" here.
 
 A chord still waits on members that never report (a message dead-lettered without a
 result, a row deleted): Celery's ``chord_unlock`` polls forever. This backend bounds it
