@@ -31,6 +31,7 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
 from shared.app import PUBLISH_RETRY_POLICY
+from shared.results import ChordTimeout
 from shared.topology import service
 from shared.wire import MalformedMessage, check_message
 
@@ -51,6 +52,8 @@ def reason_for(exc: BaseException) -> str:
         return exc.reason
     if isinstance(exc, InvalidTaskError):
         return "malformed-message"
+    if isinstance(exc, Reject) and isinstance(exc.reason, ChordTimeout):
+        return "chord-timeout"
     if isinstance(exc, Reject):
         return "rejected"
     if isinstance(exc, DecodeError):

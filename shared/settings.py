@@ -27,7 +27,14 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = Field(25 * 60, description="Global soft time limit, seconds.")
     result_expires: int = Field(3600, description="Seconds before results are cleaned up.")
     result_synchronous_commit: bool = Field(
-        False, description="Wait for the WAL flush on every result write (slower, see results.py)."
+        False,
+        description="Wait for the WAL flush on every result write, not only on the rows of"
+        " group and chord members (slower, see results.py).",
+    )
+    chord_timeout: int = Field(
+        3600,
+        description="Seconds a chord waits for its header tasks before it fails and its unlock"
+        " message is dead-lettered (reason chord-timeout).",
     )
     delivery_limit: int = Field(
         10, description="Deliveries of one message (crashes, requeues) before it is dead-lettered."

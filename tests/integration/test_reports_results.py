@@ -4,6 +4,8 @@ of a report command, and the source document's tasks, chain, group and chord."""
 import json
 import subprocess
 import sys
+import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -124,6 +126,21 @@ def test_a_malformed_generate_report_command_is_dead_lettered_with_its_reason(
     assert dead[0].headers["x-dead-letter-reason"] == "rejected"
     assert "kind" in dead[0].headers["x-exception-message"]
     assert "day" in dead[0].headers["x-exception-message"]
+
+
+def test_a_rejected_command_reads_failure_for_good_on_a_prefork_worker(stack, reports_worker, db):
+    """On prefork (the worker's default pool) the pool child buffers each task's STARTED row
+    for 20 ms; a command rejected at once is recorded FAILURE by the worker's parent
+    meanwhile, and the child's STARTED row lands after it. It must not replace the FAILURE
+    (before the fix, 11 to 14 of these 20 rows read STARTED for good)."""
+    reports_worker.start()
+    ids = [send_command(stack, "reports.generate_report", kind="hourly") for _ in range(20)]
+    dead = []
+    wait_for(lambda: dead.extend(stack.dead_letters("reports")) or len(dead) == len(ids))
+    time.sleep(0.3)  # well past the parent's FAILURE (right after the dead letter) and the
+    # children's STARTED rows (20 ms after each task began)
+
+    assert Counter(result_states(db, *ids).values()) == {"FAILURE": len(ids)}
 
 
 def test_backend_cleanup_deletes_results_older_than_result_expires(stack, reports_worker, db):
