@@ -8,9 +8,9 @@ from typing import Any
 from celery import Celery, Task, bootsteps
 from celery.exceptions import Retry
 
-from shared.contracts import Event
+from shared.contracts import Command, Event
 from shared.settings import Settings
-from shared.topology import EVENTS_EXCHANGE, SERVICES, ServiceTopology, declare_service
+from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
 
 
 def _pause_after_nack(exc: Exception, interval: float) -> None:
@@ -106,24 +106,31 @@ class DeclareTopology(bootsteps.StartStopStep):
     def start(self, c) -> None:
         channel = c.connection.channel()
         try:
-            declare_service(channel, SERVICES[c.app.main])
+            declare_service(channel, c.app.conf.service_topology)
         finally:
             channel.close()
 
 
 def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..., Any]:
-    """Routing as data: own tasks to own queues, events to ``events``, commands to their owner."""
+    """Routing as data: own tasks to own queues, events to ``events``, commands to their owner.
+
+    Ownership comes from the contracts, never from a name's prefix alone: an event type is
+    an event whatever service shares its first word (a service ``user`` does not capture
+    ``user.signed_up``), and a command goes to the owner its contract names.
+    """
 
     def route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, Any] | None:
         if name in own_queues:
             return {"queue": own_queues[name]}
-        owner = name.split(".", 1)[0]
-        if owner == topo.name:
-            return {"queue": topo.tasks_queue}
-        if owner in SERVICES:
-            return {"exchange": owner, "exchange_type": "topic", "routing_key": f"{owner}.tasks"}
         if name in Event.registry:
             return {"exchange": EVENTS_EXCHANGE, "exchange_type": "topic", "routing_key": name}
+        if name in Command.registry:
+            owner = Command.registry[name].owner()
+            if owner == topo.name:
+                return {"queue": topo.tasks_queue}
+            return {"exchange": owner, "exchange_type": "topic", "routing_key": f"{owner}.tasks"}
+        if name.startswith(f"{topo.name}."):
+            return {"queue": topo.tasks_queue}
         return None
 
     return route
@@ -175,6 +182,7 @@ def create_celery_app(
         worker_consumer="shared.deadletter:DeadLetteringConsumer",
         worker_prefetch_multiplier=4,
         retry_delay_scale=settings.retry_delay_scale,
+        service_topology=topo,
     )
     app.steps["consumer"].add(DeclareTopology)
     return app

@@ -106,10 +106,22 @@ def event_class(event_type: str) -> type[Event]:
 
 
 class Command(BaseModel):
-    """A request to one service; ``task`` names the service and the task that serves it."""
+    """A request to one service; ``task`` names the service that owns it (before the dot)
+    and the task that serves it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    registry: ClassVar[dict[str, type["Command"]]] = {}
     task: ClassVar[str]
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        if isinstance(cls.__dict__.get("task"), str):
+            Command.registry[cls.task] = cls
+
+    @classmethod
+    def owner(cls) -> str:
+        """The service that serves this command."""
+        return cls.task.split(".", 1)[0]
 
 
 class SendEmail(Command):

@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-ROOT = Path(__file__).resolve().parent.parent
+from shared.system import declaration
 
 
 class Database:
@@ -57,7 +57,7 @@ def ensure_database(database_url: str) -> None:
 
 def migrate(database_url: str, service_name: str, migrations: Path | None = None) -> None:
     """Create the service's schema and bring its tables to the newest migration
-    (``migrations``: an alembic directory other than ``services/<name>/migrations``)."""
+    (``migrations``: an alembic directory other than the one the service declares)."""
     engine = create_engine(database_url)
     try:
         with engine.begin() as conn:
@@ -65,7 +65,9 @@ def migrate(database_url: str, service_name: str, migrations: Path | None = None
     finally:
         engine.dispose()
     config = Config()
-    location = migrations or ROOT / "services" / service_name / "migrations"
+    location = migrations or declaration(service_name).migrations
+    if location is None:
+        return
     config.set_main_option("script_location", str(location))
     config.set_main_option("sqlalchemy.url", database_url)
     config.attributes["schema"] = service_name

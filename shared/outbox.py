@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     relay_cmd = sub.add_parser("relay", help="publish unsent events until stopped (the sweeper)")
-    relay_cmd.add_argument("service", help="the service whose outbox to relay, e.g. signup")
+    relay_cmd.add_argument("service", help="the service whose outbox to relay")
     relay_cmd.add_argument("--interval", type=float, default=0.5, help="poll interval, seconds")
     relay_cmd.add_argument("--batch", type=int, default=100, help="rows per transaction")
     args = parser.parse_args(argv)

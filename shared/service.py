@@ -1,6 +1,6 @@
 """How a service declares itself: its name, the events it handles, the commands it serves.
 
-    service = Service("notifier", dependencies={"mailer": make_mailer})
+    service = Service("mail", dependencies={"mailer": make_mailer})
 
     @service.handles(UserSignedUp, autoretry_for=(SMTPException,), max_retries=5)
     def send_welcome_email(event: UserSignedUp, session, mailer): ...
@@ -8,10 +8,10 @@
     @service.command(SendEmail)
     def send_email(command: SendEmail, task, mailer): ...
 
-Each handler is its own task (``notifier.send_welcome_email``) with its own retry policy.
-An event arrives as one task named after its type (``user.signed_up``) on ``notifier.events``;
+Each handler is its own task (``mail.send_welcome_email``) with its own retry policy.
+An event arrives as one task named after its type (``user.signed_up``) on ``mail.events``;
 that entry task validates the envelope and dispatches one task per handler to
-``notifier.tasks``, ids derived from the event id so a redelivered event dispatches the
+``mail.tasks``, ids derived from the event id so a redelivered event dispatches the
 same ids again. Handlers name their dependencies as parameters, resolved once at
 registration: ``task`` (the bound Celery task), ``session`` (a transaction that commits
 when the handler returns), ``publish``/``send`` (emit an event, send a command), and any
@@ -34,7 +34,7 @@ from shared.app import create_celery_app
 from shared.contracts import Command, Event
 from shared.db import Database
 from shared.settings import Settings, get_settings
-from shared.topology import declare_service, service
+from shared.topology import ServiceTopology, declare_service, service
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Callable[..., Any])
@@ -51,12 +51,12 @@ class InvalidMessage(ValueError):
 class Service:
     def __init__(
         self,
-        name: str,
+        name: str | ServiceTopology,
         *,
         settings: Settings | None = None,
         dependencies: dict[str, Callable[[], Any]] | None = None,
     ) -> None:
-        self.topology = service(name)
+        self.topology = name if isinstance(name, ServiceTopology) else service(name)
         self.settings = settings or get_settings()
         self.db = Database(self.settings.database_url)
         self._factories = dict(dependencies or {})
@@ -77,7 +77,7 @@ class Service:
         event_type = event_cls.model_fields["type"].default
         if event_type not in self.topology.subscribes:
             raise ValueError(
-                f"{self.name} handles {event_type!r} but topology.SERVICES does not bind it"
+                f"{self.name} handles {event_type!r} but its declaration does not subscribe to it"
             )
 
         def decorate(handler: H) -> H:
@@ -92,7 +92,7 @@ class Service:
 
     def command(self, command_cls: type[Command], **task_options: Any) -> Callable[[H], H]:
         """Register the handler of a command other services send (``command_cls.task``)."""
-        if command_cls.task.split(".", 1)[0] != self.name:
+        if command_cls.owner() != self.name:
             raise ValueError(f"{command_cls.task!r} is not a command of {self.name}")
 
         def decorate(handler: H) -> H:
@@ -189,7 +189,7 @@ class Service:
         """Send a command to the service that owns it; returns the task id.
 
         The command's result is stored by its owner, in the owner's schema: read it
-        through that service (e.g. signup's ``GET /tasks/{id}``) or an app of the owner,
+        through that service (e.g. an HTTP endpoint it serves) or an app of the owner,
         not through this service's result backend.
         """
         self._ensure_declared()

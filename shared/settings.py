@@ -11,6 +11,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
+    eventful_system: str = Field(
+        "services",
+        description="The module whose SERVICES lists the services this system runs"
+        " (shared/system.py).",
+    )
     amqp_url: str = Field(
         "amqp://guest:guest@127.0.0.1:5672//",
         description="Broker URL; several separated by ';' form Celery's failover list.",

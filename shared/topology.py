@@ -1,6 +1,6 @@
 """The broker topology as data: every exchange, queue, binding and argument, by name.
 
-Per service ``svc``:
+Per service ``svc`` (each declared in its own package, see ``shared.system``):
 
 - exchange ``svc`` (topic): the service's private route. Commands arrive on routing key
   ``svc.tasks``; retries and replays of event handlers come back on ``svc.events``, so a
@@ -18,7 +18,7 @@ and Celery's native delayed delivery keeps countdown retries in the broker rathe
 a worker's memory.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kombu import Exchange, Queue, binding
@@ -26,6 +26,8 @@ from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
     declare_native_delayed_delivery_exchanges_and_queues,
 )
+
+from shared.system import Discovered
 
 EVENTS_EXCHANGE = "events"
 UNROUTED = "events.unrouted"
@@ -110,27 +112,13 @@ class ServiceTopology:
         return self.tasks_queue
 
 
-SERVICES: dict[str, ServiceTopology] = {
-    "signup": ServiceTopology("signup", publishes=("user.signed_up",)),
-    "notifier": ServiceTopology(
-        "notifier",
-        subscribes=("user.signed_up", "report.generated"),
-        publishes=("notification.sent", "notification.failed"),
-    ),
-    "reports": ServiceTopology(
-        "reports",
-        subscribes=("user.signed_up", "notification.sent", "notification.failed"),
-        publishes=("report.generated",),
-    ),
-}
+#: The system's services by name, as their packages declare them (``shared.system``).
+SERVICES: Mapping[str, ServiceTopology] = Discovered(lambda declared: declared.topology)
 
 
 def service(name: str) -> ServiceTopology:
-    try:
-        return SERVICES[name]
-    except KeyError:
-        known = ", ".join(sorted(SERVICES))
-        raise KeyError(f"unknown service {name!r}; known services: {known}") from None
+    """A service's topology; KeyError names the known services."""
+    return SERVICES[name]
 
 
 def declare_shared(channel) -> None:

@@ -1,9 +1,10 @@
-"""How each service's worker is deployed: queues, pool, concurrency, as one command each.
+"""How each service's worker is deployed: queues, pool, concurrency, as one command each
+(declared by the service, ``shared.system.Deployment``).
 
 Every worker runs prefork: it is the one pool that enforces ``soft_time_limit`` and
 ``time_limit`` (Celery's threads pool accepts and ignores them), and each child keeps
-its own database connections for the many result writes. The notifier waits on other
-servers more than it computes, so it runs more processes than cores. gevent is not
+its own database connections for the many result writes. A service that waits on other
+servers more than it computes runs more processes than cores. gevent is not
 offered: psycopg 3 blocks the event loop without green-thread support, and every task
 writes its result to PostgreSQL.
 
@@ -12,18 +13,26 @@ Every worker runs ``--without-gossip``: gossip declares an event queue named
 another's worker events). ``-I shared.metrics`` serves Prometheus metrics on METRICS_PORT.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.system import Discovered, ServiceDeclaration
 from shared.topology import service
 
 
 @dataclass(frozen=True)
 class WorkerDeployment:
     service: str
+    app: str
     pool: str
     concurrency: str  # "--concurrency N" or "--autoscale MAX,MIN" (prefork only)
     metrics_port: int
     why: str
+
+    @classmethod
+    def of(cls, declared: ServiceDeclaration) -> "WorkerDeployment":
+        d = declared.deployment
+        return cls(declared.name, declared.app, d.pool, d.concurrency, d.metrics_port, d.why)
 
     def queues(self) -> str:
         return ",".join(q.name for q in service(self.service).work_queues())
@@ -32,7 +41,7 @@ class WorkerDeployment:
         """``celery ... worker`` arguments, after ``celery``."""
         flag, value = self.concurrency.split(" ")
         return [
-            "-A", f"services.{self.service}.app", "worker",
+            "-A", self.app, "worker",
             "-Q", self.queues(), "-n", f"{self.service}@%h",
             "--pool", self.pool, flag, value,
             "--without-gossip", "-I", "shared.metrics", "-l", "INFO",
@@ -42,30 +51,5 @@ class WorkerDeployment:
         return " ".join(["celery", *self.argv()])
 
 
-WORKERS: dict[str, WorkerDeployment] = {
-    d.service: d
-    for d in (
-        WorkerDeployment(
-            "signup",
-            "prefork",
-            "--autoscale 4,1",
-            9101,
-            "light database work behind the API; scales down to one process when idle",
-        ),
-        WorkerDeployment(
-            "notifier",
-            "prefork",
-            "--autoscale 8,2",
-            9102,
-            "waits on SMTP servers and the SMS gateway; only prefork enforces the send time"
-            " limits (the threads pool ignores them), so a hung send is cut and retried",
-        ),
-        WorkerDeployment(
-            "reports",
-            "prefork",
-            "--autoscale 4,2",
-            9103,
-            "aggregation and report rendering: CPU-bound, one process per core",
-        ),
-    )  # fmt: skip
-}
+#: Each service's worker as its package declares it (``ServiceDeclaration.deployment``).
+WORKERS: Mapping[str, WorkerDeployment] = Discovered(WorkerDeployment.of)

@@ -1,0 +1,43 @@
+"""The platform is a library: it discovers services and names none of them."""
+
+import re
+from pathlib import Path
+from typing import ClassVar
+
+from shared.app import router_for
+from shared.contracts import Command
+from shared.topology import ServiceTopology
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+#: The published language may name a command's owner; nothing else in shared/ may.
+CONTRACTS = SHARED / "contracts.py"
+
+
+def test_no_platform_file_names_a_service():
+    named = [
+        f"{path.relative_to(SHARED.parent)}:{n}: {line.strip()}"
+        for path in sorted(SHARED.rglob("*"))
+        if path.is_file() and path.suffix in {".py", ".mako", ".md", ".txt"} and path != CONTRACTS
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\b(signup|notifier|reports)\b", line)
+    ]
+    assert named == []
+
+
+def test_a_service_named_like_an_event_prefix_does_not_capture_the_event():
+    route = router_for(ServiceTopology("user", publishes=("user.signed_up",)), {})
+    assert route("user.signed_up", (), {}, {})["exchange"] == "events"
+
+
+class Charge(Command):
+    task: ClassVar[str] = "billing.charge"
+
+
+def test_a_command_goes_to_the_owner_its_contract_names_even_outside_the_system():
+    route = router_for(ServiceTopology("shop"), {})
+    assert route("billing.charge", (), {}, {}) == {
+        "exchange": "billing",
+        "exchange_type": "topic",
+        "routing_key": "billing.tasks",
+    }
+    assert route("shop.anything", (), {}, {}) == {"queue": "shop.tasks"}
