@@ -5,8 +5,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install services lint format test test-unit test-cluster cluster-up cluster-down \
-        migrate topology plan run demo bench chaos api relay beat \
-        worker-signup worker-notifier worker-reports
+        migrate topology plan run demo bench chaos api relay beat
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -73,17 +72,10 @@ CHAOS_SMTP_DOWN ?= 60
 chaos: install
 	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --smtp-down $(CHAOS_SMTP_DOWN)
 
-# One process each, as deployed (python -m shared.ops workers prints the same commands).
-# Run as the service: AMQP_URL=amqp://notifier:PW@host// DATABASE_URL=... make worker-notifier
-worker-signup: install
-	METRICS_PORT=9101 celery -A services.signup.app worker -Q signup.tasks -n signup@%h \
-	  --pool prefork --autoscale 4,1 --without-gossip -I shared.metrics -l INFO
-worker-notifier: install
-	METRICS_PORT=9102 celery -A services.notifier.app worker -Q notifier.tasks,notifier.events \
-	  -n notifier@%h --pool prefork --autoscale 8,2 --without-gossip -I shared.metrics -l INFO
-worker-reports: install
-	METRICS_PORT=9103 celery -A services.reports.app worker -Q reports.tasks,reports.events \
-	  -n reports@%h --pool prefork --autoscale 4,2 --without-gossip -I shared.metrics -l INFO
+# One worker, as its service declares it (python -m shared.ops workers lists them):
+# make worker-notifier. Run as the service: AMQP_URL=amqp://notifier:PW@host// DATABASE_URL=...
+worker-%: install
+	$(PY) -m shared.ops worker $*
 beat: install
 	celery -A services.reports.app beat -l INFO
 api: install

@@ -60,7 +60,7 @@ def programs(args: argparse.Namespace) -> list[Program]:
                 [
                     *celery,
                     "-A",
-                    f"services.{deployment.service}.app",
+                    deployment.app,
                     "flower",
                     f"--port={args.flower_port + offset}",
                     "--address=127.0.0.1",

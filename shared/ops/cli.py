@@ -6,6 +6,7 @@ topology plan                    what differs between the declared and the live 
 topology export [-o FILE]        the declared topology as RabbitMQ definitions (JSON)
 queues                           depth of every work queue and DLQ
 workers                          the command that deploys each service's worker
+worker SERVICE [-n NAME]         run that command (what make, compose and the cluster run)
 dlq list|show SERVICE            dead letters with their reasons and task rows
 dlq replay SERVICE               send dead letters back to their queue (audited)
 dlq purge SERVICE                delete a DLQ's messages (audited)
@@ -14,6 +15,7 @@ outbox status                    unpublished rows per service outbox
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +113,17 @@ def cmd_workers(args: argparse.Namespace) -> int:
         print(f"# {deployment.service}: {deployment.pool} ({deployment.why})")
         print(f"METRICS_PORT={deployment.metrics_port} {deployment.command()}")
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Become the service's worker as declared: one command for every place that runs it."""
+    deployment = WORKERS[args.service]
+    argv = deployment.argv()
+    if args.hostname:
+        argv[argv.index("-n") + 1] = args.hostname
+    os.environ.setdefault("METRICS_PORT", str(deployment.metrics_port))
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "celery", *argv])
 
 
 def _letter_line(letter: dlq.DeadLetter) -> str:
@@ -214,6 +227,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     _sub(sub, "queues", cmd_queues, "queue and DLQ depths")
     _sub(sub, "workers", cmd_workers, "each service's worker command")
+    p = _sub(sub, "worker", cmd_worker, "run a service's worker as it is deployed")
+    p.add_argument("service")
+    p.add_argument("-n", "--hostname", help="node name instead of SERVICE@%%h")
     dead = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="action", required=True)
     for action, help in (("list", "one line per dead letter"), ("show", "everything about each")):
         p = _sub(dead, action, cmd_dlq_read, help)

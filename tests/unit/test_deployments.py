@@ -1,12 +1,17 @@
-"""Each worker runs as declared in shared/ops/deployments.py wherever it is written out."""
+"""Each worker runs as its service declares it, wherever it is started: the Makefile and
+both compose files call ``shared.ops worker SERVICE``, which runs the declared command."""
 
-import json
 import re
 
 import pytest
 
 from infra.processes import ROOT
+from shared.ops import cli
 from shared.ops.deployments import WORKERS
+
+COMPOSE_FILES = ["infra/docker-compose.yml", "infra/docker-compose.cluster.yml"]
+#: A worker command written out instead of asked of its declaration.
+WRITTEN_OUT = re.compile(r"celery\W+(-A\W+)?\S*\W+worker\b")
 
 
 def flat(path: str) -> str:
@@ -14,28 +19,28 @@ def flat(path: str) -> str:
     return " ".join((ROOT / path).read_text().replace("\\\n", " ").split())
 
 
-@pytest.mark.parametrize("service", sorted(WORKERS))
-def test_make_worker_targets_run_the_declared_command(service):
-    deployment = WORKERS[service]
-    recipe = re.search(rf"worker-{service}: install (.*?) [\w-]+: install", flat("Makefile"))
-    assert f"METRICS_PORT={deployment.metrics_port} {deployment.command()}" in recipe.group(1)
+def test_make_runs_every_worker_through_its_declaration():
+    makefile = flat("Makefile")
+    assert "worker-%: install $(PY) -m shared.ops worker $*" in makefile
+    assert not WRITTEN_OUT.search(makefile)
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES)
+def test_each_compose_file_runs_every_declared_worker_and_writes_none_out(path):
+    compose = flat(path)
+    started = set(re.findall(r'shared\.ops"?,? "?worker"?,? "?([a-z]\w*)', compose))
+    assert started == set(WORKERS)
+    assert not WRITTEN_OUT.search(compose)
 
 
 @pytest.mark.parametrize("service", sorted(WORKERS))
-def test_the_compose_file_runs_the_declared_command(service):
-    deployment = WORKERS[service]
-    compose = flat("infra/docker-compose.yml")
-    as_list = json.dumps(["celery", *deployment.argv()])
-    assert as_list in compose or f"exec {deployment.command()}" in compose
-
-
-def test_the_cluster_compose_file_runs_each_worker_on_its_declared_pool():
-    lines = [
-        line for line in (ROOT / "infra/docker-compose.cluster.yml").read_text().splitlines()
-        if '"worker"' in line
-    ]  # fmt: skip
-    assert lines
-    for line in lines:
-        service = re.search(r'"services\.(\w+)\.app"', line).group(1)
-        pool = re.search(r'"--pool", "(\w+)"', line)
-        assert (pool.group(1) if pool else "prefork") == WORKERS[service].pool, line
+def test_the_worker_command_runs_the_declared_argv_with_its_metrics_port(service, monkeypatch):
+    ran = []
+    monkeypatch.delenv("METRICS_PORT", raising=False)
+    monkeypatch.setattr(cli.os, "execv", lambda path, argv: ran.append(argv))
+    cli.main(["worker", service, "-n", "x@%h"])
+    argv = ran[0][ran[0].index("celery") + 1 :]
+    declared = WORKERS[service].argv()
+    declared[declared.index("-n") + 1] = "x@%h"
+    assert argv == declared
+    assert cli.os.environ["METRICS_PORT"] == str(WORKERS[service].metrics_port)
