@@ -42,9 +42,10 @@ class Worker:
         self.service, self.env, self.extra = service, env, extra
         self.log = log_dir / f"{service}-worker-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen | None = None
+        self.command: list[str] | None = None
         queues = ",".join(q.name for q in service_topology(service).work_queues())
         self.argv = [
-            "-A", f"services.{service}.app", "worker", "-Q", queues,
+            "-A", WORKERS[service].app, "worker", "-Q", queues,
             "-n", f"{service}-{uuid.uuid4().hex[:6]}@%h",
             "--without-gossip", "--without-mingle", "-l", "INFO", *extra,
         ]  # fmt: skip
@@ -57,8 +58,15 @@ class Worker:
         worker.argv = WORKERS[service].argv()
         return worker
 
+    @classmethod
+    def as_operators_start_it(cls, service: str, env: dict[str, str], log_dir: Path) -> "Worker":
+        """``python -m shared.ops worker SERVICE``: what make and the compose files run."""
+        worker = cls(service, env, log_dir)
+        worker.command = [sys.executable, "-m", "shared.ops", "worker", service]
+        return worker
+
     def start(self, timeout: float = 60.0) -> "Worker":
-        cmd = [sys.executable, "-m", "celery", *self.argv]
+        cmd = self.command or [sys.executable, "-m", "celery", *self.argv]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
