@@ -7,8 +7,8 @@ on a connection of its own; every other beat stands by and tries for the lock ev
 ``max_interval`` seconds. PostgreSQL releases the lock when the holder's session ends,
 so a holder that dies (even by SIGKILL) is replaced within one interval.
 
-When and how often each entry last ran is kept in ``<service>.beat_entries`` (a table the
-service's migrations create), written after each firing the broker confirmed. A beat that
+When and how often each entry last ran is kept in ``<service>.beat_entries`` (a platform table,
+``shared/service_migrations``), written after each firing the broker confirmed. A beat that
 takes over continues the holder's schedule: it neither repeats what the holder fired nor
 skips a crontab run that fell due while nobody held the lock (that run fires once, at once).
 

@@ -55,20 +55,32 @@ def ensure_database(database_url: str) -> None:
         engine.dispose()
 
 
+#: The platform's tables in every service's schema (outbox, beat entries), versioned apart
+#: from the service's own tables.
+SERVICE_TABLES = Path(__file__).resolve().parent / "service_migrations"
+
+
 def migrate(database_url: str, service_name: str, migrations: Path | None = None) -> None:
-    """Create the service's schema and bring its tables to the newest migration
-    (``migrations``: an alembic directory other than the one the service declares)."""
+    """Create the service's schema, the platform's tables in it, and bring the service's
+    own tables to their newest migration (``migrations``: an alembic directory other than
+    the one the service declares)."""
     engine = create_engine(database_url)
     try:
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{service_name}"'))
     finally:
         engine.dispose()
-    config = Config()
     location = migrations or declaration(service_name).migrations
-    if location is None:
-        return
+    if migrations is None:
+        _upgrade(database_url, service_name, SERVICE_TABLES, "platform_version")
+    if location is not None:
+        _upgrade(database_url, service_name, location, "alembic_version")
+
+
+def _upgrade(database_url: str, schema: str, location: Path, version_table: str) -> None:
+    config = Config()
     config.set_main_option("script_location", str(location))
     config.set_main_option("sqlalchemy.url", database_url)
-    config.attributes["schema"] = service_name
+    config.attributes["schema"] = schema
+    config.attributes["version_table"] = version_table
     command.upgrade(config, "head")

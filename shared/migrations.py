@@ -1,4 +1,6 @@
-"""The body of every service's alembic ``env.py``: versions live in the service's schema."""
+"""The body of every alembic ``env.py``: versions live in the schema migrated, in the
+version table the caller names (the platform's tables and the service's are versioned
+apart)."""
 
 from alembic import context
 from sqlalchemy import create_engine, pool
@@ -11,6 +13,7 @@ def run() -> None:
     with engine.connect() as connection:
         context.configure(
             connection=connection,
+            version_table=config.attributes.get("version_table", "alembic_version"),
             version_table_schema=schema,
             include_schemas=True,
         )

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 
 def outbox_table(schema: str) -> sa.Table:
-    """The ``outbox`` table of one service's schema (created by that service's migration)."""
+    """The ``outbox`` table of one service's schema (``shared/service_migrations``)."""
     return sa.Table(
         "outbox",
         sa.MetaData(schema=schema),

@@ -36,11 +36,3 @@ def upgrade(schema: str) -> None:
         sa.Column("saved_at", sa.DateTime(timezone=True), nullable=False),
         schema=schema,
     )
-    # shared.beat.SingleBeatScheduler: when each beat entry last fired.
-    op.create_table(
-        "beat_entries",
-        sa.Column("name", sa.String(200), primary_key=True),
-        sa.Column("last_run_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("total_run_count", sa.Integer, nullable=False),
-        schema=schema,
-    )

@@ -1,0 +1,3 @@
+from shared.migrations import run
+
+run()
