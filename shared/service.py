@@ -2,11 +2,11 @@
 
     service = Service("mail", dependencies={"mailer": make_mailer})
 
-    @service.handles(UserSignedUp, autoretry_for=(SMTPException,), max_retries=5)
+    @service.handles(UserSignedUp, retry=RetryPolicy(autoretry_for=(SMTPException,)))
     def send_welcome_email(event: UserSignedUp, session, mailer): ...
 
-    @service.command(SendEmail)
-    def send_email(command: SendEmail, task, mailer): ...
+    @service.task(time_limit=60)
+    def render(document: dict, db, publish): ...
 
 Each handler is its own task (``mail.send_welcome_email``) with its own retry policy.
 An event arrives as one task named after its type (``user.signed_up``) on ``mail.events``;
@@ -14,8 +14,9 @@ that entry task validates the envelope and dispatches one task per handler to
 ``mail.tasks``, ids derived from the event id so a redelivered event dispatches the
 same ids again. Handlers name their dependencies as parameters, resolved once at
 registration: ``task`` (the bound Celery task), ``session`` (a transaction that commits
-when the handler returns), ``publish``/``send`` (emit an event, send a command), and any
-name given in ``dependencies`` (a factory, called once per process).
+when the handler returns), ``db`` (the service's database), ``publish``/``send`` (emit an
+event, send a command), and any name given in ``dependencies`` (a factory, called once
+per process). A handler's retry policy is a ``RetryPolicy`` named beside it.
 """
 
 import inspect
@@ -33,6 +34,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from shared.app import create_celery_app
 from shared.contracts import Command, Event
 from shared.db import Database
+from shared.retry import RetryPolicy, checked_task_options
 from shared.settings import Settings, get_settings
 from shared.topology import ServiceTopology, declare_service, service
 
@@ -42,6 +44,8 @@ H = TypeVar("H", bound=Callable[..., Any])
 #: handler's transaction did not commit, so the task is retried, not dead-lettered.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 DATABASE_RETRY_DELAY = 5
+#: Dependencies every service provides, besides those it declares.
+BUILT_IN = frozenset({"task", "session", "db", "publish", "send"})
 
 
 class InvalidMessage(ValueError):
@@ -63,6 +67,8 @@ class Service:
         self._instances: dict[str, Any] = {}
         self._routes: dict[str, str] = {}
         self._handlers: dict[str, list[Any]] = {}
+        #: Each task's retry policy, by task name (read by the startup check).
+        self.retry_policies: dict[str, RetryPolicy] = {}
         self._declared = False
         self.celery: Celery = create_celery_app(self.topology, self.settings, self._routes)
 
@@ -72,7 +78,9 @@ class Service:
 
     # -- declaring handlers -------------------------------------------------------------
 
-    def handles(self, event_cls: type[Event], **task_options: Any) -> Callable[[H], H]:
+    def handles(
+        self, event_cls: type[Event], *, retry: RetryPolicy | None = None, **task_options: Any
+    ) -> Callable[[H], H]:
         """Register a handler of ``event_cls`` as its own task ``<service>.<function>``."""
         event_type = event_cls.model_fields["type"].default
         if event_type not in self.topology.subscribes:
@@ -81,7 +89,8 @@ class Service:
             )
 
         def decorate(handler: H) -> H:
-            task = self._task(handler, event_cls, "event", self.topology.tasks_queue, task_options)
+            options = self._options(handler, retry, task_options)
+            task = self._task(handler, event_cls, "event", self.topology.tasks_queue, options)
             if event_type not in self._handlers:
                 self._handlers[event_type] = []
                 self._entry_task(event_cls)
@@ -90,16 +99,57 @@ class Service:
 
         return decorate
 
-    def command(self, command_cls: type[Command], **task_options: Any) -> Callable[[H], H]:
+    def command(
+        self, command_cls: type[Command], *, retry: RetryPolicy | None = None, **task_options: Any
+    ) -> Callable[[H], H]:
         """Register the handler of a command other services send (``command_cls.task``)."""
         if command_cls.owner() != self.name:
             raise ValueError(f"{command_cls.task!r} is not a command of {self.name}")
 
         def decorate(handler: H) -> H:
-            self._task(handler, command_cls, None, self.topology.tasks_queue, task_options)
+            options = self._options(handler, retry, task_options)
+            self._task(handler, command_cls, None, self.topology.tasks_queue, options)
             return handler
 
         return decorate
+
+    def task(self, *, retry: RetryPolicy | None = None, **task_options: Any) -> Callable[[H], H]:
+        """Register one of the service's own steps (a workflow's, beat's) as the task
+        ``<service>.<function>``. Its arguments come as Celery passes them (a chain hands
+        the previous result first); parameters named like dependencies are injected as
+        for handlers, whatever their position."""
+
+        def decorate(fn: H) -> H:
+            params = list(inspect.signature(fn).parameters)
+            deps = [p for p in params if self._provides(p)]
+            own = [p for p in params if p not in deps]
+            name = f"{self.name}.{fn.__name__}"
+            self._routes[name] = self.topology.tasks_queue
+            options = self._options(fn, retry, task_options)
+
+            @self.celery.task(name=name, bind=True, shared=False, **options)
+            def run(task, *args: Any, **kwargs: Any) -> Any:
+                call = {**dict(zip(own, args, strict=False)), **kwargs}
+                return self._call(task, name, fn, deps, call)
+
+            return fn
+
+        return decorate
+
+    @property
+    def handled_events(self) -> set[str]:
+        """The event types this service has handlers for."""
+        return set(self._handlers)
+
+    def _options(
+        self, fn: Callable[..., Any], retry: RetryPolicy | None, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        owner = f"{self.name}.{fn.__name__}"
+        policy = retry or RetryPolicy()
+        if not isinstance(policy, RetryPolicy):
+            raise TypeError(f"{owner}: retry must be a RetryPolicy, not {policy!r}")
+        self.retry_policies[owner] = policy
+        return {**checked_task_options(owner, options), **policy.task_options()}
 
     def _entry_task(self, event_cls: type[Event]) -> None:
         event_type = event_cls.model_fields["type"].default
@@ -130,21 +180,29 @@ class Service:
         @self.celery.task(name=name, bind=True, shared=False, **task_options)
         def run(task, *args: Any, **kwargs: Any) -> Any:
             message = _validate(contract, key, args, kwargs)
-            try:
-                with ExitStack() as stack:
-                    resolved = {d: self._resolve(d, task, stack) for d in deps}
-                    return handler(message, **resolved)
-            except DATABASE_UNAVAILABLE as exc:
-                logger.warning(
-                    "%s[%s]: database unavailable, retrying: %s", name, task.request.id, exc
-                )
-                raise task.retry_after_outage(exc, DATABASE_RETRY_DELAY) from None
+            return self._call(task, name, lambda **deps: handler(message, **deps), deps, {})
 
         return run
+
+    def _call(
+        self, task: Any, name: str, fn: Callable[..., Any], deps: list[str], call: dict
+    ) -> Any:
+        """Run ``fn`` with its dependencies; a database outage retries the task."""
+        try:
+            with ExitStack() as stack:
+                return fn(**call, **{d: self._resolve(d, task, stack) for d in deps})
+        except DATABASE_UNAVAILABLE as exc:
+            logger.warning("%s[%s]: database unavailable, retrying: %s", name, task.request.id, exc)
+            raise task.retry_after_outage(exc, DATABASE_RETRY_DELAY) from None
+
+    def _provides(self, name: str) -> bool:
+        return name in BUILT_IN or name in self._factories
 
     def _resolve(self, name: str, task: Any, stack: ExitStack) -> Any:
         if name == "task":
             return task
+        if name == "db":
+            return self.db
         if name == "session":
             return stack.enter_context(self.db.transaction())
         if name == "publish":

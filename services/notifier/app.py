@@ -1,10 +1,11 @@
 """The notifier service: e-mail and SMS on behalf of the others.
 
-Every send is its own task with its own retry policy, in the source document's terms:
-``autoretry_for`` transient errors with ``retry_backoff``/``retry_jitter`` up to
-``max_retries``; ``default_retry_delay`` for a provider's "try later" without a
-Retry-After. Every task has soft/hard time limits, and ``on_failure`` publishes
-``notification.failed`` exactly when the message goes to ``notifier.dlq``.
+Every send is its own task with its own retry policy (named beside its handler in
+``handlers.py``), in the source document's terms: ``autoretry_for`` transient errors with
+``retry_backoff``/``retry_jitter`` up to ``max_retries``; ``default_retry_delay`` for a
+provider's "try later" without a Retry-After. Every task has soft/hard time limits, and
+``on_failure`` publishes ``notification.failed`` exactly when the message goes to
+``notifier.dlq``.
 """
 
 import logging
@@ -13,7 +14,6 @@ from services.notifier import handlers
 from services.notifier.attempts import Attempts
 from services.notifier.config import get_settings
 from services.notifier.deliveries import Deliveries
-from services.notifier.errors import TRANSIENT
 from services.notifier.mailer import SmtpMailer
 from services.notifier.sms import SmsClient
 from shared.contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
@@ -56,55 +56,16 @@ SENDING = {
     "on_failure": report_final_failure,
 }
 
-# Growing delays without jitter: one e-mail per signup, and the delays stay predictable.
-service.handles(
-    UserSignedUp,
-    autoretry_for=TRANSIENT,
-    max_retries=5,
-    default_retry_delay=60,
-    retry_backoff=2,
-    retry_backoff_max=600,
-    retry_jitter=False,
-    **SENDING,
-)(handlers.send_welcome_email)
-service.handles(
-    UserSignedUp,
-    autoretry_for=TRANSIENT,
-    max_retries=3,
-    default_retry_delay=300,
-    retry_backoff=30,
-    retry_jitter=True,
-    **SENDING,
-)(handlers.notify_admins_of_signup)
-service.handles(
-    ReportGenerated,
-    autoretry_for=TRANSIENT,
-    max_retries=8,
-    default_retry_delay=300,
-    retry_backoff=60,
-    retry_backoff_max=3600,
-    retry_jitter=True,
-    **SENDING,
-)(handlers.send_report_summary)
-service.command(
-    SendEmail,
-    autoretry_for=TRANSIENT,
-    max_retries=5,
-    default_retry_delay=60,
-    retry_backoff=5,
-    retry_backoff_max=900,
-    retry_jitter=True,
-    **SENDING,
-)(handlers.send_email)
-service.command(
-    SendSms,
-    autoretry_for=TRANSIENT,
-    max_retries=5,
-    default_retry_delay=30,
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    **SENDING,
-)(handlers.send_sms)
+service.handles(UserSignedUp, retry=handlers.WELCOME_EMAIL_RETRY, **SENDING)(
+    handlers.send_welcome_email
+)
+service.handles(UserSignedUp, retry=handlers.ADMIN_NOTICE_RETRY, **SENDING)(
+    handlers.notify_admins_of_signup
+)
+service.handles(ReportGenerated, retry=handlers.REPORT_SUMMARY_RETRY, **SENDING)(
+    handlers.send_report_summary
+)
+service.command(SendEmail, retry=handlers.SEND_EMAIL_RETRY, **SENDING)(handlers.send_email)
+service.command(SendSms, retry=handlers.SEND_SMS_RETRY, **SENDING)(handlers.send_sms)
 
 app = service.celery

@@ -8,9 +8,21 @@ from typing import Any
 
 from services.notifier.attempts import Attempts
 from services.notifier.deliveries import Delivery
+from services.notifier.errors import TRANSIENT
 from services.notifier.mailer import SmtpMailer
 from services.notifier.sms import SmsClient
 from shared.contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
+from shared.retry import RetryPolicy
+
+#: Growing delays without jitter: one e-mail per signup, and the delays stay predictable.
+WELCOME_EMAIL_RETRY = RetryPolicy(
+    autoretry_for=TRANSIENT,
+    max_retries=5,
+    default_retry_delay=60,
+    retry_backoff=2,
+    retry_backoff_max=600,
+    retry_jitter=False,
+)
 
 
 def send_welcome_email(
@@ -23,6 +35,16 @@ def send_welcome_email(
     return attempts.run(
         task, delivery, lambda: mailer.send(to, "Welcome!", body, delivery.message_id)
     )
+
+
+#: The admins can wait: fewer, longer, spread-out retries.
+ADMIN_NOTICE_RETRY = RetryPolicy(
+    autoretry_for=TRANSIENT,
+    max_retries=3,
+    default_retry_delay=300,
+    retry_backoff=30,
+    retry_jitter=True,
+)
 
 
 def notify_admins_of_signup(
@@ -38,6 +60,17 @@ def notify_admins_of_signup(
     return attempts.run(
         task, delivery, lambda: mailer.send(admins, subject, body, delivery.message_id)
     )
+
+
+#: A report keeps its value for hours: many retries, up to an hour apart.
+REPORT_SUMMARY_RETRY = RetryPolicy(
+    autoretry_for=TRANSIENT,
+    max_retries=8,
+    default_retry_delay=300,
+    retry_backoff=60,
+    retry_backoff_max=3600,
+    retry_jitter=True,
+)
 
 
 def send_report_summary(
@@ -56,6 +89,16 @@ def send_report_summary(
     )
 
 
+SEND_EMAIL_RETRY = RetryPolicy(
+    autoretry_for=TRANSIENT,
+    max_retries=5,
+    default_retry_delay=60,
+    retry_backoff=5,
+    retry_backoff_max=900,
+    retry_jitter=True,
+)
+
+
 def send_email(command: SendEmail, task: Any, attempts: Attempts, mailer: SmtpMailer) -> str:
     """An e-mail another service asked for. The attachment is a reference (services share
     no storage), so it reaches the recipient as a line of the body."""
@@ -67,6 +110,16 @@ def send_email(command: SendEmail, task: Any, attempts: Attempts, mailer: SmtpMa
     return attempts.run(
         task, delivery, lambda: mailer.send(to, command.subject, body, delivery.message_id)
     )
+
+
+SEND_SMS_RETRY = RetryPolicy(
+    autoretry_for=TRANSIENT,
+    max_retries=5,
+    default_retry_delay=30,
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+)
 
 
 def send_sms(command: SendSms, task: Any, attempts: Attempts, sms: SmsClient) -> str:

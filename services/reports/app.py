@@ -12,14 +12,14 @@ from shared.service import Service
 
 settings = get_settings()
 
-service = Service("reports", settings=settings)
+service = Service("reports", settings=settings, dependencies={"settings": lambda: settings})
 service.handles(UserSignedUp)(handlers.record_signup)
 service.handles(NotificationSent)(handlers.record_notification_sent)
 service.handles(NotificationFailed)(handlers.record_notification_failed)
 service.command(GenerateReport)(handlers.generate_report)
 workflow.register(service, settings)
-periodic.register(service.celery)
-examples.register(service.celery)
+periodic.register(service)
+examples.register(service)
 
 app = service.celery
 configure_beat(app, settings.heartbeat_interval)

@@ -26,6 +26,8 @@ from services.reports.periods import period, shards
 from services.reports.render import markdown, summarize
 from services.reports.scan import Progress, next_batch
 from shared.contracts import ReportGenerated, ReportGeneratedPayload
+from shared.db import Database
+from shared.retry import RetryPolicy
 from shared.service import Service
 
 logger = logging.getLogger(__name__)
@@ -51,103 +53,111 @@ def report_id(kind: str, day: str) -> str:
     return str(uuid5(NAMESPACE_URL, f"reports/{kind}/{day}"))
 
 
-def register(service: Service, settings: ReportsSettings) -> None:
-    """Define the workflow's tasks on the service's Celery app."""
-    celery, db = service.celery, service.db
+def count_shard(start: str, end: str, db: Database) -> dict[str, Any]:
+    query = (
+        sa.select(facts.c.type, sa.func.count())
+        .where(facts.c.occurred_at >= datetime.fromisoformat(start))
+        .where(facts.c.occurred_at < datetime.fromisoformat(end))
+        .group_by(facts.c.type)
+    )
+    with db.transaction() as session:
+        counts = dict(session.execute(query).all())
+    return {"start": start, "end": end, "counts": counts}
 
-    @celery.task(name="reports.count_shard", shared=False)
-    def count_shard(start: str, end: str) -> dict[str, Any]:
-        query = (
-            sa.select(facts.c.type, sa.func.count())
-            .where(facts.c.occurred_at >= datetime.fromisoformat(start))
-            .where(facts.c.occurred_at < datetime.fromisoformat(end))
-            .group_by(facts.c.type)
+
+def sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    totals: dict[str, int] = {}
+    for part in parts:
+        for event_type, count in part["counts"].items():
+            totals[event_type] = totals.get(event_type, 0) + count
+    return {"shards": sorted(parts, key=lambda p: p["start"]), "totals": totals}
+
+
+def collect(
+    summed: dict[str, Any], kind: str, day: str, task, db: Database, settings: ReportsSettings
+) -> dict[str, Any]:
+    """Scan the period's facts; on the soft time limit save progress, retry, resume."""
+    timezone = task.app.conf.timezone
+    start, end = period(kind, date.fromisoformat(day), ZoneInfo(timezone))
+    progress, attempts = _load_progress(db, task.request.id)
+    try:
+        while batch := _batch(db, start, end, progress, settings.report_scan_batch):
+            progress = progress.add(batch)
+            if settings.report_scan_pause:
+                time.sleep(settings.report_scan_pause)
+    except Exception as exc:
+        if not _cut_short(exc):
+            raise
+        db.dispose()  # a query the limit interrupted leaves its connection unusable
+        _save_progress(db, task.request.id, progress, attempts + 1)
+        logger.warning("collect %s %s: soft time limit after %d facts; resuming later",
+                       kind, day, progress.scanned)  # fmt: skip
+        raise task.retry(exc=exc, countdown=1) from exc
+    with db.transaction() as session:
+        done = scan_progress.c.task_id == task.request.id
+        session.execute(scan_progress.delete().where(done))
+    return {
+        **summed,
+        **progress.to_json(),
+        "kind": kind,
+        "day": day,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "timezone": timezone,
+        "attempts": attempts + 1,
+    }
+
+
+def aggregate(collected: dict[str, Any]) -> dict[str, Any]:
+    return {**collected, "summary": summarize(collected["totals"], collected["breakdown"])}
+
+
+def render(document: dict[str, Any], task, db: Database, publish) -> str:
+    """Store the report, then announce it. The event id derives from this task's id, so
+    a redelivered render announces the same event again and consumers drop the copy."""
+    rid = report_id(document["kind"], document["day"])
+    row = {
+        "kind": document["kind"],
+        "day": date.fromisoformat(document["day"]),
+        "generated_at": datetime.now(UTC),
+        "summary": document["summary"],
+        "document": document,
+        "markdown": markdown(document),
+    }
+    with db.transaction() as session:
+        session.execute(
+            insert(reports)
+            .values(id=rid, **row)
+            .on_conflict_do_update(index_elements=[reports.c.id], set_=row)
         )
-        with db.transaction() as session:
-            counts = dict(session.execute(query).all())
-        return {"start": start, "end": end, "counts": counts}
+    publish(
+        ReportGenerated(
+            id=uuid5(NAMESPACE_URL, f"{rid}/{task.request.id}"),
+            source="reports",
+            payload=ReportGeneratedPayload(
+                report_id=rid, kind=document["kind"], day=document["day"],
+                summary=document["summary"],
+            ),
+        )
+    )  # fmt: skip
+    return rid
 
-    @celery.task(name="reports.sum_counts", shared=False)
-    def sum_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
-        totals: dict[str, int] = {}
-        for part in parts:
-            for event_type, count in part["counts"].items():
-                totals[event_type] = totals.get(event_type, 0) + count
-        return {"shards": sorted(parts, key=lambda p: p["start"]), "totals": totals}
 
-    @celery.task(
-        name="reports.collect",
-        bind=True,
-        shared=False,
+def register(service: Service, settings: ReportsSettings) -> None:
+    """Declare the workflow's steps as the service's tasks."""
+    service.task()(count_shard)
+    service.task()(sum_counts)
+    service.task(
+        retry=COLLECT_RETRY,
         soft_time_limit=settings.report_soft_time_limit,
         time_limit=settings.report_time_limit,
-        max_retries=20,
-    )
-    def collect(task, summed: dict[str, Any], kind: str, day: str) -> dict[str, Any]:
-        """Scan the period's facts; on the soft time limit save progress, retry, resume."""
-        start, end = period(kind, date.fromisoformat(day), ZoneInfo(celery.conf.timezone))
-        progress, attempts = _load_progress(db, task.request.id)
-        try:
-            while batch := _batch(db, start, end, progress, settings.report_scan_batch):
-                progress = progress.add(batch)
-                if settings.report_scan_pause:
-                    time.sleep(settings.report_scan_pause)
-        except Exception as exc:
-            if not _cut_short(exc):
-                raise
-            db.dispose()  # a query the limit interrupted leaves its connection unusable
-            _save_progress(db, task.request.id, progress, attempts + 1)
-            logger.warning("collect %s %s: soft time limit after %d facts; resuming later",
-                           kind, day, progress.scanned)  # fmt: skip
-            raise task.retry(exc=exc, countdown=1) from exc
-        with db.transaction() as session:
-            done = scan_progress.c.task_id == task.request.id
-            session.execute(scan_progress.delete().where(done))
-        return {
-            **summed,
-            **progress.to_json(),
-            "kind": kind,
-            "day": day,
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "timezone": celery.conf.timezone,
-            "attempts": attempts + 1,
-        }
+    )(collect)
+    service.task()(aggregate)
+    service.task()(render)
 
-    @celery.task(name="reports.aggregate", shared=False)
-    def aggregate(collected: dict[str, Any]) -> dict[str, Any]:
-        return {**collected, "summary": summarize(collected["totals"], collected["breakdown"])}
 
-    @celery.task(name="reports.render", bind=True, shared=False)
-    def render(task, document: dict[str, Any]) -> str:
-        """Store the report, then announce it. The event id derives from this task's id, so
-        a redelivered render announces the same event again and consumers drop the copy."""
-        rid = report_id(document["kind"], document["day"])
-        row = {
-            "kind": document["kind"],
-            "day": date.fromisoformat(document["day"]),
-            "generated_at": datetime.now(UTC),
-            "summary": document["summary"],
-            "document": document,
-            "markdown": markdown(document),
-        }
-        with db.transaction() as session:
-            session.execute(
-                insert(reports)
-                .values(id=rid, **row)
-                .on_conflict_do_update(index_elements=[reports.c.id], set_=row)
-            )
-        service.publish(
-            ReportGenerated(
-                id=uuid5(NAMESPACE_URL, f"{rid}/{task.request.id}"),
-                source="reports",
-                payload=ReportGeneratedPayload(
-                    report_id=rid, kind=document["kind"], day=document["day"],
-                    summary=document["summary"],
-                ),
-            )
-        )  # fmt: skip
-        return rid
+#: ``collect`` retries itself after each soft time limit, resuming where it stopped.
+COLLECT_RETRY = RetryPolicy(max_retries=20)
 
 
 def _cut_short(exc: BaseException | None) -> bool:

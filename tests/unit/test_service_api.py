@@ -1,0 +1,86 @@
+"""How services declare tasks: validated retry policies, handlers that match the declared
+subscriptions, and one way to declare every task (with the same dependency injection)."""
+
+import importlib
+
+import pytest
+
+from shared.contracts import UserSignedUp
+from shared.retry import RetryPolicy
+from shared.service import Service
+from shared.system import declarations
+from shared.topology import ServiceTopology
+
+
+def a_service() -> Service:
+    return Service(ServiceTopology("shop", subscribes=("user.signed_up",)))
+
+
+def test_a_misspelt_retry_option_fails_when_the_policy_is_built():
+    with pytest.raises(TypeError, match="max_retires"):
+        RetryPolicy(max_retires=5)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_retries": -1},
+        {"retry_backoff": 1.5},
+        {"autoretry_for": ValueError},
+        {"retry_jitter": 1},
+    ],
+)
+def test_an_impossible_retry_option_fails_when_the_policy_is_built(bad):
+    with pytest.raises((TypeError, ValueError)):
+        RetryPolicy(**bad)
+
+
+def test_a_misspelt_task_option_fails_when_the_handler_is_registered():
+    with pytest.raises(TypeError, match="soft_time_limt"):
+        a_service().handles(UserSignedUp, soft_time_limt=5)(lambda event: None)
+
+
+def test_a_retry_option_outside_the_policy_is_refused():
+    with pytest.raises(TypeError, match="max_retries belongs in retry=RetryPolicy"):
+        a_service().handles(UserSignedUp, max_retries=5)(lambda event: None)
+
+
+def test_the_policy_reaches_the_task_and_its_longest_schedule_is_known():
+    service = a_service()
+    policy = RetryPolicy(autoretry_for=(OSError,), max_retries=4, retry_backoff=10)
+
+    @service.handles(UserSignedUp, retry=policy)
+    def greet(event):
+        return None
+
+    task = service.celery.tasks["shop.greet"]
+    assert (task.max_retries, task.retry_backoff, task.autoretry_for) == (4, 10, (OSError,))
+    assert policy.delays() == [10, 20, 40, 80]
+    assert service.retry_policies["shop.greet"] is policy
+
+
+def test_an_internal_task_gets_its_arguments_by_position_and_its_dependencies_by_name():
+    service = Service(ServiceTopology("shop"), dependencies={"rate": lambda: 3})
+
+    @service.task()
+    def price(task, amount: int, rate: int, extra: int = 0) -> int:
+        return amount * rate + extra + (task.name == "shop.price")
+
+    run = service.celery.tasks["shop.price"]
+    assert run.run(5) == 16
+    assert run.run(5, extra=10) == 26
+    assert service.celery.amqp.router.route({}, "shop.price")["queue"].name == "shop.tasks"
+
+
+@pytest.mark.parametrize("name", sorted(declarations()))
+def test_every_subscribed_event_has_a_handler_and_every_handler_a_subscription(name):
+    declared = declarations()[name]
+    service = importlib.import_module(declared.app).service
+    assert service.handled_events == set(declared.topology.subscribes)
+
+
+@pytest.mark.parametrize("name", sorted(declarations()))
+def test_every_task_of_a_service_is_declared_through_the_service_api(name):
+    service = importlib.import_module(declarations()[name].app).service
+    own = {t for t in service.celery.tasks if not t.startswith("celery.")}
+    assert own == set(service._routes)
