@@ -46,13 +46,13 @@ test-unit: install
 	$(PY) -m pytest tests/unit
 
 migrate: install services
-	$(PY) -m shared.ops migrate
+	eventful migrate
 
 topology: install services
-	$(PY) -m shared.ops topology apply
+	eventful topology apply
 
 plan: install services
-	$(PY) -m shared.ops topology plan
+	eventful topology plan
 
 # The whole system in the foreground until Ctrl-C (infra/run.py).
 run: install services migrate topology
@@ -72,13 +72,13 @@ CHAOS_SMTP_DOWN ?= 60
 chaos: install
 	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --smtp-down $(CHAOS_SMTP_DOWN)
 
-# One worker, as its service declares it (python -m shared.ops workers lists them):
+# One worker, as its service declares it (eventful workers lists them):
 # make worker-notifier. Run as the service: AMQP_URL=amqp://notifier:PW@host// DATABASE_URL=...
 worker-%: install
-	$(PY) -m shared.ops worker $*
+	eventful worker $*
 beat: install
 	celery -A services.reports.app beat -l INFO
 api: install
 	uvicorn services.signup.api:app --host 127.0.0.1 --port 8000
 relay: install
-	$(PY) -m shared.outbox relay signup
+	eventful outbox relay signup

@@ -1,7 +1,7 @@
 """`make run`: the whole system on this machine, in the foreground, until Ctrl-C.
 
 Starts the SMTP sink and the SMS gateway stub, the signup API, each service's worker (the
-deployments of ``python -m shared.ops workers``), reports' beat, the signup outbox relay
+deployments of ``eventful workers``), reports' beat, the signup outbox relay
 and a Flower per service (each service's control and event exchanges are its own, so one
 Flower sees one service). Services run as their own broker user and database role (what
 ``topology apply`` created); Flower and the operator's URLs use the admin settings.
@@ -95,7 +95,7 @@ def programs(args: argparse.Namespace) -> list[Program]:
         found.append(
             Program(
                 "signup-outbox-relay",
-                [py, "-m", "shared.outbox", "relay", "signup"],
+                [py, "-m", "shared.ops", "outbox", "relay", "signup"],
                 as_service("signup"),
             )  # fmt: skip
         )

@@ -12,12 +12,11 @@ loses the event when the broker is away after the database has committed. Instea
   id (the Celery task id), which consumers deduplicate on.
 - ``AfterCommit``: a thread in the web process that publishes right after commit, so the
   request never waits on the broker; when the broker is away it gives up at once.
-- ``python -m shared.outbox relay SERVICE``: the sweeper, its own process, that publishes
+- ``eventful outbox relay SERVICE``: the sweeper, its own process, that publishes
   whatever is left unsent (broker outages, crashed web processes), every few tenths of a
   second, and stops cleanly on SIGTERM/SIGINT.
 """
 
-import argparse
 import logging
 import queue
 import signal
@@ -247,30 +246,20 @@ def sweep(relay: Relay, interval: float, stop: threading.Event) -> None:
     relay.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m shared.outbox", description="Relay a service's outbox to RabbitMQ."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    relay_cmd = sub.add_parser("relay", help="publish unsent events until stopped (the sweeper)")
-    relay_cmd.add_argument("service", help="the service whose outbox to relay")
-    relay_cmd.add_argument("--interval", type=float, default=0.5, help="poll interval, seconds")
-    relay_cmd.add_argument("--batch", type=int, default=100, help="rows per transaction")
-    args = parser.parse_args(argv)
+def relay_until_stopped(service_name: str, interval: float, batch: int) -> int:
+    """The sweeper (``eventful outbox relay SERVICE``): relay until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        relay = Relay(Outbox(Service(args.service)), batch_size=args.batch)
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
+    relay = Relay(Outbox(Service(service_name)), batch_size=batch)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    logger.info("relaying the %s outbox every %ss", args.service, args.interval)
-    sweep(relay, args.interval, stop)
-    logger.info("%s outbox relay stopped", args.service)
+    logger.info("relaying the %s outbox every %ss", service_name, interval)
+    sweep(relay, interval, stop)
+    logger.info("%s outbox relay stopped", service_name)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # ``python -m shared.outbox relay SERVICE``: the older spelling
+    from shared.ops.cli import main
+
+    sys.exit(main(["outbox", *sys.argv[1:]]))

@@ -1,26 +1,18 @@
-"""The operations CLI: ``python -m shared.ops COMMAND``.
+"""The operations CLI: ``eventful COMMAND`` (also ``python -m shared.ops COMMAND``).
 
-migrate [SERVICE...]             each service's schema and migrations, then the ops schema
-topology apply                   declare everything; each service's user and role
-topology plan                    what differs between the declared and the live broker
-topology export [-o FILE]        the declared topology as RabbitMQ definitions (JSON)
-queues                           depth of every work queue and DLQ
-workers                          the command that deploys each service's worker
-worker SERVICE [-n NAME]         run that command (what make, compose and the cluster run)
-dlq list|show SERVICE            dead letters with their reasons and task rows
-dlq replay SERVICE               send dead letters back to their queue (audited)
-dlq purge SERVICE                delete a DLQ's messages (audited)
-outbox status                    unpublished rows per service outbox
+Every command has ``--help``; listings take ``--json`` for scripts. Exit codes: 0 done,
+1 something to act on (drift, nothing purged), 2 an error, said on stderr.
 """
 
-import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import amqp.exceptions
+import click
 import sqlalchemy.exc
 from kombu import Connection
 from kombu.exceptions import OperationalError
@@ -38,12 +30,27 @@ from shared.settings import get_settings
 from shared.topology import SERVICES, service
 
 OPS_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+AS_JSON = click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
+def _json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Operate an eventful system: migrations, broker topology, workers, dead letters,
+    outboxes. Services come from EVENTFUL_SYSTEM (shared/system.py)."""
+
+
+@cli.command("migrate")
+@click.argument("services", nargs=-1)
+def cmd_migrate(services: tuple[str, ...]) -> int:
+    """Each service's schema, the platform's tables and its migrations, then the ops
+    schema (SERVICES: default all)."""
     settings = get_settings()
     ensure_database(settings.database_url)
-    for name in args.services or list(SERVICES):
+    for name in services or list(SERVICES):
         service(name)
         migrate(settings.database_url, name)
         print(f"migrated {name}")
@@ -52,7 +59,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_topology_apply(args: argparse.Namespace) -> int:
+@cli.group("topology")
+def topology_group() -> None:
+    """The broker topology: apply, plan, export."""
+
+
+@topology_group.command("apply")
+def cmd_topology_apply() -> int:
+    """Declare everything; each service's user and database role."""
     settings, creds = get_settings(), CredentialSettings()
     vhost = vhost_of(settings.amqp_url)
     declare_topology(settings.amqp_url)
@@ -69,27 +83,40 @@ def cmd_topology_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_topology_plan(args: argparse.Namespace) -> int:
+@topology_group.command("plan")
+@AS_JSON
+def cmd_topology_plan(as_json: bool) -> int:
+    """What differs between the declared and the live broker (exit 1 on drift)."""
     settings = get_settings()
     vhost = vhost_of(settings.amqp_url)
     drift = plan(Management(settings.rabbitmq_management_url), vhost, CredentialSettings())
+    if as_json:
+        _json({"vhost": vhost, "drift": drift})
+        return 1 if drift else 0
     for line in drift:
         print(line)
     print(f"{len(drift)} difference(s) on vhost {vhost!r}" if drift else "no drift")
     return 1 if drift else 0
 
 
-def cmd_topology_export(args: argparse.Namespace) -> int:
-    vhost = args.vhost or vhost_of(get_settings().amqp_url)
+@topology_group.command("export")
+@click.option("--vhost", help="vhost to write into the file (default: AMQP_URL's)")
+@click.option("-o", "--output", help="file to write (default: stdout)")
+def cmd_topology_export(vhost: str | None, output: str | None) -> int:
+    """The declared topology as RabbitMQ definitions (JSON) for the management UI."""
+    vhost = vhost or vhost_of(get_settings().amqp_url)
     text = json.dumps(definitions.export(vhost, CredentialSettings()), indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    if output:
+        Path(output).write_text(text + "\n")
     else:
         print(text)
     return 0
 
 
-def cmd_queues(args: argparse.Namespace) -> int:
+@cli.command("queues")
+@AS_JSON
+def cmd_queues(as_json: bool) -> int:
+    """Depth of every work queue and DLQ."""
     settings = get_settings()
     live = {
         q["name"]: q
@@ -97,30 +124,43 @@ def cmd_queues(args: argparse.Namespace) -> int:
             "queues", vhost_of(settings.amqp_url)
         )
     }
+    names = [n for t in SERVICES.values() for n in [q.name for q in t.work_queues()] + [t.dlq]]
+    fields = ("messages_ready", "messages_unacknowledged", "consumers")
+    if as_json:
+        _json([{"queue": n, **{f: live.get(n, {}).get(f) for f in fields}} for n in names])
+        return 0
     print(f"{'queue':<20} {'ready':>8} {'unacked':>8} {'consumers':>9}")
-    for topo in SERVICES.values():
-        for name in [q.name for q in topo.work_queues()] + [topo.dlq]:
-            q = live.get(name, {})
-            print(
-                f"{name:<20} {q.get('messages_ready', '-'):>8}"
-                f" {q.get('messages_unacknowledged', '-'):>8} {q.get('consumers', '-'):>9}"
-            )
+    for name in names:
+        q = live.get(name, {})
+        print(
+            f"{name:<20} {q.get('messages_ready', '-'):>8}"
+            f" {q.get('messages_unacknowledged', '-'):>8} {q.get('consumers', '-'):>9}"
+        )
     return 0
 
 
-def cmd_workers(args: argparse.Namespace) -> int:
+@cli.command("workers")
+@AS_JSON
+def cmd_workers(as_json: bool) -> int:
+    """The command that deploys each service's worker, as the service declares it."""
+    if as_json:
+        _json([{**asdict(d), "command": d.command()} for d in WORKERS.values()])
+        return 0
     for deployment in WORKERS.values():
         print(f"# {deployment.service}: {deployment.pool} ({deployment.why})")
         print(f"METRICS_PORT={deployment.metrics_port} {deployment.command()}")
     return 0
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    """Become the service's worker as declared: one command for every place that runs it."""
-    deployment = WORKERS[args.service]
+@cli.command("worker")
+@click.argument("service_name", metavar="SERVICE")
+@click.option("-n", "--hostname", help="node name instead of SERVICE@%h")
+def cmd_worker(service_name: str, hostname: str | None) -> int:
+    """Run a service's worker as it is deployed: what make, compose and the cluster run."""
+    deployment = WORKERS[service_name]
     argv = deployment.argv()
-    if args.hostname:
-        argv[argv.index("-n") + 1] = args.hostname
+    if hostname:
+        argv[argv.index("-n") + 1] = hostname
     os.environ.setdefault("METRICS_PORT", str(deployment.metrics_port))
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "celery", *argv])
@@ -136,15 +176,37 @@ def _letter_line(letter: dlq.DeadLetter) -> str:
     )
 
 
-def cmd_dlq_read(args: argparse.Namespace) -> int:
-    topo, settings = service(args.service), get_settings()
+def _letter_json(letter: dlq.DeadLetter) -> dict[str, Any]:
+    return {
+        "task_id": letter.task_id,
+        "origin": letter.origin,
+        "headers": letter.headers,
+        "status": letter.status,
+        "result": letter.result,
+        "body": str(letter.message.body),
+    }
+
+
+@cli.group("dlq")
+def dlq_group() -> None:
+    """Dead letters: list, show, replay, purge."""
+
+
+ID = click.option("--id", "ids", multiple=True, help="only this task id (repeatable)")
+
+
+def _read(service_name: str, ids: tuple[str, ...], show: bool, as_json: bool) -> int:
+    topo, settings = service(service_name), get_settings()
     with dlq.opened(settings.amqp_url, topo) as (_channel, letters):
         dlq.join_results(_engine(), topo, letters)
-        letters = [d for d in letters if not args.id or d.task_id in args.id]
+        letters = [d for d in letters if not ids or d.task_id in ids]
+        if as_json:
+            _json([_letter_json(letter) for letter in letters])
+            return 0
         print(f"{topo.dlq}: {len(letters)} dead letter(s)")
         for letter in letters:
             print(_letter_line(letter))
-            if args.action == "show":
+            if show:
                 for key, value in sorted(letter.headers.items()):
                     if key != "x-traceback":
                         print(f"    {key}: {value}")
@@ -154,16 +216,43 @@ def cmd_dlq_read(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dlq_replay(args: argparse.Namespace) -> int:
-    topo = service(args.service)
+@dlq_group.command("list")
+@click.argument("service_name", metavar="SERVICE")
+@ID
+@AS_JSON
+def cmd_dlq_list(service_name: str, ids: tuple[str, ...], as_json: bool) -> int:
+    """One line per dead letter: task, reason, attempts, result row."""
+    return _read(service_name, ids, False, as_json)
+
+
+@dlq_group.command("show")
+@click.argument("service_name", metavar="SERVICE")
+@ID
+@AS_JSON
+def cmd_dlq_show(service_name: str, ids: tuple[str, ...], as_json: bool) -> int:
+    """Everything about each dead letter: headers, body, result row, traceback."""
+    return _read(service_name, ids, True, as_json)
+
+
+@dlq_group.command("replay")
+@click.argument("service_name", metavar="SERVICE")
+@ID
+@click.option("--limit", type=int, help="replay at most N")
+@click.option("--dry-run", is_flag=True, help="say what would happen, change nothing")
+@click.option("--crash-after", type=click.Choice(replay.REPLAY_STEPS), hidden=True)
+def cmd_dlq_replay(
+    service_name: str, ids: tuple[str, ...], limit: int | None, dry_run: bool, crash_after
+) -> int:
+    """Send dead letters back to the queue they died in (audited, once each)."""
+    topo = service(service_name)
     done = replay.replay(
         get_settings().amqp_url,
         _engine(),
         topo,
-        ids=set(args.id or ()),
-        limit=args.limit,
-        dry_run=args.dry_run,
-        crash_after=args.crash_after,
+        ids=set(ids),
+        limit=limit,
+        dry_run=dry_run,
+        crash_after=crash_after,
     )
     for item in done:
         letter, copies = item.letter, len(item.copies)
@@ -172,15 +261,19 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
             + (f" ({copies} copies)" if copies > 1 else "")
         )
     replayed = sum(d.outcome in ("replayed", "would replay") for d in done)
-    verb = "would replay" if args.dry_run else "replayed"
+    verb = "would replay" if dry_run else "replayed"
     print(f"{verb} {replayed} of {len(done)} dead letter(s) from {topo.dlq}")
     return 0
 
 
-def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    topo, settings = service(args.service), get_settings()
+@dlq_group.command("purge")
+@click.argument("service_name", metavar="SERVICE")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def cmd_dlq_purge(service_name: str, yes: bool) -> int:
+    """Delete every message in the service's DLQ (audited)."""
+    topo, settings = service(service_name), get_settings()
     count = dlq.depth(settings.amqp_url, topo)
-    if not args.yes:
+    if not yes:
         answer = input(f"delete {count} message(s) from {topo.dlq} for good? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing purged")
@@ -189,8 +282,19 @@ def cmd_dlq_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_outbox_status(args: argparse.Namespace) -> int:
+@cli.group("outbox")
+def outbox_group() -> None:
+    """Transactional outboxes: status, relay."""
+
+
+@outbox_group.command("status")
+@AS_JSON
+def cmd_outbox_status(as_json: bool) -> int:
+    """Unpublished rows per service outbox, and the age of the oldest."""
     lags = outbox_lag(_engine())
+    if as_json:
+        _json([asdict(lag) for lag in lags])
+        return 0
     if not lags:
         print("no service has an outbox table")
     for lag in lags:
@@ -199,60 +303,29 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
     return 0
 
 
+@outbox_group.command("relay")
+@click.argument("service_name", metavar="SERVICE")
+@click.option("--interval", type=float, default=0.5, show_default=True, help="poll, seconds")
+@click.option("--batch", type=int, default=100, show_default=True, help="rows per transaction")
+def cmd_outbox_relay(service_name: str, interval: float, batch: int) -> int:
+    """Publish the service's unsent events until stopped (SIGTERM/SIGINT): the sweeper."""
+    from shared.outbox import relay_until_stopped
+
+    return relay_until_stopped(service_name, interval, batch)
+
+
 def _engine():
     return create_engine(get_settings().database_url)
 
 
-def _sub(parent, name: str, func: Callable[[argparse.Namespace], int], help: str):
-    p = parent.add_parser(name, help=help)
-    p.set_defaults(func=func)
-    return p
-
-
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="python -m shared.ops",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = root.add_subparsers(dest="command", required=True)
-    p = _sub(sub, "migrate", cmd_migrate, "apply database migrations")
-    p.add_argument("services", nargs="*", help="services to migrate (default: all)")
-    topology = sub.add_parser("topology", help="the broker topology")
-    topo_sub = topology.add_subparsers(dest="action", required=True)
-    _sub(topo_sub, "apply", cmd_topology_apply, "declare everything, users and roles")
-    _sub(topo_sub, "plan", cmd_topology_plan, "diff declared vs live (exit 1 on drift)")
-    p = _sub(topo_sub, "export", cmd_topology_export, "definitions JSON for the management UI")
-    p.add_argument("--vhost", help="vhost to write into the file (default: AMQP_URL's)")
-    p.add_argument("-o", "--output", help="file to write (default: stdout)")
-    _sub(sub, "queues", cmd_queues, "queue and DLQ depths")
-    _sub(sub, "workers", cmd_workers, "each service's worker command")
-    p = _sub(sub, "worker", cmd_worker, "run a service's worker as it is deployed")
-    p.add_argument("service")
-    p.add_argument("-n", "--hostname", help="node name instead of SERVICE@%%h")
-    dead = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="action", required=True)
-    for action, help in (("list", "one line per dead letter"), ("show", "everything about each")):
-        p = _sub(dead, action, cmd_dlq_read, help)
-        p.add_argument("service")
-        p.add_argument("--id", action="append", help="only this task id (repeatable)")
-    p = _sub(dead, "replay", cmd_dlq_replay, "send dead letters back to their queue")
-    p.add_argument("service")
-    p.add_argument("--id", action="append", help="only this task id (repeatable)")
-    p.add_argument("--limit", type=int, help="replay at most N")
-    p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
-    p.add_argument("--crash-after", choices=replay.REPLAY_STEPS, help=argparse.SUPPRESS)
-    p = _sub(dead, "purge", cmd_dlq_purge, "delete every message in the DLQ")
-    p.add_argument("service")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    outbox = sub.add_parser("outbox", help="transactional outboxes")
-    _sub(outbox.add_subparsers(dest="action", required=True), "status", cmd_outbox_status, "lag")
-    return root
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        return cli.main(args=argv, prog_name="eventful", standalone_mode=False) or 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
     except BrokenPipeError:  # the reader went away (`| head`): nothing left to say
         return 1
     except KeyError as exc:

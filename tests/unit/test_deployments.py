@@ -21,7 +21,7 @@ def flat(path: str) -> str:
 
 def test_make_runs_every_worker_through_its_declaration():
     makefile = flat("Makefile")
-    assert "worker-%: install $(PY) -m shared.ops worker $*" in makefile
+    assert "worker-%: install eventful worker $*" in makefile
     assert not WRITTEN_OUT.search(makefile)
 
 
