@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery, Task, bootsteps
 from celery.exceptions import Retry
 
+from shared.check import StartupCheck
 from shared.contracts import Command, Event
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
@@ -183,6 +184,8 @@ def create_celery_app(
         worker_prefetch_multiplier=4,
         retry_delay_scale=settings.retry_delay_scale,
         service_topology=topo,
+        broker_consumer_timeout=settings.broker_consumer_timeout,
     )
     app.steps["consumer"].add(DeclareTopology)
+    app.steps["worker"].add(StartupCheck)
     return app

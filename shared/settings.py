@@ -28,8 +28,12 @@ class Settings(BaseSettings):
         "http://guest:guest@127.0.0.1:15672",
         description="Management API URL(s), ';'-separated, used by the operations CLI.",
     )
-    task_time_limit: int = Field(30 * 60, description="Global hard time limit, seconds.")
-    task_soft_time_limit: int = Field(25 * 60, description="Global soft time limit, seconds.")
+    task_time_limit: int = Field(
+        25 * 60,
+        description="Global hard time limit, seconds; below broker_consumer_timeout, or the"
+        " broker cancels the delivery first and the message runs again (eventful check).",
+    )
+    task_soft_time_limit: int = Field(20 * 60, description="Global soft time limit, seconds.")
     result_expires: int = Field(3600, description="Seconds before results are cleaned up.")
     result_synchronous_commit: bool = Field(
         False,
@@ -40,6 +44,11 @@ class Settings(BaseSettings):
         3600,
         description="Seconds a chord waits for its header tasks before it fails and its unlock"
         " message is dead-lettered (reason chord-timeout).",
+    )
+    broker_consumer_timeout: float = Field(
+        1800,
+        description="The broker's consumer_timeout in seconds (rabbitmq.conf; RabbitMQ's"
+        " default is 30 minutes): every task's time limit must stay below it.",
     )
     delivery_limit: int = Field(
         10, description="Deliveries of one message (crashes, requeues) before it is dead-lettered."

@@ -4,6 +4,7 @@ Every command has ``--help``; listings take ``--json`` for scripts. Exit codes: 
 1 something to act on (drift, nothing purged), 2 an error, said on stderr.
 """
 
+import importlib
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 from sqlalchemy import create_engine
 
+from shared.check import check_app
 from shared.db import ensure_database, migrate
 from shared.management import Management, ManagementError
 from shared.ops import definitions, dlq, replay
@@ -27,6 +29,7 @@ from shared.ops.outbox import outbox_lag
 from shared.ops.plan import plan
 from shared.permissions import CredentialSettings
 from shared.settings import get_settings
+from shared.system import declaration
 from shared.topology import SERVICES, service
 
 OPS_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -150,6 +153,28 @@ def cmd_workers(as_json: bool) -> int:
         print(f"# {deployment.service}: {deployment.pool} ({deployment.why})")
         print(f"METRICS_PORT={deployment.metrics_port} {deployment.command()}")
     return 0
+
+
+@cli.command("check")
+@click.argument("services", nargs=-1)
+@AS_JSON
+def cmd_check(services: tuple[str, ...], as_json: bool) -> int:
+    """Settings that cannot work together (retries, time limits, pool, result lifetime,
+    consumer_timeout, beat); exit 1 on a fatal one. Workers run it as they start."""
+    found = []
+    for name in services or list(SERVICES):
+        declared = declaration(name)
+        app = importlib.import_module(declared.app).app
+        timeout = get_settings().broker_consumer_timeout
+        found += check_app(app, declared.deployment.pool, timeout)
+    if as_json:
+        _json([asdict(f) for f in found])
+    else:
+        for finding in found:
+            print(finding)
+        fatal = sum(f.fatal for f in found)
+        print(f"{len(found)} finding(s), {fatal} fatal")
+    return 1 if any(f.fatal for f in found) else 0
 
 
 @cli.command("worker")

@@ -119,3 +119,15 @@ def test_a_fourth_service_is_added_without_touching_the_platform(stack, isolated
             engine.dispose()
     finally:
         worker.stop()
+
+
+def test_a_worker_with_a_fatal_misconfiguration_refuses_to_start(stack):
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.ledger.misconfigured", "worker",
+         "--without-gossip", "-l", "INFO"],
+        env={**stack.env, "METRICS_PORT": str(free_port())}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "startup check failed" in done.stdout + done.stderr
+    assert "ledger.close_books" in done.stdout + done.stderr

@@ -1,7 +1,10 @@
 """How services declare tasks: validated retry policies, handlers that match the declared
 subscriptions, and one way to declare every task (with the same dependency injection)."""
 
-import importlib
+import functools
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -72,15 +75,36 @@ def test_an_internal_task_gets_its_arguments_by_position_and_its_dependencies_by
     assert service.celery.amqp.router.route({}, "shop.price")["queue"].name == "shop.tasks"
 
 
+#: Imports every declared app in a child process: an app imported here would keep this
+#: session's default settings, and the integration tests configure theirs later.
+DESCRIBE = """
+import importlib, json
+from shared.system import declarations
+out = {}
+for name, declared in declarations().items():
+    service = importlib.import_module(declared.app).service
+    out[name] = {
+        "subscribes": sorted(declared.topology.subscribes),
+        "handled": sorted(service.handled_events),
+        "tasks": sorted(t for t in service.celery.tasks if not t.startswith("celery.")),
+        "declared": sorted(service._routes),
+    }
+print(json.dumps(out))
+"""
+
+
+@functools.cache
+def described() -> dict:
+    done = subprocess.run([sys.executable, "-c", DESCRIBE], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 @pytest.mark.parametrize("name", sorted(declarations()))
 def test_every_subscribed_event_has_a_handler_and_every_handler_a_subscription(name):
-    declared = declarations()[name]
-    service = importlib.import_module(declared.app).service
-    assert service.handled_events == set(declared.topology.subscribes)
+    assert described()[name]["handled"] == described()[name]["subscribes"]
 
 
 @pytest.mark.parametrize("name", sorted(declarations()))
 def test_every_task_of_a_service_is_declared_through_the_service_api(name):
-    service = importlib.import_module(declarations()[name].app).service
-    own = {t for t in service.celery.tasks if not t.startswith("celery.")}
-    assert own == set(service._routes)
+    assert described()[name]["tasks"] == described()[name]["declared"]
