@@ -23,6 +23,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, uuid5
 
@@ -52,6 +53,22 @@ class InvalidMessage(ValueError):
     """A message whose body does not match its contract: dead-lettered, never retried."""
 
 
+@dataclass(frozen=True)
+class Handler:
+    """A handler as registered: the function, the contract of its message, where the
+    message sits in the task's keyword arguments (``event``; None: all of them), and the
+    dependencies it names."""
+
+    fn: Callable[..., Any]
+    contract: type[BaseModel]
+    key: str | None
+    deps: list[str]
+
+    def parse(self, kwargs: dict[str, Any]) -> Any:
+        """The message as the worker would validate it; ``Reject`` if it is invalid."""
+        return _validate(self.contract, self.key, (), kwargs)
+
+
 class Service:
     def __init__(
         self,
@@ -67,6 +84,8 @@ class Service:
         self._instances: dict[str, Any] = {}
         self._routes: dict[str, str] = {}
         self._handlers: dict[str, list[Any]] = {}
+        #: Each handler of an event or command, by task name (``shared.testing`` runs them).
+        self.handlers: dict[str, Handler] = {}
         #: Each task's retry policy, by task name (read by the startup check).
         self.retry_policies: dict[str, RetryPolicy] = {}
         self._declared = False
@@ -176,6 +195,7 @@ class Service:
         name = name or f"{self.name}.{handler.__name__}"
         self._routes[name] = queue
         deps = list(inspect.signature(handler).parameters)[1:]
+        self.handlers[name] = Handler(handler, contract, key, deps)
 
         @self.celery.task(name=name, bind=True, shared=False, **task_options)
         def run(task, *args: Any, **kwargs: Any) -> Any:
