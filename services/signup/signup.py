@@ -69,7 +69,9 @@ def sign_up(service: Service, *, email: str, name: str, phone: str | None = None
     try:
         relay.publish_pending([event.id])
     except RelayError as exc:
-        logger.warning("user %s saved; user.signed_up left to the outbox relay: %s", email, exc)
+        logger.warning(
+            "user %s saved; user.signed_up left to the outbox relay: %s", event.payload.user_id, exc
+        )
     finally:
         relay.close()
     return event.payload.user_id
