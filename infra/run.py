@@ -110,7 +110,7 @@ def urls(args: argparse.Namespace, started: list[Program], logs: Path) -> str:
         if "signup-api" in names
         else "signup API        (services/signup/api.py not there yet)",
         f"RabbitMQ UI       http://{management.hostname}:{management.port or 15672}"
-        f" ({management.username or 'guest'}/{management.password or 'guest'})",
+        f" (user {management.username or 'guest'}; password as in RABBITMQ_MANAGEMENT_URL)",
     ]
     for offset, service in enumerate(WORKERS):
         lines.append(f"Flower {service:<10} http://127.0.0.1:{args.flower_port + offset}")

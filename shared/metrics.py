@@ -50,6 +50,9 @@ class MetricsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     metrics_port: int = Field(9808, description="Port of this worker's /metrics endpoint.")
+    metrics_addr: str = Field(
+        "127.0.0.1", description="Address /metrics listens on (0.0.0.0 for every interface)."
+    )
 
 
 TASKS = Counter("eventful_tasks", "Tasks finished, by state", ["service", "task", "state"])
@@ -138,13 +141,18 @@ def _serve(sender=None, **kw) -> None:
     """In the worker's main process: clear counts of a previous run, then serve."""
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
-    settings, port = get_settings(), MetricsSettings().metrics_port
+    settings, metrics = get_settings(), MetricsSettings()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     topo = service(sender.app.main)
     registry.register(QueueAndOutboxCollector(topo, settings.amqp_url, settings.database_url))
-    serve(port, registry=registry)
-    logger.info("metrics of %s on http://0.0.0.0:%s/metrics", topo.name, port)
+    serve(metrics.metrics_port, addr=metrics.metrics_addr, registry=registry)
+    logger.info(
+        "metrics of %s on http://%s:%s/metrics",
+        topo.name,
+        metrics.metrics_addr,
+        metrics.metrics_port,
+    )
 
 
 @worker_process_shutdown.connect

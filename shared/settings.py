@@ -1,6 +1,7 @@
 """Configuration, read once from the environment; nothing else reads ``os.environ``."""
 
 from functools import lru_cache
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,3 +52,17 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def redact(urls: str) -> str:
+    """``urls`` (one, or several separated by ';') with every password replaced by ``**``:
+    the form a URL takes in any message, log line or printed output."""
+    redacted = []
+    for url in urls.split(";"):
+        parts = urlsplit(url)
+        if parts.password is None:
+            redacted.append(url)
+            continue
+        host = parts.netloc.rpartition("@")[2]
+        redacted.append(urlunsplit(parts._replace(netloc=f"{parts.username}:**@{host}")))
+    return ";".join(redacted)

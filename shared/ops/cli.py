@@ -32,7 +32,7 @@ from shared.ops.deployments import WORKERS
 from shared.ops.outbox import outbox_lag
 from shared.ops.plan import plan
 from shared.permissions import CredentialSettings
-from shared.settings import get_settings
+from shared.settings import get_settings, redact
 from shared.topology import SERVICES, service
 
 OPS_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -61,7 +61,7 @@ def cmd_topology_apply(args: argparse.Namespace) -> int:
     apply_roles(settings.database_url, creds)
     for name in SERVICES:
         amqp_url = Connection(creds.amqp_url(name, settings.amqp_url).split(";")[0]).as_uri()
-        print(f"{name}: user and role {creds.user(name)!r}, AMQP_URL {amqp_url}")
+        print(f"{name}: user and role {creds.user(name)!r}, AMQP_URL {redact(amqp_url)}")
     if local := creds.uses_local_passwords():
         print(f"warning: local passwords for {', '.join(local)} (set SERVICE_PASSWORDS__<NAME>)")
     return 0

@@ -1,7 +1,9 @@
 """Each service worker serves Prometheus metrics: task outcomes, queue and DLQ depth."""
 
 import re
+import socket
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -18,6 +20,17 @@ def sample(text: str, name: str, **labels: str) -> float | None:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(match[3])
     return None
+
+
+def listen_addresses(port: int) -> set[str]:
+    """The IPv4 addresses a TCP socket listens on ``port`` with, from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
 
 
 def test_a_reports_worker_counts_its_tasks_and_shows_queue_and_dlq_depth(
@@ -47,8 +60,10 @@ def test_a_reports_worker_counts_its_tasks_and_shows_queue_and_dlq_depth(
             return text if done == 1 else None
 
         text = wait_for(scraped, timeout=30)
+        listening = listen_addresses(port)
     finally:
         worker.stop()
+    assert listening == {"127.0.0.1"}, "metrics listen on loopback unless told otherwise"
     assert sample(text, "eventful_dlq_messages", service="reports") == 1
     assert sample(text, "eventful_queue_messages_ready", queue="reports.dlq") == 1
     assert sample(text, "eventful_queue_consumers", queue="reports.events") == 1
