@@ -4,8 +4,7 @@ INFO, nor in the errors of a delivery refused or a message that fails its contra
 import json
 import uuid
 
-from tests.integration.test_malformed_messages import JSON, envelope, framed, headers
-from tests.support import publish_raw, send_command, wait_for
+from tests.support import JSON, envelope, framed, headers, publish_raw, send_command, wait_for
 
 
 def test_worker_logs_name_no_address_phone_or_text(clean_queues):
