@@ -9,6 +9,7 @@ from celery import Celery, Task, bootsteps
 from celery.exceptions import Retry
 
 from shared.contracts import Event
+from shared.logs import use_json_logs
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, SERVICES, ServiceTopology, declare_service
 
@@ -177,4 +178,6 @@ def create_celery_app(
         retry_delay_scale=settings.retry_delay_scale,
     )
     app.steps["consumer"].add(DeclareTopology)
+    if settings.log_format == "json":
+        use_json_logs(topo.name)
     return app

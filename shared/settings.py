@@ -1,6 +1,7 @@
 """Configuration, read once from the environment; nothing else reads ``os.environ``."""
 
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
         False,
         description="Wait for the WAL flush on every result write, not only on the rows of"
         " group and chord members (slower, see results.py).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Worker logs: text, or json (one object a line)."
     )
     chord_timeout: int = Field(
         3600,
