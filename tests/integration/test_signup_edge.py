@@ -1,0 +1,249 @@
+"""The signup API's edge, from an attacker's side: bodies too large to read, characters
+PostgreSQL refuses, e-mails that differ only in case, reads without credentials, and what
+a load balancer sees when the broker or the database goes away."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from infra.tcp_proxy import TcpProxy
+from tests.integration.test_signup_api import new_user, saved
+from tests.signup_fixtures import AUTH, TOKEN
+
+PROBLEM = "application/problem+json"
+
+
+def is_problem(response, status: int) -> dict:
+    """The response is an RFC 9457 problem document for ``status``; returns it."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["title"] and problem["type"]
+    return problem
+
+
+@pytest.fixture
+def db_proxy(stack) -> Iterator[TcpProxy]:
+    """A loopback proxy to PostgreSQL that the test cuts (the real server stays up)."""
+    p = TcpProxy.to(stack.database_url).start()
+    yield p
+    p.stop()
+
+
+def test_a_body_over_the_limit_is_413_with_a_short_problem_and_saves_nothing(api, db):
+    user = new_user(name="A" * 190 * 1024 * 1024)
+    response = api().post("/users/signup", json=user)
+    problem = is_problem(response, 413)
+    assert len(response.content) < 500
+    assert "16384 bytes" in problem["detail"]
+    assert saved(db, user["email"]) == (0, 0)
+
+
+def test_a_streamed_body_without_length_is_413_and_read_no_further_than_the_limit(api):
+    """Driven as uvicorn drives the app (ASGI messages), counting the chunks it asks for."""
+    app = api().app
+    head = b'{"email": "a@example.com", "phone": "+821012345678", "name": "'
+    chunks = [head] + [b"A" * 4096] * 64 + [b'"}']
+    asked, sent = [], []
+
+    async def receive() -> dict:
+        asked.append(chunks[len(asked)])
+        return {"type": "http.request", "body": asked[-1], "more_body": len(asked) < len(chunks)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/users/signup", "raw_path": b"/users/signup",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": None,
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert dict(sent[0]["headers"])[b"content-type"] == PROBLEM.encode()
+    assert sum(map(len, asked)) <= 16384 + 4096, "the API read on past the limit"
+
+
+def test_a_422_names_the_field_but_never_echoes_the_input(api):
+    user = new_user(name="B" * 10_000)
+    response = api().post("/users/signup", json=user)
+    problem = is_problem(response, 422)
+    assert [e["loc"][-1] for e in problem["errors"]] == ["name"]
+    assert "BBBB" not in response.text
+    assert len(response.content) < 1000
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"name": "\x00"}, "name"),
+        ({"name": "Ada\x00Lovelace"}, "name"),
+        ({"name": "Ada\x1b[2J"}, "name"),
+        ({"name": "Ada\nLovelace"}, "name"),
+        ({"name": "Ada\ud800"}, "name"),
+        ({"email": "ada\x00@example.com"}, "email"),
+    ],
+)
+def test_control_characters_postgresql_refuses_are_422_not_500(api, gateway, db, fields, field):
+    body = json.dumps(new_user(**fields))  # escaped: "\\u0000", "\\ud800" as a client may send
+    headers = {"Content-Type": "application/json"}
+    response = api().post("/users/signup", content=body, headers=headers)
+    problem = is_problem(response, 422)
+    assert [e["loc"][-1] for e in problem["errors"]] == [field]
+    assert gateway.messages == []
+
+
+def test_an_email_differing_only_in_case_is_the_same_user_409(api, gateway, db):
+    client = api()
+    tag = uuid.uuid4().hex[:8]
+    first = client.post("/users/signup", json=new_user(email=f"Ada-{tag}@Example.com"))
+    assert first.status_code == 201, first.text
+    again = client.post("/users/signup", json=new_user(email=f"ada-{tag}@example.COM"))
+    is_problem(again, 409)
+    assert saved(db, first.json()["email"]) == (1, 1)
+    assert len(gateway.messages) == 1
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"X-Api-Key": TOKEN}])
+def test_users_and_tasks_are_401_without_the_token(api, headers):
+    client = api()
+    created = client.post("/users/signup", json=new_user()).json()
+    for path in (f"/users/{created['id']}", f"/tasks/{uuid.uuid4()}"):
+        response = client.get(path, headers=headers)
+        problem = is_problem(response, 401)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert created["email"] not in response.text
+        assert "phone" not in problem
+    assert client.get(f"/users/{created['id']}", headers=AUTH).json() == created
+
+
+def test_the_api_refuses_to_start_without_a_token_outside_local_mode(api):
+    with pytest.raises(RuntimeError, match="API_TOKEN"):
+        api(api_token=None, local_mode=False)
+
+
+def test_local_mode_has_a_default_token(api):
+    client = api(api_token=None, local_mode=True)
+    local = {"Authorization": "Bearer signup-local"}
+    response = client.get(f"/users/{uuid.uuid4()}", headers=local)
+    is_problem(response, 404)
+
+
+def test_every_status_the_api_answers_is_declared_as_a_problem_in_the_openapi_document(api):
+    spec = api().get("/openapi.json").json()
+    declared = {
+        (path, method): set(op["responses"])
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+    }
+    any_request, db_down = {"413", "500"}, {"503"}  # a body on any route; the database
+    assert declared == {
+        ("/users/signup", "post"): {"201", "409", "422", "502"} | db_down | any_request,
+        ("/users/{user_id}", "get"): {"200", "401", "404", "422"} | db_down | any_request,
+        ("/tasks/{task_id}", "get"): {"200", "401", "422"} | db_down | any_request,
+        ("/livez", "get"): {"200"} | any_request,
+        ("/readyz", "get"): {"200", "503"} | any_request,
+    }
+    for ops in spec["paths"].values():
+        for op in ops.values():
+            for status, answer in op["responses"].items():
+                if int(status) >= 400:
+                    assert list(answer["content"]) == [PROBLEM], (op["operationId"], status)
+            if "503" in op["responses"]:
+                assert "Retry-After" in op["responses"]["503"]["headers"]
+
+
+def test_an_sms_gateway_outage_is_503_with_retry_after(api, gateway):
+    gateway.status = 503
+    response = api().post("/users/signup", json=new_user())
+    is_problem(response, 503)
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_readyz_stays_ready_with_the_broker_cut(stack, api, proxy):
+    client = api(amqp_url=proxy.url(stack.amqp_url))
+    proxy.cut()
+    assert client.get("/livez").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["database"]["ok"] is True
+
+
+def test_with_the_database_cut_readyz_and_signups_are_503_with_retry_after_and_livez_is_200(
+    stack, api, db_proxy
+):
+    client = api(database_url=db_proxy.url(stack.database_url))
+    assert client.get("/readyz").status_code == 200
+    db_proxy.cut()
+    assert client.get("/livez").status_code == 200
+    for response in (client.get("/readyz"), client.post("/users/signup", json=new_user())):
+        problem = is_problem(response, 503)
+        assert int(response.headers["retry-after"]) > 0
+        assert "database" in problem["detail"]
+        assert "Traceback" not in response.text
+    db_proxy.restore()
+    assert client.get("/readyz").status_code == 200
+
+
+def alembic(database_url: str, revision: str) -> None:
+    """Bring signup's schema to ``revision`` (``shared.db.migrate`` always goes to head)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from shared.db import ROOT
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "services/signup/migrations"))
+    config.set_main_option("sqlalchemy.url", database_url)
+    config.attributes["schema"] = "signup"
+    command.upgrade(config, revision)
+
+
+@pytest.fixture
+def fresh_db(stack) -> Iterator[str]:
+    """An empty database beside the session's, dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"eventful_mig_{uuid.uuid4().hex[:8]}"
+    admin = make_url(stack.database_url).set(drivername="postgresql", database="postgres")
+    admin_url = admin.render_as_string(hide_password=False)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        url = make_url(stack.database_url).set(database=name)
+        yield url.render_as_string(hide_password=False)
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_the_case_insensitive_migration_refuses_existing_duplicates_and_lists_them(fresh_db):
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(fresh_db)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA signup"))
+    alembic(fresh_db, "0002")
+    ids = [uuid.uuid4() for _ in range(3)]
+    insert = "INSERT INTO signup.users (id, email, name, created_at) VALUES (:i, :e, 'A', now())"
+    with engine.begin() as conn:
+        for i, email in zip(
+            ids, ["Ada@example.com", "ada@example.com", "bob@example.com"], strict=True
+        ):
+            conn.execute(text(insert), {"i": i, "e": email})
+
+    with pytest.raises(RuntimeError) as refused:
+        alembic(fresh_db, "head")
+    message = str(refused.value)
+    assert "1 e-mail address is shared by several users" in message
+    assert str(ids[0]) in message and str(ids[1]) in message and str(ids[2]) not in message
+
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM signup.users WHERE id = :i"), {"i": ids[1]})
+    alembic(fresh_db, "head")
+    with engine.begin() as conn, pytest.raises(Exception, match="users_email_lower_key"):
+        conn.execute(text(insert), {"i": uuid.uuid4(), "e": "ADA@example.com"})
+    engine.dispose()
