@@ -71,7 +71,7 @@ operators = APIRouter(dependencies=[Depends(operator)], responses=problems.respo
     "/users/signup",
     status_code=status.HTTP_201_CREATED,
     response_model=User,
-    responses=problems.responses(409, 422, 502, *DB, *ANY),
+    responses=problems.responses(400, 409, 422, 502, *DB, *ANY),
 )
 def signup(body: SignupRequest, rt: Rt, response: Response) -> dict[str, Any]:
     """Save the user and send the verification SMS; ``user.signed_up`` follows the commit."""
@@ -95,7 +95,7 @@ def signup(body: SignupRequest, rt: Rt, response: Response) -> dict[str, Any]:
 
 
 @operators.get(
-    "/users/{user_id}", response_model=User, responses=problems.responses(404, 422, *DB, *ANY)
+    "/users/{user_id:uuid}", response_model=User, responses=problems.responses(404, 422, *DB, *ANY)
 )
 def get_user(user_id: UUID, rt: Rt) -> dict[str, Any]:
     return _user(rt, user_id)

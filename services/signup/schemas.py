@@ -8,6 +8,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 REFUSED_CATEGORIES = {"Cc": "a control character", "Cs": "a lone surrogate"}
+NO_CONTROL_CHARACTERS = r"^[^\u0000-\u001f\u007f-\u009f]*$"  # the rule, for the OpenAPI document
 
 
 def _printable(value: str) -> str:
@@ -22,9 +23,12 @@ def _printable(value: str) -> str:
 class SignupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     email: Annotated[EmailStr, AfterValidator(_printable)] = Field(
-        description="Unique regardless of case: Ada@example.com and ada@example.com are one user."
+        description="Unique regardless of case: Ada@example.com and ada@example.com are one"
+        " user. Special-use domains (.test, .localhost, ...) are refused."
     )
-    name: Annotated[str, AfterValidator(_printable)] = Field(min_length=1, max_length=200)
+    name: Annotated[str, AfterValidator(_printable)] = Field(
+        min_length=1, max_length=200, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS}
+    )
     phone: str = Field(pattern=r"^\+?[0-9]{6,16}$", description="Receives the verification code.")
 
 

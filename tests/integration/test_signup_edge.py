@@ -98,6 +98,12 @@ def test_control_characters_postgresql_refuses_are_422_not_500(api, gateway, db,
     assert gateway.messages == []
 
 
+def test_a_body_that_is_not_utf8_json_is_a_400_problem(api):
+    headers = {"Content-Type": "application/json"}
+    response = api().post("/users/signup", content=b"\x12mS\xff\xfe\x11", headers=headers)
+    is_problem(response, 400)
+
+
 def test_an_email_differing_only_in_case_is_the_same_user_409(api, gateway, db):
     client = api()
     tag = uuid.uuid4().hex[:8]
@@ -143,7 +149,7 @@ def test_every_status_the_api_answers_is_declared_as_a_problem_in_the_openapi_do
     }
     any_request, db_down = {"413", "500"}, {"503"}  # a body on any route; the database
     assert declared == {
-        ("/users/signup", "post"): {"201", "409", "422", "502"} | db_down | any_request,
+        ("/users/signup", "post"): {"201", "400", "409", "422", "502"} | db_down | any_request,
         ("/users/{user_id}", "get"): {"200", "401", "404", "422"} | db_down | any_request,
         ("/tasks/{task_id}", "get"): {"200", "401", "422"} | db_down | any_request,
         ("/livez", "get"): {"200"} | any_request,
@@ -156,6 +162,12 @@ def test_every_status_the_api_answers_is_declared_as_a_problem_in_the_openapi_do
                     assert list(answer["content"]) == [PROBLEM], (op["operationId"], status)
             if "503" in op["responses"]:
                 assert "Retry-After" in op["responses"]["503"]["headers"]
+
+
+def test_a_method_the_document_does_not_list_is_405_not_a_lookup_of_user_signup(api):
+    response = api().get("/users/signup", headers=AUTH)
+    is_problem(response, 405)
+    assert response.headers["allow"] == "POST"
 
 
 def test_an_sms_gateway_outage_is_503_with_retry_after(api, gateway):
