@@ -79,8 +79,7 @@ def install(app: FastAPI, retry_after: int, body_limit: int) -> None:
         logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
         return problem(503, "the database did not answer; try again later", wait)
 
-    async def internal(request: Request, exc: Exception):
-        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    async def internal(_: Request, exc: Exception):  # Starlette re-raises it: the server logs it
         return problem(500, "internal error; the operators have the details in the log")
 
     app.add_exception_handler(HTTPException, http_error)

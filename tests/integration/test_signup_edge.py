@@ -4,14 +4,17 @@ a load balancer sees when the broker or the database goes away."""
 
 import asyncio
 import json
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from infra.tcp_proxy import TcpProxy
 from tests.integration.test_signup_api import new_user, saved
 from tests.signup_fixtures import AUTH, TOKEN
+from tests.support import wait_for
 
 PROBLEM = "application/problem+json"
 
@@ -24,6 +27,15 @@ def is_problem(response, status: int) -> dict:
     assert problem["status"] == status
     assert problem["title"] and problem["type"]
     return problem
+
+
+def answered_within(seconds: float, request: Callable[[], Any]) -> Any:
+    """The answer to ``request``, which must come within ``seconds``: a hang fails the test
+    instead of blocking the suite (the proxy's teardown releases the stuck request)."""
+    answer: list[Any] = []
+    threading.Thread(target=lambda: answer.append(request()), daemon=True).start()
+    wait_for(lambda: answer, timeout=seconds, interval=0.05)
+    return answer[0]
 
 
 @pytest.fixture
@@ -259,3 +271,16 @@ def test_the_case_insensitive_migration_refuses_existing_duplicates_and_lists_th
     with engine.begin() as conn, pytest.raises(Exception, match="users_email_lower_key"):
         conn.execute(text(insert), {"i": uuid.uuid4(), "e": "ADA@example.com"})
     engine.dispose()
+
+
+def test_with_the_database_hung_readyz_answers_503_within_its_timeout_and_recovers(
+    stack, api, db_proxy
+):
+    client = api(database_url=db_proxy.url(stack.database_url), readiness_timeout=1.0)
+    assert client.get("/readyz").status_code == 200
+    db_proxy.hang()
+    for _ in range(3):  # later probes wait on the query in flight, they do not add threads
+        is_problem(answered_within(2.0, lambda: client.get("/readyz")), 503)
+    assert client.get("/livez").status_code == 200
+    db_proxy.restore()
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=10)
