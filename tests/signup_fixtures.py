@@ -11,6 +11,17 @@ from infra.tcp_proxy import TcpProxy
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PROBLEM = "application/problem+json"
+
+
+def is_problem(response, status: int) -> dict:
+    """The response is an RFC 9457 problem document for ``status``; returns it."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["title"] and problem["type"]
+    return problem
 
 
 @pytest.fixture

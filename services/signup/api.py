@@ -55,7 +55,9 @@ Rt = Annotated[Runtime, Depends(runtime)]
 bearer = HTTPBearer(auto_error=False, description="The operators' token (API_TOKEN).")
 
 
-def operator(rt: Rt, given: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]):
+def operator(
+    rt: Rt, given: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
     """Only a caller holding ``API_TOKEN`` passes; the comparison takes constant time."""
     token = given.credentials.encode() if given else b""
     if not (rt.api_token and secrets.compare_digest(token, rt.api_token.encode())):

@@ -22,7 +22,9 @@ PROBLEM = "application/problem+json"
 logger = logging.getLogger(__name__)
 
 
-def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any):
+def problem(
+    status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, **extra)
     content = body.model_dump(mode="json", exclude_none=True)
     return JSONResponse(content, status, headers=headers, media_type=PROBLEM)
@@ -76,7 +78,8 @@ def install(app: FastAPI, retry_after: int, body_limit: int) -> None:
         return problem(422, "the request does not match the schema", errors=errors)
 
     async def database_down(request: Request, exc: Exception):
-        logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        cause = getattr(exc, "orig", None) or exc  # the driver's words, without SQL parameters
+        logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, cause)
         return problem(503, "the database did not answer; try again later", wait)
 
     async def internal(_: Request, exc: Exception):  # Starlette re-raises it: the server logs it
