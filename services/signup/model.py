@@ -17,4 +17,4 @@ users = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 # One user per address whatever its case (migration 0003): what ON CONFLICT names.
-email_key = sa.Index("users_email_lower_key", sa.func.lower(users.c.email), unique=True)
+sa.Index("users_email_lower_key", sa.func.lower(users.c.email), unique=True)
