@@ -1,5 +1,6 @@
 """Each service worker serves Prometheus metrics: task outcomes, queue and DLQ depth."""
 
+import json
 import re
 import socket
 import uuid
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import free_port, publish_raw, wait_for
+from tests.support import JSON, envelope, framed, free_port, headers, publish_raw, wait_for
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -49,6 +50,10 @@ def test_a_reports_worker_counts_its_tasks_and_shows_queue_and_dlq_depth(
     ).start()
     try:
         publish_raw(stack.amqp_url, "reports.dlx", "", b"{}", content_type="application/json")
+        bare, invalid = envelope("bare@example.com"), envelope("not-an-address")
+        for body, event in ((json.dumps(bare).encode(), bare), (framed(invalid), invalid)):
+            publish_raw(stack.amqp_url, "events", "user.signed_up", body,
+                        application_headers=headers(event), **JSON)  # fmt: skip
         sign_up(signup, email=f"m-{uuid.uuid4().hex[:6]}@example.com", name="Metrics")
 
         def scraped() -> str | None:
@@ -57,14 +62,18 @@ def test_a_reports_worker_counts_its_tasks_and_shows_queue_and_dlq_depth(
                 text, "eventful_tasks_total", service="reports", state="succeeded",
                 task="reports.record_signup",
             )  # fmt: skip
-            return text if done == 1 else None
+            dead = [sample(text, "eventful_dead_letters_total", service="reports", reason=r)
+                    for r in ("malformed-body", "rejected")]  # fmt: skip
+            return text if done == 1 and dead == [1, 1] else None
 
         text = wait_for(scraped, timeout=30)
         listening = listen_addresses(port)
     finally:
         worker.stop()
     assert listening == {"127.0.0.1"}, "metrics listen on loopback unless told otherwise"
-    assert sample(text, "eventful_dlq_messages", service="reports") == 1
-    assert sample(text, "eventful_queue_messages_ready", queue="reports.dlq") == 1
+    assert sample(text, "eventful_dlq_messages", service="reports") == 3
+    assert sample(text, "eventful_queue_messages_ready", queue="reports.dlq") == 3
+    duration = {"service": "reports", "task": "reports.record_signup"}
+    assert sample(text, "eventful_task_duration_seconds_count", **duration) == 1
     assert sample(text, "eventful_queue_consumers", queue="reports.events") == 1
     assert sample(text, "eventful_broker_up") == 1
