@@ -4,6 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
+# A developer's machine: unset secrets take their local defaults (services refuse them otherwise).
+test demo run api bench chaos: export LOCAL_MODE = 1
+
 .PHONY: install services lint format test test-unit test-cluster cluster-up cluster-down \
         migrate topology plan run demo bench chaos api relay beat
 

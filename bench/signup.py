@@ -83,6 +83,7 @@ def main() -> int:
         cleanup.callback(proxy.stop)
         through_proxy = proxy.url(stack.amqp_url)
         env = {**stack.env, "AMQP_URL": through_proxy, "SMS_GATEWAY_URL": gateway.url}
+        env["LOCAL_MODE"] = "1"  # the API's local token: the bench only signs up
         port = free_port()
         api = spawn(
             [sys.executable, "-m", "uvicorn", "services.signup.api:app", "--host", "127.0.0.1",
@@ -145,7 +146,7 @@ def main() -> int:
 
 def _healthy(base: str) -> bool:
     try:
-        return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
     except httpx.TransportError:
         return False
 

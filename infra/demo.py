@@ -34,7 +34,7 @@ def api_ready(run: subprocess.Popen) -> bool:
     if run.poll() is not None:
         raise RuntimeError(f"make run exited ({run.returncode})")
     try:
-        return httpx.get(f"{API}/healthz", timeout=2).status_code == 200
+        return httpx.get(f"{API}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
 

@@ -4,7 +4,9 @@ Starts the SMTP sink and the SMS gateway stub, the signup API, each service's wo
 deployments of ``eventful workers``), reports' beat, the signup outbox relay
 and a Flower per service (each service's control and event exchanges are its own, so one
 Flower sees one service). Services run as their own broker user and database role (what
-``topology apply`` created); Flower and the operator's URLs use the admin settings.
+``topology apply`` created); Flower and the operator's URLs use the admin settings. It is
+local mode (``LOCAL_MODE=1`` unless the environment says otherwise): secrets not set take
+their local defaults.
 
 A process that exits is restarted with backoff, as a deployment's process manager
 would (infra/supervisor.py); one that keeps failing (more than ``--restarts`` exits
@@ -109,8 +111,10 @@ def urls(args: argparse.Namespace, started: list[Program], logs: Path) -> str:
         f"signup API        http://127.0.0.1:{args.api_port}/docs"
         if "signup-api" in names
         else "signup API        (services/signup/api.py not there yet)",
+        "  reads (GET /users/{id}, /tasks/{id}): Authorization: Bearer $API_TOKEN"
+        " (unset: the local default, see services/signup/config.py)",
         f"RabbitMQ UI       http://{management.hostname}:{management.port or 15672}"
-        f" ({management.username or 'guest'}/{management.password or 'guest'})",
+        f" (user {management.username or 'guest'}; password as in RABBITMQ_MANAGEMENT_URL)",
     ]
     for offset, service in enumerate(WORKERS):
         lines.append(f"Flower {service:<10} http://127.0.0.1:{args.flower_port + offset}")
@@ -133,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     gateway = SmsGateway(port=args.sms_port).start()
     supervisor = Supervisor(
-        programs(args), logs, dict(os.environ),
+        programs(args), logs, {"LOCAL_MODE": "1", **os.environ},
         restarts=args.restarts, window=args.restart_window,
     )  # fmt: skip
     try:

@@ -10,6 +10,7 @@ from celery.exceptions import Retry
 
 from shared.check import StartupCheck
 from shared.contracts import Command, Event
+from shared.logs import use_json_logs
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
 
@@ -188,4 +189,6 @@ def create_celery_app(
     )
     app.steps["consumer"].add(DeclareTopology)
     app.steps["worker"].add(StartupCheck)
+    if settings.log_format == "json":
+        use_json_logs(topo.name)
     return app

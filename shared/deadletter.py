@@ -25,6 +25,7 @@ from celery.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
+from celery.utils.dispatch import Signal
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from kombu.exceptions import ContentDisallowed, DecodeError
@@ -44,6 +45,11 @@ MESSAGE_LIMIT = 1000
 #: the DLQ) nor ``user_id`` (the broker checks it against the publishing user).
 KEPT_PROPERTIES = ("correlation_id", "reply_to", "message_id", "priority", "timestamp", "type",
                    "app_id")  # fmt: skip
+
+
+#: Sent for every dead letter the worker publishes (``service``, ``reason``, ``task``): the
+#: one place that sees them all, task failures and messages no task could run alike.
+dead_lettered = Signal(name="dead_lettered")
 
 
 def reason_for(exc: BaseException) -> str:
@@ -124,6 +130,7 @@ def dead_letter(
             retry=True,
             retry_policy=PUBLISH_RETRY_POLICY,
         )
+    dead_lettered.send(sender=app, service=topo.name, reason=reason, task=headers["x-task"])
     logger.error(
         "dead-lettered %s message task=%s id=%s reason=%s: %s",
         topo.name,

@@ -1,9 +1,11 @@
 """A small client for the RabbitMQ management HTTP API (the operator's view of the broker)."""
 
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
+
+from shared.settings import redact
 
 
 class ManagementError(RuntimeError):
@@ -24,7 +26,8 @@ class Management:
     def _client(self, url: str) -> httpx.Client:
         parts = urlsplit(url)
         base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}"
-        auth = (parts.username or "guest", parts.password or "guest")
+        # Percent-decoded: a password with '@' or ':' is written %40 / %3A in a URL.
+        auth = (unquote(parts.username or "guest"), unquote(parts.password or "guest"))
         return httpx.Client(base_url=base, auth=auth, timeout=self.timeout)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -34,11 +37,12 @@ class Management:
                 with self._client(url) as client:
                     response = client.request(method, "/api" + path, **kwargs)
             except httpx.TransportError as exc:
-                errors.append(f"{url}: {exc}")
+                errors.append(f"{redact(url)}: {exc}")
                 continue
             if response.status_code in (401, 403):
                 raise ManagementError(
-                    f"{method} {path}: permission denied for user {urlsplit(url).username!r}"
+                    f"{method} {path}: permission denied for user"
+                    f" {unquote(urlsplit(url).username or 'guest')!r}"
                     " (needs the 'administrator' tag for users, permissions and definitions)",
                     response.status_code,
                 )

@@ -9,19 +9,22 @@ before any metric of ours has a value.
 
 Gauges are read when scraped, with the service's own credentials (no management rights
 needed): the ready messages and consumers of its queues and DLQ (passive declares) and its
-outbox's lag (when it has one). Messages the consumer dead-letters before any task runs
-(undecodable, unknown task) show in the DLQ gauge, not in ``eventful_dead_letters_total``.
+outbox's lag (when it has one). ``eventful_dead_letters_total`` counts every dead letter
+the worker publishes, whether a task failed or no task could run the message.
 """
 
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="eventful-metrics-"))
 
 from celery.signals import (  # noqa: E402
     task_failure,
+    task_postrun,
+    task_prerun,
     task_retry,
     task_revoked,
     task_success,
@@ -29,7 +32,13 @@ from celery.signals import (  # noqa: E402
     worker_process_shutdown,
 )
 from kombu import Connection  # noqa: E402
-from prometheus_client import CollectorRegistry, Counter, multiprocess, values  # noqa: E402
+from prometheus_client import (  # noqa: E402
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    multiprocess,
+    values,
+)
 from prometheus_client import start_http_server as serve  # noqa: E402
 from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 from pydantic import Field  # noqa: E402
@@ -37,7 +46,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
-from shared.deadletter import reason_for  # noqa: E402
+from shared.deadletter import dead_lettered  # noqa: E402
 from shared.ops.outbox import outbox_lag  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
 from shared.topology import ServiceTopology, service  # noqa: E402
@@ -50,11 +59,18 @@ class MetricsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     metrics_port: int = Field(9808, description="Port of this worker's /metrics endpoint.")
+    metrics_addr: str = Field(
+        "127.0.0.1", description="Address /metrics listens on (0.0.0.0 for every interface)."
+    )
 
 
 TASKS = Counter("eventful_tasks", "Tasks finished, by state", ["service", "task", "state"])
 RETRIES = Counter("eventful_task_retries", "Retries scheduled", ["service", "task"])
-DEAD = Counter("eventful_dead_letters", "Tasks that failed for good", ["service", "reason"])
+DEAD = Counter("eventful_dead_letters", "Messages dead-lettered, by reason", ["service", "reason"])
+DURATION = Histogram(
+    "eventful_task_duration_seconds", "Time a task ran, per try", ["service", "task"]
+)
+_started_at: dict[str, float] = {}
 
 
 def _labels(sender) -> tuple[str, str]:
@@ -68,9 +84,24 @@ def _succeeded(sender=None, **kw) -> None:
 
 @task_failure.connect
 def _failed(sender=None, exception=None, **kw) -> None:
-    svc, task = _labels(sender)
-    TASKS.labels(svc, task, "failed").inc()
-    DEAD.labels(svc, reason_for(exception)).inc()
+    TASKS.labels(*_labels(sender), "failed").inc()
+
+
+@task_prerun.connect
+def _started(task_id=None, **kw) -> None:
+    _started_at[task_id] = time.monotonic()
+
+
+@task_postrun.connect
+def _finished(sender=None, task_id=None, **kw) -> None:
+    started = _started_at.pop(task_id, None)
+    if started is not None:
+        DURATION.labels(*_labels(sender)).observe(time.monotonic() - started)
+
+
+@dead_lettered.connect
+def _dead(sender=None, service=None, reason=None, **kw) -> None:
+    DEAD.labels(service, reason).inc()
 
 
 @task_retry.connect
@@ -138,13 +169,18 @@ def _serve(sender=None, **kw) -> None:
     """In the worker's main process: clear counts of a previous run, then serve."""
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
-    settings, port = get_settings(), MetricsSettings().metrics_port
+    settings, metrics = get_settings(), MetricsSettings()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     topo = service(sender.app.main)
     registry.register(QueueAndOutboxCollector(topo, settings.amqp_url, settings.database_url))
-    serve(port, registry=registry)
-    logger.info("metrics of %s on http://0.0.0.0:%s/metrics", topo.name, port)
+    serve(metrics.metrics_port, addr=metrics.metrics_addr, registry=registry)
+    logger.info(
+        "metrics of %s on http://%s:%s/metrics",
+        topo.name,
+        metrics.metrics_addr,
+        metrics.metrics_port,
+    )
 
 
 @worker_process_shutdown.connect

@@ -286,4 +286,15 @@ def _validate(contract: type[BaseModel], key: str | None, args: tuple, kwargs: d
     try:
         return contract.model_validate(data)
     except ValidationError as err:
-        raise Reject(InvalidMessage(f"{contract.__name__}: {err}"), requeue=False) from None
+        raise Reject(
+            InvalidMessage(f"{contract.__name__}: {_describe(err)}"), requeue=False
+        ) from None
+
+
+def _describe(err: ValidationError) -> str:
+    """Which fields failed and why, without their values: this text reaches the logs and
+    the dead letter's headers, and the values are personal data (the body keeps them)."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
+        for e in err.errors(include_url=False, include_input=False)
+    )

@@ -1,6 +1,8 @@
 """Configuration, read once from the environment; nothing else reads ``os.environ``."""
 
 from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +42,9 @@ class Settings(BaseSettings):
         description="Wait for the WAL flush on every result write, not only on the rows of"
         " group and chord members (slower, see results.py).",
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Worker logs: text, or json (one object a line)."
+    )
     chord_timeout: int = Field(
         3600,
         description="Seconds a chord waits for its header tasks before it fails and its unlock"
@@ -65,3 +70,17 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def redact(urls: str) -> str:
+    """``urls`` (one, or several separated by ';') with every password replaced by ``**``:
+    the form a URL takes in any message, log line or printed output."""
+    redacted = []
+    for url in urls.split(";"):
+        parts = urlsplit(url)
+        if parts.password is None:
+            redacted.append(url)
+            continue
+        host = parts.netloc.rpartition("@")[2]
+        redacted.append(urlunsplit(parts._replace(netloc=f"{parts.username}:**@{host}")))
+    return ";".join(redacted)

@@ -21,6 +21,8 @@ from shared.topology import SERVICES, UNROUTED, declare_all
 from tests.infra import Servers, servers
 from tests.support import SmtpSink, Worker, drain
 
+pytest_plugins = ["tests.signup_fixtures"]
+
 
 @dataclass
 class Stack:

@@ -10,8 +10,8 @@ from infra.processes import Worker, free_port, wait_for
 from infra.smtp_sink import SmtpSink
 
 __all__ = [
-    "SmtpSink", "Worker", "bind_probe", "drain", "free_port", "publish_raw", "send_command",
-    "send_raw", "wait_for",
+    "JSON", "SmtpSink", "Worker", "bind_probe", "drain", "envelope", "framed", "free_port",
+    "headers", "publish_raw", "send_command", "send_raw", "wait_for",
 ]  # fmt: skip
 
 
@@ -73,3 +73,30 @@ def bind_probe(amqp_url: str, routing_key: str) -> str:
         channel.queue_declare(name, durable=True)
         channel.queue_bind(name, "events", routing_key)
     return name
+
+
+JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
+
+
+def envelope(email: str) -> dict:
+    """A ``user.signed_up`` envelope, as an upstream writes it."""
+    return {
+        "id": str(uuid.uuid4()),
+        "type": "user.signed_up",
+        "version": 1,
+        "occurred_at": "2026-11-25T00:00:00Z",
+        "source": "upstream",
+        "payload": {"user_id": str(uuid.uuid4()), "email": email, "name": "Mal"},
+    }
+
+
+def framed(event: dict) -> bytes:
+    """The documented wire format: Celery protocol 2, the envelope as kwarg ``event``."""
+    return json.dumps([[], {"event": event}, {}]).encode()
+
+
+def headers(event: dict, **changes: object) -> dict:
+    """The Celery headers of ``framed(event)``; a change to None drops the header."""
+    base = {"task": "user.signed_up", "id": event["id"]}
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}

@@ -29,9 +29,8 @@ class Attempts:
         """
         request = task.request
         logger.info(
-            "%s[%s] retries=%s args=%s kwargs=%s: %s to %s",
-            task.name, request.id, request.retries, request.args, request.kwargs,
-            delivery.key, delivery.recipient,
+            "%s[%s] retries=%s: %s to %d recipient(s)",
+            task.name, request.id, request.retries, delivery.key, len(delivery.recipients),
         )  # fmt: skip
         try:
             sent_now = self.deliveries.deliver(delivery, send)

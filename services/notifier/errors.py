@@ -57,7 +57,11 @@ def smtp_failure(exc: smtplib.SMTPException) -> Exception:
         return exc
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         answers = exc.recipients.values()
-        said = "; ".join(f"{to}: {code} {_text(msg)}" for to, (code, msg) in exc.recipients.items())
+        # Codes and replies, not addresses: this text reaches logs and dead-letter headers.
+        said = "; ".join(
+            f"{code} {_text(msg).replace(to, '<recipient>')}"
+            for to, (code, msg) in exc.recipients.items()
+        )
         if answers and all(400 <= code < 500 for code, _ in answers):
             return TryLater(f"recipients deferred: {said}")
         return PermanentDeliveryError(f"recipients refused: {said}")

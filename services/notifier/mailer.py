@@ -33,9 +33,13 @@ class SmtpMailer:
             failure = smtp_failure(exc)
             if failure is exc:
                 raise
-            raise failure from exc
+            # Not chained: smtplib's exception names the recipients, and tracebacks are logged.
+            raise failure from None
         if refused:
-            logger.warning("mail %s not delivered to %s (others got it)", message_id, refused)
+            logger.warning(
+                "mail %s not delivered to %d recipient(s) (others got it): %s",
+                message_id, len(refused), sorted({code for code, _ in refused.values()}),
+            )  # fmt: skip
         try:
             smtp.quit()
         except (smtplib.SMTPException, OSError):

@@ -3,9 +3,13 @@
 A signup waits for what the user must see happen (the user saved, the verification SMS
 sent) and for nothing else: ``user.signed_up`` is committed to the outbox with the user
 and published by a background thread after the response, or by the outbox relay.
+Reading a user or a task needs the operators' bearer token (``API_TOKEN``): one shows
+personal data, the other tracebacks. Errors are problem documents (problems.py).
 """
 
-from collections.abc import AsyncIterator
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -14,9 +18,12 @@ from uuid import UUID
 import sqlalchemy as sa
 from celery import states
 from celery.result import AsyncResult
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from services.signup import problems
 from services.signup.app import build_service
 from services.signup.config import SignupSettings, get_settings
 from services.signup.model import users
@@ -36,6 +43,8 @@ class Runtime:
     outbox: Outbox
     after_commit: AfterCommit
     sms: SmsClient
+    api_token: str = ""  # set at start-up, which refuses to start without one
+    probe: asyncio.Future | None = None  # the readiness query in flight, at most one
 
 
 def runtime(request: Request) -> Runtime:
@@ -43,10 +52,29 @@ def runtime(request: Request) -> Runtime:
 
 
 Rt = Annotated[Runtime, Depends(runtime)]
+bearer = HTTPBearer(auto_error=False, description="The operators' token (API_TOKEN).")
+
+
+def operator(
+    rt: Rt, given: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """Only a caller holding ``API_TOKEN`` passes; the comparison takes constant time."""
+    token = given.credentials.encode() if given else b""
+    if not (rt.api_token and secrets.compare_digest(token, rt.api_token.encode())):
+        raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
+
+
+ANY, DB = (413, 500), (503,)
 router = APIRouter()
+operators = APIRouter(dependencies=[Depends(operator)], responses=problems.responses(401))
 
 
-@router.post("/users/signup", status_code=status.HTTP_201_CREATED, response_model=User)
+@router.post(
+    "/users/signup",
+    status_code=status.HTTP_201_CREATED,
+    response_model=User,
+    responses=problems.responses(400, 409, 422, 502, *DB, *ANY),
+)
 def signup(body: SignupRequest, rt: Rt, response: Response) -> dict[str, Any]:
     """Save the user and send the verification SMS; ``user.signed_up`` follows the commit."""
     try:
@@ -68,7 +96,9 @@ def signup(body: SignupRequest, rt: Rt, response: Response) -> dict[str, Any]:
     return _user(rt, user_id)
 
 
-@router.get("/users/{user_id}", response_model=User)
+@operators.get(
+    "/users/{user_id:uuid}", response_model=User, responses=problems.responses(404, 422, *DB, *ANY)
+)
 def get_user(user_id: UUID, rt: Rt) -> dict[str, Any]:
     return _user(rt, user_id)
 
@@ -81,8 +111,10 @@ def _user(rt: Runtime, user_id: UUID) -> dict[str, Any]:
     return dict(row)
 
 
-@router.get("/tasks/{task_id}", response_model=TaskStatus)
-def task_status(task_id: str, rt: Rt) -> TaskStatus:
+@operators.get(
+    "/tasks/{task_id}", response_model=TaskStatus, responses=problems.responses(422, *DB, *ANY)
+)
+def task_status(task_id: Annotated[str, Path(max_length=155)], rt: Rt) -> TaskStatus:
     """A signup task's state from the result backend; PENDING also means "unknown id"."""
     result = AsyncResult(task_id, app=rt.service.celery)
     state = result.state
@@ -95,29 +127,32 @@ def task_status(task_id: str, rt: Rt) -> TaskStatus:
     return answer
 
 
-@router.get("/healthz")
-def healthz(rt: Rt) -> JSONResponse:
-    """200 when the database and the broker answer; 503 naming whichever does not."""
-    checks = {"database": _check(rt.outbox.unsent, "outbox_unsent")}
-    checks["broker"] = _check(lambda: _ping_broker(rt), None)
-    healthy = all(c["ok"] for c in checks.values())
-    down = [name for name, c in checks.items() if not c["ok"]]
-    body = {"status": "ok" if healthy else "unavailable: " + ", ".join(down), "checks": checks}
-    return JSONResponse(body, status_code=200 if healthy else 503)
+@router.get("/livez", responses=problems.responses(*ANY))
+def livez() -> dict[str, str]:
+    """The process answers: nothing else is asked, so a dependency's outage never restarts it."""
+    return {"status": "ok"}
 
 
-def _check(probe: Any, key: str | None) -> dict[str, Any]:
+@router.get("/readyz", responses=problems.responses(*DB, *ANY))
+async def readyz(rt: Rt) -> JSONResponse:
+    """Ready when the database answers within ``readiness_timeout``. RabbitMQ is not asked:
+    while it is away signups wait in the outbox, so leaving the load balancer would only
+    refuse them. ``outbox_unsent`` is what shows a broker outage."""
     try:
-        value = probe()
-    except Exception as exc:  # a health check reports every failure, whatever its type
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"ok": True, **({key: value} if key else {})}
+        unsent = await _probe(rt, rt.outbox.unsent)
+    except Exception as exc:  # readiness reports every failure, whatever its type
+        detail = f"the database did not answer ({type(exc).__name__})"
+        return problems.problem(503, detail, {"Retry-After": str(rt.settings.retry_after)})
+    database = {"ok": True, "outbox_unsent": unsent}
+    return JSONResponse({"status": "ok", "checks": {"database": database}})
 
 
-def _ping_broker(rt: Runtime) -> None:
-    celery = rt.service.celery
-    with celery.connection_for_write(connect_timeout=rt.settings.broker_timeout) as conn:
-        conn.ensure_connection(max_retries=len(rt.settings.amqp_urls) - 1)
+async def _probe(rt: Runtime, query: Callable[[], Any]) -> Any:
+    """One query in flight at most: probes of a hung database wait on it, not pile up threads."""
+    if rt.probe is None or rt.probe.done():
+        rt.probe = asyncio.ensure_future(run_in_threadpool(query))
+    async with asyncio.timeout(rt.settings.readiness_timeout):
+        return await asyncio.shield(rt.probe)
 
 
 def create_app(settings: SignupSettings | None = None) -> FastAPI:
@@ -136,6 +171,7 @@ def create_app(settings: SignupSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt.api_token = settings.required_api_token()
         rt.after_commit.start()
         yield
         rt.after_commit.stop()
@@ -145,6 +181,9 @@ def create_app(settings: SignupSettings | None = None) -> FastAPI:
     app = FastAPI(title="signup", lifespan=lifespan)
     app.state.runtime = rt
     app.include_router(router)
+    app.include_router(operators)
+    problems.install(app, settings.retry_after, settings.max_body_bytes)
+    problems.with_problem_schema(app)
     return app
 
 

@@ -1,10 +1,13 @@
-"""Signup settings: the SMS gateway, and how long the API waits for its dependencies."""
+"""Signup settings: the SMS gateway, how long the API waits for its dependencies, and the
+API's edge (its token, the largest body it reads)."""
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.settings import Settings
+
+LOCAL_API_TOKEN = "signup-local"
 
 
 class SignupSettings(Settings):
@@ -16,12 +19,42 @@ class SignupSettings(Settings):
     )
     broker_timeout: float = Field(
         1.0,
-        description="Seconds the API waits to reach RabbitMQ (after-commit publish, /healthz) "
+        description="Seconds the API waits to reach RabbitMQ (after-commit publish) "
         "before leaving the event to the outbox relay.",
     )
     user_stats_timeout: float = Field(
         5.0, description="Seconds the signup.user_stats query may run before it is cancelled."
     )
+    local_mode: bool = Field(
+        False,
+        description="A developer's machine (make run, make test, make demo): secrets that are"
+        " not set take their well-known local defaults instead of refusing to start.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for GET /users/{id} and GET /tasks/{id} (operators: they"
+        f" show personal data and tracebacks). Required unless LOCAL_MODE ('{LOCAL_API_TOKEN}').",
+    )
+    max_body_bytes: int = Field(
+        16 * 1024, description="Largest request body the API reads; more is answered 413."
+    )
+    retry_after: int = Field(
+        5, description="Seconds a 503 answer asks the client to wait (Retry-After)."
+    )
+    readiness_timeout: float = Field(
+        2.0, description="Seconds /readyz waits for the database before answering 503."
+    )
+
+    def required_api_token(self) -> str:
+        """The API token, the local default only in local mode; else a clear refusal."""
+        if self.api_token is not None and self.api_token.get_secret_value():
+            return self.api_token.get_secret_value()
+        if self.local_mode:
+            return LOCAL_API_TOKEN
+        raise RuntimeError(
+            "API_TOKEN is not set: the signup API will not serve personal data without it"
+            " (LOCAL_MODE=1 uses the local default, on a developer's machine only)"
+        )
 
 
 @lru_cache

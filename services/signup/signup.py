@@ -5,6 +5,7 @@ import secrets
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
+import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -34,14 +35,14 @@ def create_user(
 
     Everything happens in the caller's transaction: if the e-mail is taken or the SMS
     cannot be sent, the caller's rollback leaves neither user nor event behind. The user
-    row is written first, so a concurrent signup with the same e-mail waits on it and is
-    refused rather than texted twice.
+    row is written first, so a concurrent signup with the same e-mail (in any case) waits
+    on it and is refused rather than texted twice.
     """
     user_id = uuid4()
     created = session.execute(
         insert(users)
         .values(id=user_id, email=email, name=name, phone=phone, created_at=datetime.now(UTC))
-        .on_conflict_do_nothing(index_elements=[users.c.email])
+        .on_conflict_do_nothing(index_elements=[sa.func.lower(users.c.email)])
         .returning(users.c.id)
     ).first()
     if created is None:
@@ -69,7 +70,9 @@ def sign_up(service: Service, *, email: str, name: str, phone: str | None = None
     try:
         relay.publish_pending([event.id])
     except RelayError as exc:
-        logger.warning("user %s saved; user.signed_up left to the outbox relay: %s", email, exc)
+        logger.warning(
+            "user %s saved; user.signed_up left to the outbox relay: %s", event.payload.user_id, exc
+        )
     finally:
         relay.close()
     return event.payload.user_id

@@ -28,7 +28,7 @@ from shared.ops.deployments import WORKERS
 from shared.ops.outbox import outbox_lag
 from shared.ops.plan import plan
 from shared.permissions import CredentialSettings
-from shared.settings import get_settings
+from shared.settings import get_settings, redact
 from shared.system import declaration
 from shared.topology import SERVICES, service
 
@@ -80,7 +80,7 @@ def cmd_topology_apply() -> int:
     apply_roles(settings.database_url, creds)
     for name in SERVICES:
         amqp_url = Connection(creds.amqp_url(name, settings.amqp_url).split(";")[0]).as_uri()
-        print(f"{name}: user and role {creds.user(name)!r}, AMQP_URL {amqp_url}")
+        print(f"{name}: user and role {creds.user(name)!r}, AMQP_URL {redact(amqp_url)}")
     if local := creds.uses_local_passwords():
         print(f"warning: local passwords for {', '.join(local)} (set SERVICE_PASSWORDS__<NAME>)")
     return 0

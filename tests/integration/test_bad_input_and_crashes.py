@@ -1,39 +1,18 @@
 """Bad input is dead-lettered with its reason; a crashed worker loses nothing."""
 
-import json
 import pickle
 import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support import publish_raw, wait_for
-
-
-def event_body(email: str, **payload_overrides) -> dict:
-    payload = {"user_id": str(uuid.uuid4()), "email": email, "name": "Eve", **payload_overrides}
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "user.signed_up",
-        "version": 1,
-        "occurred_at": "2026-11-25T00:00:00Z",
-        "source": "upstream",
-        "payload": payload,
-    }
-
-
-def celery_body(event: dict) -> bytes:
-    """The documented wire format: Celery protocol 2, the envelope as kwarg ``event``."""
-    return json.dumps([[], {"event": event}, {}]).encode()
-
-
-JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
+from tests.support import JSON, envelope, framed, publish_raw, wait_for
 
 
 def bad_messages() -> dict[str, tuple[bytes, dict, str]]:
     """Per case: body, properties, the reason the DLQ must show."""
-    event = event_body("valid@example.com")
-    invalid_payload = event_body("not-an-address")
+    event = envelope("valid@example.com")
+    invalid_payload = envelope("not-an-address")
     return {
         "invalid-json": (b"{not json", {**JSON, "task": "user.signed_up"}, "undecodable-body"),
         "pickle": (
@@ -42,9 +21,9 @@ def bad_messages() -> dict[str, tuple[bytes, dict, str]]:
              "task": "user.signed_up"},
             "content-type-not-allowed",
         ),
-        "unknown-task": (celery_body(event), {**JSON, "task": "user.exploded"}, "unknown-task"),
-        "no-task-header": (celery_body(event), {**JSON}, "no-task-header"),
-        "schema-invalid": (celery_body(invalid_payload), {**JSON, "task": "user.signed_up"},
+        "unknown-task": (framed(event), {**JSON, "task": "user.exploded"}, "unknown-task"),
+        "no-task-header": (framed(event), {**JSON}, "no-task-header"),
+        "schema-invalid": (framed(invalid_payload), {**JSON, "task": "user.signed_up"},
                            "rejected"),
     }  # fmt: skip
 
@@ -63,10 +42,10 @@ def test_malformed_raw_messages_end_in_the_dlq_and_the_worker_keeps_consuming(cl
                         application_headers=headers, **props)  # fmt: skip
             sent[message_id] = body
         good = f"good-{uuid.uuid4().hex[:6]}@example.com"
-        event = event_body(good)
+        event = envelope(good)
         headers = {"task": "user.signed_up", "id": event["id"]}
         publish_raw(
-            stack.amqp_url, "events", "user.signed_up", celery_body(event),
+            stack.amqp_url, "events", "user.signed_up", framed(event),
             application_headers=headers, **JSON,
         )  # fmt: skip
 

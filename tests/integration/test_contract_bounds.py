@@ -7,8 +7,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 
 from shared.contracts import NotificationPayload, UserSignedUpPayload, max_length
-from tests.integration.test_malformed_messages import JSON, envelope, framed, headers
-from tests.support import publish_raw, wait_for
+from tests.support import JSON, envelope, framed, headers, publish_raw, wait_for
 
 
 def notified(db) -> list[str]:

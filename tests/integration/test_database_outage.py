@@ -12,8 +12,7 @@ import uuid
 from sqlalchemy import text
 
 from infra.tcp_proxy import TcpProxy
-from tests.integration.test_malformed_messages import JSON, envelope, framed, headers
-from tests.support import publish_raw, wait_for
+from tests.support import JSON, envelope, framed, headers, publish_raw, wait_for
 
 OUTAGE = 40  # seconds: several times what three or five spent retries would survive
 

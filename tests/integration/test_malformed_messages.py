@@ -10,30 +10,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from tests.support import publish_raw, wait_for
-
-JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
-
-
-def envelope(email: str) -> dict:
-    return {
-        "id": str(uuid.uuid4()),
-        "type": "user.signed_up",
-        "version": 1,
-        "occurred_at": "2026-11-25T00:00:00Z",
-        "source": "upstream",
-        "payload": {"user_id": str(uuid.uuid4()), "email": email, "name": "Mal"},
-    }
-
-
-def framed(event: dict) -> bytes:
-    return json.dumps([[], {"event": event}, {}]).encode()
-
-
-def headers(event: dict, **changes: object) -> dict:
-    base = {"task": "user.signed_up", "id": event["id"]}
-    base.update(changes)
-    return {k: v for k, v in base.items() if v is not None}
+from tests.support import JSON, envelope, framed, headers, publish_raw, wait_for
 
 
 def cases() -> dict[str, tuple[bytes, dict, dict, str]]:

@@ -30,7 +30,8 @@ def client(stack) -> Iterator[TestClient]:
     from services.signup.api import create_app
     from services.signup.config import SignupSettings
 
-    with TestClient(create_app(SignupSettings())) as c:
+    app = create_app(SignupSettings(api_token="test-token"))
+    with TestClient(app, headers={"Authorization": "Bearer test-token"}) as c:
         yield c
 
 
