@@ -12,10 +12,10 @@ def alembic(database_url: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from shared.db import ROOT
+    from services.signup import SERVICE
 
     config = Config()
-    config.set_main_option("script_location", str(ROOT / "services/signup/migrations"))
+    config.set_main_option("script_location", str(SERVICE.migrations))
     config.set_main_option("sqlalchemy.url", database_url)
     config.attributes["schema"] = "signup"
     command.upgrade(config, revision)
