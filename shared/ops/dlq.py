@@ -54,6 +54,7 @@ def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[Dea
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()
+        channel.auto_decode = False  # bodies as they were published, whatever the codec says
         channel.queue_declare(topo.dlq, passive=True)
         taken = []
         while (message := channel.basic_get(topo.dlq, no_ack=False)) is not None:

@@ -90,8 +90,9 @@ def _replay_copy(letter: DeadLetter) -> amqp.Message:
         }
     )
     props = letter.message.properties
+    # py-amqp hands a bodyless message over as '', which it would encode with the codec.
     return amqp.Message(
-        letter.message.body,
+        letter.message.body or b"",
         content_type=props.get("content_type"),
         content_encoding=props.get("content_encoding"),
         correlation_id=props.get("correlation_id"),

@@ -325,3 +325,34 @@ def test_outbox_status_shows_unpublished_rows_and_the_oldest_age(stack, db):
     line = next(x for x in result.stdout.splitlines() if x.startswith("signup.outbox:"))
     age = float(line.rsplit("oldest ", 1)[1].rstrip("s"))
     assert age >= 3600 and " 0 unpublished" not in line
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [(b"", "bogus"), (b"\xfe\xff\x00[", "utf-16"), (b"\xfe\xff[not json \x80", "latin-1")],
+)
+def test_a_replay_sends_the_body_bytes_as_dead_lettered_whatever_the_content_encoding(
+    stack, clean_queues, db, body, encoding
+):
+    """Found by the fuzzer (tests/fuzz): an empty dead letter whose ``content_encoding``
+    names no codec made ``dlq replay`` crash (py-amqp hands a bodyless message over as
+    ``''`` and encodes it with that codec), and a body decoded by its codec on the way
+    in was re-encoded on the way out (a UTF-16 byte-order mark flipped)."""
+    task_id = str(uuid.uuid4())
+    put_dead_email(stack.amqp_url, task_id, "enc@example.com")
+    with Connection(stack.amqp_url) as conn:  # the same dead letter, with this encoding
+        channel = conn.channel()
+        channel.auto_decode = False
+        dead = channel.basic_get(NOTIFIER.dlq, no_ack=True)
+    publish_raw(stack.amqp_url, NOTIFIER.dlx, "notifier.tasks", body, content_type="text/plain",
+                content_encoding=encoding, application_headers=dead.headers)  # fmt: skip
+
+    replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+
+    assert replayed.returncode == 0, replayed.stderr
+    with Connection(stack.amqp_url) as conn:
+        channel = conn.channel()
+        channel.auto_decode = False
+        again = channel.basic_get("notifier.tasks", no_ack=True)
+    assert (again.body or b"") == body  # py-amqp: a bodyless message reads as ''
+    assert again.properties["content_encoding"] == encoding
