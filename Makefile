@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install services lint format test test-unit test-cluster cluster-up cluster-down \
-        migrate topology plan run demo bench chaos api relay beat \
+        migrate topology plan run demo bench chaos fuzz api relay beat \
         worker-signup worker-notifier worker-reports
 
 install: $(VENV)/.installed
@@ -72,6 +72,12 @@ CHAOS_EVENTS    ?= 10000
 CHAOS_SMTP_DOWN ?= 60
 chaos: install
 	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --smtp-down $(CHAOS_SMTP_DOWN)
+
+# Generated messages at the AMQP edge (tests/fuzz): N of them, a random seed unless
+# FUZZ_SEED is given; prints the outcomes per reason and every distinct failure, shrunk.
+N ?= 20000
+fuzz: install services
+	FUZZ_MESSAGES=$(N) $(PY) -m pytest tests/integration/test_fuzz_edge.py -q -s
 
 # One process each, as deployed (python -m shared.ops workers prints the same commands).
 # Run as the service: AMQP_URL=amqp://notifier:PW@host// DATABASE_URL=... make worker-notifier
