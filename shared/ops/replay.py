@@ -158,7 +158,7 @@ def _reached(step: str, crash_after: str | None) -> None:
 
 def _skip_reason(topo: ServiceTopology, letter: DeadLetter) -> str | None:
     if not letter.task_id:
-        return "skipped: no task id (no worker can run it)"
+        return "skipped: no usable task id (no worker can run it)"
     if letter.origin not in {q.name for q in topo.work_queues()}:
         return f"skipped: no work queue of {topo.name} to go back to ({letter.origin!r})"
     if letter.status == "SUCCESS":

@@ -356,3 +356,22 @@ def test_a_replay_sends_the_body_bytes_as_dead_lettered_whatever_the_content_enc
         again = channel.basic_get("notifier.tasks", no_ack=True)
     assert (again.body or b"") == body  # py-amqp: a bodyless message reads as ''
     assert again.properties["content_encoding"] == encoding
+
+
+def test_a_dead_letter_whose_id_is_not_a_usable_task_id_is_skipped_and_the_rest_replayed(
+    stack, clean_queues, db
+):
+    """Found by the fuzzer (tests/fuzz): a dead letter whose ``id`` header was a table (or a
+    string longer than any task id column) made ``dlq replay`` fail on its audit row, and
+    no dead letter after it in the DLQ could be replayed."""
+    for bad in ({"not": "an id"}, "x" * 300):
+        put_dead_email(stack.amqp_url, str(uuid.uuid4()), "bad@example.com", id=bad)
+    good = str(uuid.uuid4())
+    put_dead_email(stack.amqp_url, good, "fine@example.com")
+
+    replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert f"replayed: {good}" in replayed.stdout
+    assert replayed.stdout.count("skipped: no usable task id") == 2, replayed.stdout
+    assert depth(stack.amqp_url, NOTIFIER) == 2
