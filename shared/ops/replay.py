@@ -78,7 +78,8 @@ def _replay_copy(letter: DeadLetter) -> amqp.Message:
     revoked on arrival again), stamped with the dead letter it replays."""
     headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-")}
     stamps = headers.get("stamps") if isinstance(headers.get("stamps"), dict) else {}
-    stamped = [h for h in headers.get("stamped_headers") or [] if h != REPLAY_STAMP]
+    previous = headers.get("stamped_headers")  # a sender may have put anything there
+    stamped = [h for h in previous if h != REPLAY_STAMP] if isinstance(previous, list) else []
     headers.update(
         {
             "retries": 0,
@@ -129,7 +130,7 @@ def _claim(engine: Engine, topo: ServiceTopology, item: Replay) -> tuple:
                 "o": getpass.getuser(),
                 "n": len(item.copies),
                 "t": letter.task_id,
-                "task": str(letter.headers.get("task") or ""),
+                "task": str(letter.headers.get("task") or "")[:255],  # the column's size
                 "q": letter.origin,
                 "r": str(letter.headers.get("x-dead-letter-reason") or ""),
                 "d": letter.dead_lettered_at,

@@ -34,8 +34,8 @@ def fuzzer(stack, clean_queues):
 
 
 def test_generated_messages_end_handled_retrying_or_dead_lettered_and_no_worker_exits(fuzzer):
-    report = fuzz(fuzzer, generate(MESSAGES, SEED), BATCH, stop_at_first=not LONG)
     print(f"\nfuzz: {MESSAGES} messages, seed {SEED if SEED is not None else 'derandomized'}")
+    report = fuzz(fuzzer, generate(MESSAGES, SEED), BATCH, stop_at_first=not LONG)
     print(report.table())
     if report.failures:
         print(report.describe())

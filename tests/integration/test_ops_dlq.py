@@ -375,3 +375,17 @@ def test_a_dead_letter_whose_id_is_not_a_usable_task_id_is_skipped_and_the_rest_
     assert f"replayed: {good}" in replayed.stdout
     assert replayed.stdout.count("skipped: no usable task id") == 2, replayed.stdout
     assert depth(stack.amqp_url, NOTIFIER) == 2
+
+
+def test_a_dead_letter_with_garbage_headers_is_replayed(stack, clean_queues, db):
+    """Found by the fuzzer (tests/fuzz): a ``stamped_headers`` header that was not a list,
+    or a task name longer than the audit column, made ``dlq replay`` fail, and no dead
+    letter after it could be replayed."""
+    task_id = str(uuid.uuid4())
+    put_dead_email(stack.amqp_url, task_id, "stamps@example.com", stamped_headers=7, stamps=[1],
+                   task="notifier." + "n" * 300)  # fmt: skip
+
+    replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert f"replayed: {task_id}" in replayed.stdout
