@@ -71,6 +71,8 @@ class Observation:
     dead: dict[str, list[DeadCopy]] = field(default_factory=lambda: defaultdict(list))
     unrouted: set[str] = field(default_factory=set)
     rows: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: notifier.deliveries by task id: a send done, whether or not a result row was kept.
+    deliveries: dict[str, str] = field(default_factory=dict)
 
     def dead_by(self, service: str, *, message_id: str | None = None, task_id: Any = None):
         """Copies of one message: by its ``message_id``, or (republished by a retry or a
@@ -120,6 +122,8 @@ def observe(amqp_url: str, engine: Engine) -> Observation:
         for name in SERVICES:
             rows = conn.execute(text(f"SELECT task_id, status FROM {name}.celery_taskmeta"))
             seen.rows[name] = dict(rows.all())
+        sent = conn.execute(text("SELECT task_id, status FROM notifier.deliveries"))
+        seen.deliveries = dict(sent.all())
     return seen
 
 
@@ -160,6 +164,8 @@ def classify(message: Published, service: str, seen: Observation) -> str:
     rows, tid = seen.rows[service], message.task_id
     if tid and rows.get(tid) == "SUCCESS":
         return "handled"
+    if tid and service == "notifier" and seen.deliveries.get(tid) == "sent":
+        return "handled"
     if copies := seen.dead_by(service, task_id=message.id_header):
         return f"dead:{copies[0].reason}"
     task = (message.headers or {}).get("task")
@@ -178,6 +184,10 @@ def classify(message: Published, service: str, seen: Observation) -> str:
             return "retrying"
     if tid and rows.get(tid) in ("RETRY", "STARTED"):
         return "retrying"
+    if (message.headers or {}).get("ignore_result"):
+        # The sender asked for no result row; outside notifier's deliveries nothing else
+        # records a run, so such a message is counted apart, not judged.
+        return "unverified:ignore_result"
     if _future_eta(message):
         # Known gap, reported rather than hidden: Celery holds a message whose eta is
         # ahead unacked in the worker's memory (quorum queues give no broker-side delay for
