@@ -97,27 +97,30 @@ def arrivals(message: Published) -> list[str]:
     return [message.exchange]
 
 
-def peek(amqp_url: str, queue: str) -> list[Any]:
+def peek(channel: Any, queue: str) -> list[Any]:
     """Every message in ``queue``, left there: read without ack, returned when the channel
     closes (a DLQ has no delivery limit, so reading does not cost a message anything)."""
-    with Connection(amqp_url) as conn:
-        channel = conn.channel()
-        channel.auto_decode = False
-        taken = []
-        while (message := channel.basic_get(queue, no_ack=False)) is not None:
-            taken.append(message)
-        channel.close()
+    channel.auto_decode = False
+    taken = []
+    while (message := channel.basic_get(queue, no_ack=False)) is not None:
+        taken.append(message)
     return taken
 
 
 def observe(amqp_url: str, engine: Engine) -> Observation:
     seen = Observation()
-    for name in SERVICES:
-        for m in peek(amqp_url, f"{name}.dlq"):
-            seen.dead[name].append(
-                DeadCopy(name, m.properties.get("message_id"), m.headers or {}, m.body or b"")
-            )
-    seen.unrouted = {m.properties.get("message_id") for m in peek(amqp_url, UNROUTED)}
+    with Connection(amqp_url) as conn:
+        for name in SERVICES:
+            channel = conn.channel()
+            for m in peek(channel, f"{name}.dlq"):
+                copy = DeadCopy(
+                    name, m.properties.get("message_id"), m.headers or {}, m.body or b""
+                )
+                seen.dead[name].append(copy)
+            channel.close()
+        channel = conn.channel()
+        seen.unrouted = {m.properties.get("message_id") for m in peek(channel, UNROUTED)}
+        channel.close()
     with engine.connect() as conn:
         for name in SERVICES:
             rows = conn.execute(text(f"SELECT task_id, status FROM {name}.celery_taskmeta"))

@@ -62,7 +62,7 @@ class EdgeFuzzer:
         logs_before = {n: len(w.output()) for n, w in self.workers.items()}
 
         good = good_signup(f"good-{uuid.uuid4().hex[:8]}@example.com")
-        sent = [m for m in [*batch, good] if self._publish(m)]
+        sent = self._publish_all([*batch, good])
         verdict = self._settle(sent)
         try:
             if self._replay():
@@ -80,23 +80,35 @@ class EdgeFuzzer:
         problems += _duplicate_mails(self.stack.smtp.messages[mails_before:])
         return problems, [m for m in verdict.culprits if m is not good]
 
-    def _publish(self, message: Published) -> bool:
+    def _publish_all(self, messages: list[Published]) -> list[Published]:
+        """Publish each with confirms over one connection (a new one after the broker
+        closes it for a message it refuses); the messages the broker confirmed."""
+        sent, conn = [], None
         try:
-            with Connection(self.stack.amqp_url) as conn:
-                channel = conn.channel()
-                channel.confirm_select()
+            for message in messages:
+                if conn is None:
+                    conn = Connection(self.stack.amqp_url)
+                    channel = conn.channel()
+                    channel.confirm_select()
                 props = dict(message.properties, message_id=message.message_id, delivery_mode=2)
                 if message.headers is not None:
                     props["application_headers"] = message.headers
-                channel.basic_publish_confirm(
-                    amqp.Message(message.body, **props),
-                    exchange=message.exchange,
-                    routing_key=message.routing_key,
-                )
-        except Exception as exc:  # the broker or the client refused it: nothing to trace
-            self.outcomes[f"not-published:{type(exc).__name__}"] += 1
-            return False
-        return True
+                try:
+                    channel.basic_publish_confirm(
+                        amqp.Message(message.body, **props),
+                        exchange=message.exchange,
+                        routing_key=message.routing_key,
+                    )
+                except Exception as exc:  # the broker or the client refused it: no trace due
+                    self.outcomes[f"not-published:{type(exc).__name__}"] += 1
+                    conn.release()
+                    conn = None
+                    continue
+                sent.append(message)
+        finally:
+            if conn is not None:
+                conn.release()
+        return sent
 
     def _settle(self, sent: list[Published]) -> Verdict:
         deadline = time.monotonic() + SETTLE_TIMEOUT
