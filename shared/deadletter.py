@@ -14,6 +14,7 @@ undecodable bodies, no task header, unknown task names, disallowed content types
 import logging
 import re
 import traceback as tb
+from contextlib import suppress
 from datetime import UTC, datetime
 
 from billiard.einfo import ExceptionWithTraceback
@@ -119,7 +120,7 @@ def dead_letter(
     properties = message.properties or {}
     with app.producer_pool.acquire(block=True) as producer:
         producer.publish(
-            message.body,
+            getattr(message, "wire_body", message.body) or b"",
             exchange=topo.dlx,
             routing_key=headers["x-original-queue"],
             headers=headers,
@@ -161,6 +162,23 @@ def is_final(exc: BaseException) -> bool:
     if isinstance(exc, Reject):
         return not exc.requeue
     return not isinstance(exc, (Retry, Ignore, WorkerLostError, SystemExit, KeyboardInterrupt))
+
+
+def _keep_wire_body(message) -> None:
+    """Keep the body's bytes for the dead-letter copy, then decode it as py-amqp would have.
+
+    py-amqp decodes a body by its ``content_encoding`` on arrival, and the copy re-encoded
+    it: a codec that does not round-trip (UTF-16 with a big-endian byte-order mark) changed
+    the body the DLQ promises to keep. So the consuming channel does not decode
+    (``DeadLetteringConsumer.connect``) and this does, keeping the bytes as ``wire_body``.
+    A bodyless message arrives as ``''``, which no codec may encode: ``b""``.
+    """
+    body = message.body
+    message.wire_body = body.encode() if isinstance(body, str) else body
+    if isinstance(body, bytes) and message.content_encoding:
+        # As py-amqp: an unknown codec or bytes it cannot decode leave the body bytes.
+        with suppress(Exception):
+            message.body = body.decode(message.content_encoding)
 
 
 class TaskExpired(Exception):
@@ -224,6 +242,7 @@ class DeadLetteringConsumer(Consumer):
 
         def on_task_received(message) -> None:
             try:
+                _keep_wire_body(message)
                 if isinstance(message.headers, dict) and "task" in message.headers:
                     check_message(message)
                 handle(message)
@@ -237,6 +256,12 @@ class DeadLetteringConsumer(Consumer):
                     self._dead(message, reason_for(exc) if known else "malformed-message", exc)
 
         return on_task_received
+
+    def connect(self):
+        """The consuming connection, with bodies as the bytes on the wire (``_keep_wire_body``)."""
+        conn = super().connect()
+        conn.default_channel.auto_decode = False
+        return conn
 
     def _dead(self, message, reason: str, exc: BaseException | None) -> None:
         if settle_dead(self.app, message, reason=reason, exc=exc):
