@@ -239,12 +239,13 @@ class DeadLetteringConsumer(Consumer):
         """
         handle = super().create_task_handler(promise)
         recoverable = self.connection_errors + self.channel_errors
+        max_eta = self.app.conf.broker_consumer_timeout / 2
 
         def on_task_received(message) -> None:
             try:
                 _keep_wire_body(message)
                 if isinstance(message.headers, dict) and "task" in message.headers:
-                    check_message(message)
+                    check_message(message, max_eta)
                 handle(message)
             except recoverable:
                 raise

@@ -17,6 +17,7 @@ def cases() -> dict[str, tuple[bytes, dict, dict, str]]:
     """Per case: body, properties, headers, the reason both DLQs must show."""
     e = envelope("malformed@example.com")
     past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    next_year = (datetime.now(UTC) + timedelta(days=365)).isoformat()
     return {
         # The three shapes a Node.js publisher crashed workers with.
         "bare-envelope": (json.dumps(e).encode(), JSON, headers(e), "malformed-body"),
@@ -47,6 +48,10 @@ def cases() -> dict[str, tuple[bytes, dict, dict, str]]:
                                    "malformed-body"),
         # Valid, but expired before it arrived: kept, not silently discarded.
         "expired": (framed(e), JSON, headers(e, expires=past), "expired"),
+        # Held unacked in a worker past the broker's consumer_timeout, round after round.
+        "eta-next-year": (framed(e), JSON, headers(e, eta=next_year), "eta-too-far"),
+        "ignore-result-a-table": (framed(e), JSON, headers(e, ignore_result={"a": 1}),
+                                  "malformed-headers"),
     }  # fmt: skip
 
 
