@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import (
+    BackendStoreError,
     Ignore,
     InvalidTaskError,
     Reject,
@@ -27,6 +28,7 @@ from celery.exceptions import (
 )
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
+from celery.worker.state import task_ready
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
@@ -37,6 +39,8 @@ from shared.wire import MalformedMessage, check_message
 
 logger = logging.getLogger(__name__)
 
+#: First delay before a task whose result could not be stored runs again (as service.py's).
+RESULT_OUTAGE_DELAY = 5
 DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
 TRACEBACK_LIMIT = 2000
 MESSAGE_LIMIT = 1000
@@ -182,6 +186,16 @@ class DeadLetteringRequest(Request):
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
+        if is_final(exc) and not self.acknowledged and _delivery_gone(self._message):
+            # The broker lost the consumer's channel (a broker crash or a partition, often
+            # the very cause of ``exc``): it has requeued the message already and will
+            # deliver it again. A dead-letter copy now would put it in two places.
+            logger.warning("%s[%s] failed after its delivery was lost, it will run again: %r",
+                           self.task_name, self.id, exc)  # fmt: skip
+            task_ready(self)
+            return None
+        if isinstance(exc, BackendStoreError) and self._retry_after_outage(exc):
+            return None
         if is_final(exc) and not self.acknowledged and not self._already_revoked:
             copied = settle_dead(
                 self.app,
@@ -198,6 +212,35 @@ class DeadLetteringRequest(Request):
         return super().on_failure(
             exc_info, send_failed_event=send_failed_event, return_ok=return_ok
         )
+
+    def _retry_after_outage(self, exc: BackendStoreError) -> bool:
+        """The task ran but its result could not be stored (its database is away): run it
+        again once the database is back, like a handler's own database errors, rather than
+        dead-letter work that was done (tasks run at least once, so they are idempotent).
+        False when the outage budget is spent or the retry cannot be published."""
+        self.task.push_request(dict(self._request_dict), args=self.args, kwargs=self.kwargs)
+        try:
+            self.task.retry_after_outage(exc, RESULT_OUTAGE_DELAY)
+        except Retry as retry:
+            logger.warning("%s[%s]: result not stored, database away; again in %s s",
+                           self.task_name, self.id, retry.when)  # fmt: skip
+        except Exception:
+            logger.exception("%s[%s]: could not schedule its run after the outage",
+                             self.task_name, self.id)  # fmt: skip
+            return False
+        finally:
+            self.task.pop_request()
+        self.acknowledge()
+        task_ready(self)
+        return True
+
+
+def _delivery_gone(message) -> bool:
+    """The channel ``message`` came on is closed: it can be neither acked nor copied alone."""
+    channel = getattr(message, "channel", None)
+    return channel is not None and (
+        not getattr(channel, "is_open", True) or getattr(channel, "connection", 1) is None
+    )
 
 
 class DeadLetteringConsumer(Consumer):
