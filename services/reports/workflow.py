@@ -7,6 +7,7 @@ a chain collects the details (a long, resumable scan), aggregates and renders th
 return value, the report id, is the workflow's result.
 """
 
+import functools
 import logging
 import time
 from datetime import UTC, date, datetime
@@ -26,7 +27,7 @@ from services.reports.periods import period, shards
 from services.reports.render import markdown, summarize
 from services.reports.scan import Progress, next_batch
 from shared.contracts import ReportGenerated, ReportGeneratedPayload
-from shared.service import Service
+from shared.service import DATABASE_RETRY_DELAY, DATABASE_UNAVAILABLE, Service
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ def register(service: Service, settings: ReportsSettings) -> None:
     """Define the workflow's tasks on the service's Celery app."""
     celery, db = service.celery, service.db
 
-    @celery.task(name="reports.count_shard", shared=False)
-    def count_shard(start: str, end: str) -> dict[str, Any]:
+    @celery.task(name="reports.count_shard", bind=True, shared=False)
+    @_outage_retried
+    def count_shard(task, start: str, end: str) -> dict[str, Any]:
         query = (
             sa.select(facts.c.type, sa.func.count())
             .where(facts.c.occurred_at >= datetime.fromisoformat(start))
@@ -83,6 +85,7 @@ def register(service: Service, settings: ReportsSettings) -> None:
         time_limit=settings.report_time_limit,
         max_retries=20,
     )
+    @_outage_retried
     def collect(task, summed: dict[str, Any], kind: str, day: str) -> dict[str, Any]:
         """Scan the period's facts; on the soft time limit save progress, retry, resume."""
         start, end = period(kind, date.fromisoformat(day), ZoneInfo(celery.conf.timezone))
@@ -119,6 +122,7 @@ def register(service: Service, settings: ReportsSettings) -> None:
         return {**collected, "summary": summarize(collected["totals"], collected["breakdown"])}
 
     @celery.task(name="reports.render", bind=True, shared=False)
+    @_outage_retried
     def render(task, document: dict[str, Any]) -> str:
         """Store the report, then announce it. The event id derives from this task's id, so
         a redelivered render announces the same event again and consumers drop the copy."""
@@ -148,6 +152,25 @@ def register(service: Service, settings: ReportsSettings) -> None:
             )
         )  # fmt: skip
         return rid
+
+
+def _outage_retried(run):
+    """A workflow task waits out a database outage as an event handler does
+    (``shared/service.py``): retried once the database is back, without spending its
+    ``max_retries``, never dead-lettered for it. A chord member keeps its id and chord."""
+
+    @functools.wraps(run)
+    def wrapper(task, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return run(task, *args, **kwargs)
+        except DATABASE_UNAVAILABLE as exc:
+            if _cut_short(exc):  # the soft time limit, surfacing as a database error
+                raise
+            logger.warning("%s[%s]: database unavailable, retrying: %s",
+                           task.name, task.request.id, exc)  # fmt: skip
+            raise task.retry_after_outage(exc, DATABASE_RETRY_DELAY) from None
+
+    return wrapper
 
 
 def _cut_short(exc: BaseException | None) -> bool:
