@@ -70,8 +70,12 @@ bench: install services
 # Faults injected into CHAOS_EVENTS signups, on private servers (RabbitMQ :5690, PostgreSQL :5433).
 CHAOS_EVENTS    ?= 10000
 CHAOS_SMTP_DOWN ?= 60
+CHAOS_DB_DOWN   ?= 300
+CHAOS_PARTITION ?= 150
+CHAOS_RATE      ?= 25
 chaos: install
-	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --smtp-down $(CHAOS_SMTP_DOWN)
+	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --rate $(CHAOS_RATE) --smtp-down $(CHAOS_SMTP_DOWN) \
+	  --db-down $(CHAOS_DB_DOWN) --partition $(CHAOS_PARTITION)
 
 # One process each, as deployed (python -m shared.ops workers prints the same commands).
 # Run as the service: AMQP_URL=amqp://notifier:PW@host// DATABASE_URL=... make worker-notifier

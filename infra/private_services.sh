@@ -58,7 +58,7 @@ CONF
 
 rabbit_down() {
   if rabbit_running; then ctl stop >/dev/null 2>&1 || true; fi
-  [ -f "$BASE/pid" ] && kill -9 "$(cat "$BASE/pid")" 2>/dev/null || true
+  [ -f "$BASE/pid" ] && kill -9 "$(cat "$BASE/pid" 2>/dev/null)" 2>/dev/null || true
   rm -rf "$BASE"
 }
 
