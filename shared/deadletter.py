@@ -16,6 +16,7 @@ import re
 import traceback as tb
 from datetime import UTC, datetime
 
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import (
     BackendStoreError,
@@ -29,7 +30,7 @@ from celery.exceptions import (
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from celery.worker.state import task_ready
-from kombu.exceptions import ContentDisallowed, DecodeError
+from kombu.exceptions import ContentDisallowed, DecodeError, OperationalError
 from vine import promise
 
 from shared.app import PUBLISH_RETRY_POLICY
@@ -39,6 +40,9 @@ from shared.wire import MalformedMessage, check_message
 
 logger = logging.getLogger(__name__)
 
+#: What a task raises when the broker does not answer it (kombu's library error, or the
+#: client's own when a connection breaks outside kombu's retries).
+BROKER_AWAY = (OperationalError, AmqpConnectionError)
 #: First delay before a task whose result could not be stored runs again (as service.py's).
 RESULT_OUTAGE_DELAY = 5
 DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
@@ -186,14 +190,26 @@ class DeadLetteringRequest(Request):
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
-        if is_final(exc) and not self.acknowledged and _delivery_gone(self._message):
-            # The broker lost the consumer's channel (a broker crash or a partition, often
-            # the very cause of ``exc``): it has requeued the message already and will
-            # deliver it again. A dead-letter copy now would put it in two places.
-            logger.warning("%s[%s] failed after its delivery was lost, it will run again: %r",
-                           self.task_name, self.id, exc)  # fmt: skip
-            task_ready(self)
-            return None
+        if is_final(exc) and not self.acknowledged:
+            if _delivery_gone(self._message):
+                # The broker lost the consumer's channel (a crash, often the very cause of
+                # ``exc``): it has requeued the message and will deliver it again. A
+                # dead-letter copy now would put it in two places.
+                logger.warning("%s[%s] failed after its delivery was lost, it will run again:"
+                               " %r", self.task_name, self.id, exc)  # fmt: skip
+                task_ready(self)
+                return None
+            if isinstance(exc, BROKER_AWAY):
+                # The broker did not answer the task (crashed, partitioned): not the
+                # message's fault. Back to its queue, at most ``x-delivery-limit`` times;
+                # if the connection is gone the broker requeues it by itself. A copy in
+                # the DLQ would be published once the broker is back, beside the
+                # redelivered original.
+                logger.warning("%s[%s]: broker unavailable, requeued: %r",
+                               self.task_name, self.id, exc)  # fmt: skip
+                task_ready(self)
+                self.reject(requeue=True)
+                return None
         if isinstance(exc, BackendStoreError) and self._retry_after_outage(exc):
             return None
         if is_final(exc) and not self.acknowledged and not self._already_revoked:
