@@ -72,8 +72,12 @@ bench: install services
 # Faults injected into CHAOS_EVENTS signups, on private servers (RabbitMQ :5690, PostgreSQL :5433).
 CHAOS_EVENTS    ?= 10000
 CHAOS_SMTP_DOWN ?= 60
+CHAOS_DB_DOWN   ?= 300
+CHAOS_PARTITION ?= 150
+CHAOS_RATE      ?= 25
 chaos: install
-	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --smtp-down $(CHAOS_SMTP_DOWN)
+	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --rate $(CHAOS_RATE) --smtp-down $(CHAOS_SMTP_DOWN) \
+	  --db-down $(CHAOS_DB_DOWN) --partition $(CHAOS_PARTITION)
 
 # Generated messages at the AMQP edge (tests/fuzz): N of them, a random seed unless
 # FUZZ_SEED is given; prints the outcomes per reason and every distinct failure, shrunk.

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task, bootsteps
+from celery.app.task import X_DEATH_HEADERS
 from celery.exceptions import Retry
 
 from shared.check import StartupCheck
@@ -90,7 +91,10 @@ class ServiceTask(Task):
             request,
             countdown=countdown,
             retries=request.retries,
-            headers={**(request.headers or {}), OUTAGE_HEADER: waited + step},
+            # Without x-death: Celery drops it from every retry too. A second pass through
+            # the same delay queue with it is a dead-letter cycle to RabbitMQ, which then
+            # holds the message at that queue's head for good, and every retry behind it.
+            headers={**_without_x_death(request.headers), OUTAGE_HEADER: waited + step},
             queue=self._own_queue(),
         )
         signature.apply_async()
@@ -98,6 +102,10 @@ class ServiceTask(Task):
 
     def _own_queue(self) -> str:
         return self.app.amqp.router.route({}, self.name)["queue"].name
+
+
+def _without_x_death(headers: dict | None) -> dict:
+    return {k: v for k, v in (headers or {}).items() if k not in X_DEATH_HEADERS}
 
 
 class DeclareTopology(bootsteps.StartStopStep):

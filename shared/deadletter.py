@@ -17,8 +17,10 @@ import traceback as tb
 from contextlib import suppress
 from datetime import UTC, datetime
 
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import (
+    BackendStoreError,
     Ignore,
     InvalidTaskError,
     Reject,
@@ -29,7 +31,8 @@ from celery.exceptions import (
 from celery.utils.dispatch import Signal
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
-from kombu.exceptions import ContentDisallowed, DecodeError
+from celery.worker.state import task_ready
+from kombu.exceptions import ContentDisallowed, DecodeError, OperationalError
 from vine import promise
 
 from shared.app import PUBLISH_RETRY_POLICY
@@ -39,6 +42,11 @@ from shared.wire import MalformedMessage, check_message
 
 logger = logging.getLogger(__name__)
 
+#: What a task raises when the broker does not answer it (kombu's library error, or the
+#: client's own when a connection breaks outside kombu's retries).
+BROKER_AWAY = (OperationalError, AmqpConnectionError)
+#: First delay before a task whose result could not be stored runs again (as service.py's).
+RESULT_OUTAGE_DELAY = 5
 DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
 TRACEBACK_LIMIT = 2000
 MESSAGE_LIMIT = 1000
@@ -207,6 +215,28 @@ class DeadLetteringRequest(Request):
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
+        if is_final(exc) and not self.acknowledged:
+            if _delivery_gone(self._message):
+                # The broker lost the consumer's channel (a crash, often the very cause of
+                # ``exc``): it has requeued the message and will deliver it again. A
+                # dead-letter copy now would put it in two places.
+                logger.warning("%s[%s] failed after its delivery was lost, it will run again:"
+                               " %r", self.task_name, self.id, exc)  # fmt: skip
+                task_ready(self)
+                return None
+            if isinstance(exc, BROKER_AWAY):
+                # The broker did not answer the task (crashed, partitioned): not the
+                # message's fault. Back to its queue, at most ``x-delivery-limit`` times;
+                # if the connection is gone the broker requeues it by itself. A copy in
+                # the DLQ would be published once the broker is back, beside the
+                # redelivered original.
+                logger.warning("%s[%s]: broker unavailable, requeued: %r",
+                               self.task_name, self.id, exc)  # fmt: skip
+                task_ready(self)
+                self.reject(requeue=True)
+                return None
+        if isinstance(exc, BackendStoreError) and self._retry_after_outage(exc):
+            return None
         if is_final(exc) and not self.acknowledged and not self._already_revoked:
             copied = settle_dead(
                 self.app,
@@ -223,6 +253,35 @@ class DeadLetteringRequest(Request):
         return super().on_failure(
             exc_info, send_failed_event=send_failed_event, return_ok=return_ok
         )
+
+    def _retry_after_outage(self, exc: BackendStoreError) -> bool:
+        """The task ran but its result could not be stored (its database is away): run it
+        again once the database is back, like a handler's own database errors, rather than
+        dead-letter work that was done (tasks run at least once, so they are idempotent).
+        False when the outage budget is spent or the retry cannot be published."""
+        self.task.push_request(dict(self._request_dict), args=self.args, kwargs=self.kwargs)
+        try:
+            self.task.retry_after_outage(exc, RESULT_OUTAGE_DELAY)
+        except Retry as retry:
+            logger.warning("%s[%s]: result not stored, database away; again in %s s",
+                           self.task_name, self.id, retry.when)  # fmt: skip
+        except Exception:
+            logger.exception("%s[%s]: could not schedule its run after the outage",
+                             self.task_name, self.id)  # fmt: skip
+            return False
+        finally:
+            self.task.pop_request()
+        self.acknowledge()
+        task_ready(self)
+        return True
+
+
+def _delivery_gone(message) -> bool:
+    """The channel ``message`` came on is closed: it can be neither acked nor copied alone."""
+    channel = getattr(message, "channel", None)
+    return channel is not None and (
+        not getattr(channel, "is_open", True) or getattr(channel, "connection", 1) is None
+    )
 
 
 class DeadLetteringConsumer(Consumer):
