@@ -71,14 +71,17 @@ class ServiceTask(Task):
         options["queue"] = self._own_queue()
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
-    def retry_after_outage(self, exc: Exception, delay: float) -> Retry:
+    def retry_after_outage(
+        self, exc: Exception, delay: float, headers: dict[str, Any] | None = None
+    ) -> Retry:
         """Retry once a dependency is back, without spending the task's ``max_retries``.
 
         Those bound the task's own failures (an SMTP server refusing, a bug), not how long
         the database takes to restart: the new message keeps ``retries`` and counts the
         wait in its own header instead. Delays start at ``delay`` and double up to a
         minute; past ``OUTAGE_BUDGET`` seconds waited in all, ``exc`` is raised (and
-        dead-lettered). Raises ``Retry`` like ``retry``.
+        dead-lettered). ``headers`` are added to the retry: what the task must know when it
+        runs again that only the broker can keep meanwhile. Raises ``Retry`` like ``retry``.
         """
         request = self.request
         waited = (request.headers or {}).get(OUTAGE_HEADER)
@@ -94,7 +97,11 @@ class ServiceTask(Task):
             # Without x-death: Celery drops it from every retry too. A second pass through
             # the same delay queue with it is a dead-letter cycle to RabbitMQ, which then
             # holds the message at that queue's head for good, and every retry behind it.
-            headers={**_without_x_death(request.headers), OUTAGE_HEADER: waited + step},
+            headers={
+                **_without_x_death(request.headers),
+                **(headers or {}),
+                OUTAGE_HEADER: waited + step,
+            },
             queue=self._own_queue(),
         )
         signature.apply_async()
