@@ -36,6 +36,7 @@ from kombu.exceptions import ContentDisallowed, DecodeError, OperationalError
 from vine import promise
 
 from shared.app import PUBLISH_RETRY_POLICY
+from shared.intake import received, translate
 from shared.results import ChordTimeout
 from shared.topology import service
 from shared.wire import MalformedMessage, check_message
@@ -104,7 +105,8 @@ def dead_letter(
 ) -> None:
     """Publish a confirmed copy of ``message`` to its service's DLX with failure headers."""
     topo = service(app.main)
-    headers = dict(message.headers or {})
+    sent = received(message)  # a translated CloudEvent is dead-lettered as it was sent
+    headers = dict(sent.headers or {})
     delivery = message.delivery_info or {}
     cause = exc.reason if isinstance(exc, Reject) and exc.reason is not None else exc
     if traceback is None and cause is not None and cause.__traceback__ is not None:
@@ -117,7 +119,7 @@ def dead_letter(
             "x-exception-message": str(cause)[:MESSAGE_LIMIT] if cause is not None else "",
             "x-traceback": (traceback or "")[-TRACEBACK_LIMIT:],
             "x-service": topo.name,
-            "x-task": str(headers.get("task") or ""),
+            "x-task": str((message.headers or {}).get("task") or ""),
             "x-attempts": _attempts(headers.get("retries")),
             "x-original-exchange": exchange,
             "x-original-routing-key": routing_key,
@@ -128,12 +130,12 @@ def dead_letter(
     properties = message.properties or {}
     with app.producer_pool.acquire(block=True) as producer:
         producer.publish(
-            getattr(message, "wire_body", message.body) or b"",
+            getattr(message, "wire_body", sent.body) or b"",  # the bytes as they arrived
             exchange=topo.dlx,
             routing_key=headers["x-original-queue"],
             headers=headers,
-            content_type=message.content_type or "application/octet-stream",
-            content_encoding=message.content_encoding or "binary",
+            content_type=sent.content_type or "application/octet-stream",
+            content_encoding=sent.content_encoding or "binary",
             delivery_mode=2,
             **{k: properties[k] for k in KEPT_PROPERTIES if properties.get(k) is not None},
             retry=True,
@@ -144,7 +146,7 @@ def dead_letter(
         "dead-lettered %s message task=%s id=%s reason=%s: %s",
         topo.name,
         headers["x-task"],
-        headers.get("id"),
+        (message.headers or {}).get("id"),
         reason,
         headers["x-exception-message"],
     )
@@ -303,6 +305,7 @@ class DeadLetteringConsumer(Consumer):
         def on_task_received(message) -> None:
             try:
                 _keep_wire_body(message)
+                translate(message, service(self.app.main))
                 if isinstance(message.headers, dict) and "task" in message.headers:
                     check_message(message, max_eta)
                 handle(message)
