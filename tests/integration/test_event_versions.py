@@ -30,14 +30,25 @@ def consumers(stack, monkeypatch):
             migrate(stack.database_url, consumer.service.name)
             with Connection(stack.amqp_url) as conn:
                 declare_service(conn.default_channel, consumer.service.topology)
-            stack.purge(consumer.service.topology.dlq, consumer.service.topology.events_queue)
             workers.append(stack.worker(consumer.service.name, EVENTFUL_SYSTEM=SYSTEM).start())
         yield legacy.service, localized.service
     finally:
         for worker in workers:
             worker.stop()
+        _remove(stack, legacy.service.topology, localized.service.topology)
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def _remove(stack, *consumers) -> None:
+    """Take the consumers off the session's vhost: later tests see only the real system."""
+    with Connection(stack.amqp_url) as conn:
+        channel = conn.channel()
+        for topo in consumers:
+            for queue in (*topo.work_queues(), topo.dead_letter_queue()):
+                channel.queue_delete(queue.name)
+            for exchange in (topo.name, topo.dlx):
+                channel.exchange_delete(exchange)
 
 
 def signed_up(version: int, **payload_extra: str) -> dict:
