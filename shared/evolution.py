@@ -25,9 +25,10 @@ class UnsupportedVersion(ValueError):
 
 
 def contract_of(event_type: str, data: Any) -> type[Event] | None:
-    """The contract of the version ``data`` says it is; None if it names no integer
-    version (the caller's contract then explains what is wrong with the envelope)."""
-    version = data.get("version") if isinstance(data, dict) else None
+    """The contract of the version ``data`` says it is (none said: 1, as before versions
+    were read); None if it names no integer version (the caller's contract then explains
+    what is wrong with the envelope)."""
+    version = data.get("version", 1) if isinstance(data, dict) else None
     if not isinstance(version, int) or isinstance(version, bool):
         return None
     try:

@@ -38,5 +38,6 @@ def test_a_v2_event_is_read_as_v1_by_a_v1_handler():
 def test_the_contract_of_an_event_is_the_one_of_the_version_it_carries():
     assert contract_of("user.signed_up", envelope(2, locale="de")) is UserSignedUpV2
     assert contract_of("user.signed_up", {"version": "2"}) is None  # the envelope explains
+    assert contract_of("user.signed_up", {"payload": {}}) is UserSignedUp  # every consumer alike
     with pytest.raises(UnsupportedVersion, match="user.signed_up v3"):
         contract_of("user.signed_up", envelope(3))
