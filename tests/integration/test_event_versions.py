@@ -9,6 +9,7 @@ from uuid import NAMESPACE_URL, uuid5
 import pytest
 from kombu import Connection
 
+import services
 from shared.db import migrate
 from shared.settings import get_settings
 from shared.topology import declare_service
@@ -33,15 +34,19 @@ def consumers(stack, monkeypatch):
             workers.append(stack.worker(consumer.service.name, EVENTFUL_SYSTEM=SYSTEM).start())
         yield legacy.service, localized.service
     finally:
-        for worker in workers:
-            worker.stop()
-        _remove(stack, legacy.service.topology, localized.service.topology)
-        monkeypatch.undo()
-        get_settings.cache_clear()
+        try:
+            for worker in workers:
+                worker.stop()
+            _remove(stack, legacy.service.topology, localized.service.topology)
+        finally:  # whatever failed above, later tests run the real system
+            monkeypatch.undo()
+            get_settings.cache_clear()
 
 
 def _remove(stack, *consumers) -> None:
-    """Take the consumers off the session's vhost: later tests see only the real system."""
+    """Take the consumers off the session's vhost, and the test's events out of the real
+    subscribers' queues: later tests see only the real system and their own messages."""
+    stack.purge(*(d.topology.events_queue for d in services.SERVICES if d.topology.subscribes))
     with Connection(stack.amqp_url) as conn:
         channel = conn.channel()
         for topo in consumers:
