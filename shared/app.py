@@ -10,7 +10,7 @@ from celery.app.task import X_DEATH_HEADERS
 from celery.exceptions import Retry
 
 from shared.check import StartupCheck
-from shared.contracts import Command, Event
+from shared.contracts import Command, event_types
 from shared.logs import use_json_logs
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
@@ -139,7 +139,7 @@ def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..
     def route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, Any] | None:
         if name in own_queues:
             return {"queue": own_queues[name]}
-        if name in Event.registry:
+        if name in event_types():
             return {"exchange": EVENTS_EXCHANGE, "exchange_type": "topic", "routing_key": name}
         if name in Command.registry:
             owner = Command.registry[name].owner()

@@ -36,6 +36,7 @@ from kombu.exceptions import ContentDisallowed, DecodeError, OperationalError
 from vine import promise
 
 from shared.app import PUBLISH_RETRY_POLICY
+from shared.evolution import UnsupportedVersion
 from shared.intake import received, translate
 from shared.results import ChordTimeout
 from shared.topology import service
@@ -70,6 +71,8 @@ def reason_for(exc: BaseException) -> str:
         return "malformed-message"
     if isinstance(exc, Reject) and isinstance(exc.reason, ChordTimeout):
         return "chord-timeout"
+    if isinstance(exc, Reject) and isinstance(exc.reason, UnsupportedVersion):
+        return "unsupported-version"
     if isinstance(exc, Reject):
         return "rejected"
     if isinstance(exc, DecodeError):
