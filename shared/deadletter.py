@@ -31,6 +31,7 @@ from celery.worker.request import Request
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
+from shared.allowed import check_allowed
 from shared.app import PUBLISH_RETRY_POLICY
 from shared.results import ChordTimeout
 from shared.topology import service
@@ -226,6 +227,7 @@ class DeadLetteringConsumer(Consumer):
             try:
                 if isinstance(message.headers, dict) and "task" in message.headers:
                     check_message(message)
+                    check_allowed(self.app, message)
                 handle(message)
             except recoverable:
                 raise
