@@ -1,7 +1,7 @@
 """Which messages a service's queue may run, judged only by what the broker vouches for.
 
-Topic permissions check routing keys, not the ``task`` header: notifier may publish to
-``reports.tasks`` (to send a command) with ``task=reports.render``. So a worker runs:
+Topic permissions check routing keys, not the ``task`` header: a service ``a`` may publish
+to ``b.tasks`` (to send ``b`` a command) with ``task=b.internal_step``. So a worker runs:
 
 - any task, when the message's ``user_id`` is the service's own broker user or the
   operator's (``OPERATOR_USER``: DLQ replays). RabbitMQ refuses a publish whose

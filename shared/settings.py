@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         "http://guest:guest@127.0.0.1:15672",
         description="Management API URL(s), ';'-separated, used by the operations CLI.",
     )
+    local_mode: bool = Field(
+        False,
+        description="A developer's machine (make run, make test, make demo): secrets that are"
+        " not set take their well-known local defaults instead of refusing to start.",
+    )
     operator_user: str = Field(
         "guest",
         description="The operator's broker user: a worker runs any task it publishes"
