@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 test demo run api bench chaos: export LOCAL_MODE = 1
 
 .PHONY: install services lint format test test-unit test-cluster cluster-up cluster-down \
-        migrate topology plan run demo bench chaos api relay beat
+        migrate topology plan run demo bench chaos fuzz api relay beat
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -72,8 +72,18 @@ bench: install services
 # Faults injected into CHAOS_EVENTS signups, on private servers (RabbitMQ :5690, PostgreSQL :5433).
 CHAOS_EVENTS    ?= 10000
 CHAOS_SMTP_DOWN ?= 60
+CHAOS_DB_DOWN   ?= 300
+CHAOS_PARTITION ?= 150
+CHAOS_RATE      ?= 25
 chaos: install
-	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --smtp-down $(CHAOS_SMTP_DOWN)
+	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --rate $(CHAOS_RATE) --smtp-down $(CHAOS_SMTP_DOWN) \
+	  --db-down $(CHAOS_DB_DOWN) --partition $(CHAOS_PARTITION)
+
+# Generated messages at the AMQP edge (tests/fuzz): N of them, a random seed unless
+# FUZZ_SEED is given; prints the outcomes per reason and every distinct failure, shrunk.
+N ?= 20000
+fuzz: install services
+	FUZZ_MESSAGES=$(N) $(PY) -m pytest tests/integration/test_fuzz_edge.py -q -s
 
 # One worker, as its service declares it (eventful workers lists them):
 # make worker-notifier. Run as the service: AMQP_URL=amqp://notifier:PW@host// DATABASE_URL=...

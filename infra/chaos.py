@@ -1,7 +1,7 @@
 """`make chaos`: N signups through signup -> notifier -> reports while faults are injected,
 then what became of every event, counted; exits 1 on any loss, duplicate or dropped message.
 
-    python -m infra.chaos --events 10000 --smtp-down 60
+    python -m infra.chaos --events 2000 --rate 3 --db-down 300 --partition 150
 
 On private servers (``infra/private_services.sh``: RabbitMQ node ``chaos@localhost`` on
 5690, PostgreSQL cluster ``chaos`` on 5433; never the machine's own, which other test runs
@@ -9,9 +9,13 @@ share), with a notifier and a reports worker, the signup outbox relay and an SMT
 on loopback. A producer signs users up at ``--rate`` per second (the user and its
 ``user.signed_up`` committed to the outbox together; the relay publishes them). Meanwhile,
 spread evenly over the production time (each as soon as the one before is over), one
-fault after another: SIGKILL of the notifier mid-send, a RabbitMQ restart, SIGKILL of the
-reports worker, a PostgreSQL restart mid-send, the SMTP server down for ``--smtp-down`` seconds;
-after each, a batch of bad input. Then it waits until the pipeline is complete or quiet,
+fault after another (``FAULTS``): SIGKILL of the notifier mid-send; SIGKILL of the whole
+RabbitMQ node; a partition between the workers and the broker (``--partition`` seconds,
+connections that hang, past the heartbeat); SIGKILL of the reports worker; a PostgreSQL
+restart mid-send; a PostgreSQL crash (``stop -m immediate``) while report chords run,
+then no database for ``--db-down`` seconds; the SMTP server answering 421 at the greeting
+(``--smtp-busy``), then slowly (``--smtp-slow``), then down (``--smtp-down``); after
+each, a batch of bad input. Then it waits until the pipeline is complete or quiet,
 counts (``infra/chaos_count.py``), prints one table, stops everything it started and
 removes the private servers (not with ``--keep``).
 """
@@ -31,14 +35,17 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
 from infra import chaos_faults as faults
-from infra.chaos_count import busy_queues, complete, count, progress
+from infra.chaos_count import SUBSCRIBERS, busy_queues, complete, count, declare_ledger, progress
 from infra.chaos_env import MANAGEMENT_URL, Busy, Fleet, World, exclusive, private_services
-from infra.processes import free_port
+from infra.processes import free_port, wait_for
+from infra.tcp_proxy import TcpProxy
 
 #: Exit status when another chaos run holds the private servers (EX_TEMPFAIL).
 BUSY = 75
-#: Seconds a signup keeps trying while the database is away before the run gives up.
+#: Seconds a signup keeps trying, beyond the planned outage, before the run gives up.
 DATABASE_PATIENCE = 120
+#: The report workflows started just before the database crash: (kind, days ago).
+REPORTS = (("daily", 0), ("daily", 1), ("weekly", 7))
 
 
 def say(text: str) -> None:
@@ -49,9 +56,9 @@ class Producer(threading.Thread):
     """Signs up ``n`` users at ``rate`` per second, each retried until its transaction is
     known to have committed (a restarting database answers errors for a while)."""
 
-    def __init__(self, n: int, rate: float) -> None:
+    def __init__(self, n: int, rate: float, patience: float) -> None:
         super().__init__(name="chaos-producer", daemon=True)
-        self.n, self.rate, self.accepted = n, rate, 0
+        self.n, self.rate, self.accepted, self.patience = n, rate, 0, int(patience)
         self.started = time.monotonic()
 
     def run(self) -> None:
@@ -62,7 +69,7 @@ class Producer(threading.Thread):
         outbox = Outbox(service)
         for i in range(self.n):
             time.sleep(max(0.0, self.started + i / self.rate - time.monotonic()))
-            for attempt in range(DATABASE_PATIENCE * 2):
+            for attempt in range(self.patience * 2):
                 try:
                     with service.db.transaction() as session:
                         create_user(session, outbox, email=f"user{i}@chaos.example.com", name="C")
@@ -70,7 +77,7 @@ class Producer(threading.Thread):
                 except DuplicateEmail:
                     break  # an earlier try did commit; only its answer was lost
                 except DBAPIError:
-                    if attempt == DATABASE_PATIENCE * 2 - 1:
+                    if attempt == self.patience * 2 - 1:
                         raise
                     time.sleep(0.5)
             self.accepted += 1
@@ -86,6 +93,31 @@ def welcome_retry_scale(outage: float) -> float:
         min(task.retry_backoff_max, task.retry_backoff * 2**i) for i in range(task.max_retries)
     )
     return max(0.01, 2 * outage / window)
+
+
+def start_reports(engine) -> list[str]:
+    """Send ``GenerateReport`` for each of ``REPORTS`` and wait until one of their chords'
+    shard counts has run: the workflows are in flight, not merely queued."""
+    from datetime import date, timedelta
+
+    from services.reports.app import service
+    from shared.contracts import GenerateReport
+
+    query = "SELECT count(*) FROM reports.celery_taskmeta WHERE name = 'reports.count_shard'"
+    before = _scalar(engine, query)
+    ids = [
+        service.send(GenerateReport(kind=kind, day=date.today() - timedelta(days=ago)))
+        for kind, ago in REPORTS
+    ]
+    wait_for(lambda: _scalar(engine, query) > before, timeout=60, interval=0.05)
+    return ids
+
+
+def _scalar(engine, sql: str) -> int:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text(sql)).scalar_one()
 
 
 def settle(engine, world: World, accepted: int, timeout: float) -> str:
@@ -110,45 +142,74 @@ def run(args: argparse.Namespace) -> int:
     world = World(uuid.uuid4().hex[:8], logs, free_port())
     fleet: Fleet | None = None
     mailbox: faults.Mailbox | None = None
+    proxy = TcpProxy(5690).start()  # workers <-> broker, to partition them
     started = time.monotonic()
     try:
         private_services("up")
         say(f"private servers up; run {world.run_id}, logs in {logs}")
         world.create()
-        world.env["RETRY_DELAY_SCALE"] = f"{welcome_retry_scale(args.smtp_down):.3f}"
+        smtp_away = max(args.smtp_down, args.smtp_busy)
+        world.env["RETRY_DELAY_SCALE"] = f"{welcome_retry_scale(smtp_away):.3f}"
+        # A workflow caught by the crash may wait out the outage, and must end in the run.
+        world.env["CHORD_TIMEOUT"] = str(int(args.db_down + 180))
+        declare_ledger(world.amqp_url)
         mailbox = faults.Mailbox(world.smtp_port)
-        fleet = Fleet(world)
+        fleet = Fleet(world, proxy.url(world.amqp_url))
         fleet.start()
-        producer = Producer(args.events, args.rate)
+        producer = Producer(args.events, args.rate, args.db_down + DATABASE_PATIENCE)
         producer.start()
-        injections: list[Callable[[], str]] = [
-            lambda: faults.kill_notifier_mid_send(fleet, mailbox),
-            faults.restart_rabbitmq,
-            lambda: faults.kill_worker(fleet, "reports"),
-            lambda: faults.restart_postgres_mid_send(mailbox),
-            lambda: faults.smtp_outage(mailbox, args.smtp_down),
-        ]
         engine = create_engine(world.database_url, pool_pre_ping=True)  # it restarts too
+        reports: list[str] = []
+
+        def crash_with_reports() -> str:
+            reports.extend(start_reports(engine))
+            return f"{len(reports)} report workflows in flight"
+
+        injections: list[tuple[str, Callable[[], str]]] = [
+            ("kill -9 notifier mid-send", lambda: faults.kill_notifier_mid_send(fleet, mailbox)),
+            ("kill -9 RabbitMQ node", faults.kill_rabbitmq),
+            ("partition workers/RabbitMQ", lambda: faults.partition_broker(proxy, args.partition)),
+            ("kill -9 reports worker", lambda: faults.kill_worker(fleet, "reports")),
+            ("PostgreSQL restart mid-send", lambda: faults.restart_postgres_mid_send(mailbox)),
+            ("PostgreSQL crash + outage",
+             lambda: faults.crash_postgres(args.db_down, crash_with_reports)),
+            ("SMTP 421 at greeting", lambda: faults.smtp_busy(mailbox, args.smtp_busy)),
+            ("SMTP slow answers",
+             lambda: faults.smtp_slow(mailbox, args.smtp_slow, args.smtp_delay)),
+            ("SMTP down", lambda: faults.smtp_outage(mailbox, args.smtp_down)),
+        ]  # fmt: skip
+        done: list[str] = []
         bad: list[faults.BadMessage] = []
         spacing = args.events / args.rate / (len(injections) + 1)
-        for k, inject in enumerate(injections, start=1):
+        for k, (name, inject) in enumerate(injections, start=1):
             time.sleep(max(0.0, producer.started + k * spacing - time.monotonic()))
-            before = progress(engine)
-            say(f"fault {k} at event {producer.accepted} ({before['sent']} e-mails sent so far)")
-            say(f"fault {k}: {inject()}")
+            at = f"at signup {producer.accepted}"
+            say(f"fault {k} {at} ({progress(engine)['sent']} e-mails sent so far): {name}")
+            done.append(f"{k}. {at}: {inject()}")
+            say(f"fault {done[-1]}")
             bad += faults.publish_bad_input(world.amqp_url, args.bad_per_kind)
         producer.join()
         say(f"all {producer.accepted} signups committed; {len(bad)} bad messages published")
         say(f"settled: {settle(engine, world, producer.accepted, args.settle_timeout)}")
-        tally = count(engine, world.amqp_url, producer.accepted, mailbox.messages, bad)
+        tally = count(engine, world.amqp_url, producer.accepted, mailbox.messages, bad, reports)
         engine.dispose()
-        if dead := fleet.dead():
-            tally.notes.append(f"processes that exited by themselves: {dead}")
+        dead, children = fleet.dead(), fleet.pool_children_lost()
+        tally.restarts = len(dead) + children
+        if dead or children:
+            tally.notes.append(f"exited by themselves: {dead}, pool processes lost: {children}")
         print(f"\nchaos: {args.events} events in {time.monotonic() - started:.0f} s")
+        print("faults injected:\n" + "\n".join(done))
+        print(
+            f"messages: {producer.accepted} signups, {len(bad)} bad messages"
+            f" ({len(faults.BAD_KINDS)} kinds, each to {len(SUBSCRIBERS)}"
+            f" subscribers), {len(reports)} report workflows"
+        )
         print(tally.table(), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps({
                 "lost": tally.lost, "duplicates": tally.duplicates, "dropped": tally.dropped,
+                "wrong_reason": tally.misfiled, "worker_restarts": tally.restarts,
+                "faults": done, "outcomes": dict(tally.outcomes),
                 "rows": [vars(r) for r in tally.rows + tally.dlq_rows], "notes": tally.notes,
             }, indent=2))  # fmt: skip
         return 0 if tally.ok else 1
@@ -157,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
             fleet.stop()
         if mailbox is not None:
             mailbox.down()
+        proxy.stop()
         if not args.keep:
             private_services("down")
 
@@ -168,6 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=10_000, help="signups to drive through")
     parser.add_argument("--rate", type=float, default=25.0, help="signups per second")
     parser.add_argument("--smtp-down", type=float, default=60.0, help="SMTP outage, seconds")
+    parser.add_argument(
+        "--db-down", type=float, default=300.0, help="PostgreSQL crash outage, seconds"
+    )
+    parser.add_argument(
+        "--partition", type=float, default=150.0, help="workers/broker partition, seconds"
+    )
+    parser.add_argument("--smtp-busy", type=float, default=60.0, help="SMTP 421, seconds")
+    parser.add_argument("--smtp-slow", type=float, default=60.0, help="SMTP slow, seconds")
+    parser.add_argument(
+        "--smtp-delay", type=float, default=5.0, help="SMTP answer delay while slow, seconds"
+    )
     parser.add_argument("--bad-per-kind", type=int, default=2, help="per kind, after each fault")
     parser.add_argument(
         "--settle-timeout", type=float, default=600.0, help="seconds to wait after the last signup"

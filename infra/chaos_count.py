@@ -3,13 +3,24 @@
 The truth is what signup committed: its users and the ``user.signed_up`` rows of its
 outbox (one database per run, so every row is this run's). Each later stage is counted
 against it by event id: a welcome delivery ``sent`` in ``notifier.deliveries``, the
-welcome e-mail at the SMTP server (by its Message-ID, stable per event), a
-``user.signed_up`` fact and a ``notification.sent`` fact in ``reports.facts``. The bad
-input must be in every subscriber's DLQ.
+welcome e-mail at the SMTP server, a ``user.signed_up`` fact and a ``notification.sent``
+fact in ``reports.facts``. The bad input must be in every subscriber's DLQ with the
+reason its kind calls for; a report workflow started during the database crash must have
+finished or be in ``reports.dlq`` with a reason.
+
+Duplicates are never counted from tables whose unique keys hide them. They come from
+evidence outside the services: the SMTP server's received mail (by Message-ID, and by
+recipient, each user is welcomed once), and the broker's own copy of every event
+published (``chaos.ledger``, bound to ``events`` with ``#``): two different event ids for
+one delivery (``notification.sent``) or one user (``user.signed_up``) are two facts for
+one thing. Copies of one event id (a relay whose confirm was lost) are at-least-once by
+design, shown but not failed, as are the broker's redeliveries.
 """
 
+import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -22,11 +33,28 @@ from shared.management import Management
 
 MESSAGE_ID = re.compile(r"^Message-ID: <([0-9a-f-]{36})@notifier>", re.MULTILINE | re.IGNORECASE)
 SUBSCRIBERS = ("notifier", "reports")
+LEDGER = "chaos.ledger"
+
+
+def declare_ledger(amqp_url: str) -> None:
+    """The broker's own record of every event published to ``events`` (a quorum queue,
+    so it survives the node's SIGKILL like the queues it shadows)."""
+    with Connection(amqp_url) as conn:
+        channel = conn.default_channel
+        channel.queue_declare(
+            LEDGER, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"}
+        )
+        channel.queue_bind(LEDGER, "events", "#")
 
 
 def welcome_message_id(event_id: UUID) -> str:
     """The Message-ID the notifier gives an event's welcome e-mail (Delivery.message_id)."""
     return str(uuid5(NAMESPACE_URL, f"{event_id}/welcome_email"))
+
+
+def welcome_task_id(event_id: UUID) -> str:
+    """The id of an event's welcome task (shared/service.py derives it from the event id)."""
+    return str(uuid5(NAMESPACE_URL, f"{event_id}/notifier.send_welcome_email"))
 
 
 @dataclass
@@ -47,10 +75,14 @@ class Tally:
     rows: list[Row] = field(default_factory=list)
     dlq_rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    misfiled: int = 0  # bad input in a DLQ with another reason, or none
+    stuck: int = 0  # report workflows neither finished nor dead-lettered
+    restarts: int = 0  # worker processes lost that the run did not kill
+    outcomes: Counter = field(default_factory=Counter)  # DLQ reasons, report outcomes
 
     @property
     def lost(self) -> int:
-        return sum(r.missing for r in self.rows)
+        return sum(r.missing for r in self.rows) + self.stuck
 
     @property
     def duplicates(self) -> int:
@@ -62,7 +94,7 @@ class Tally:
 
     @property
     def ok(self) -> bool:
-        return self.lost == self.duplicates == self.dropped == 0
+        return self.lost == self.duplicates == self.dropped == self.misfiled == self.restarts == 0
 
     def table(self) -> str:
         lines = [f"{'stage':<46} {'expected':>8} {'counted':>8} {'lost':>6} {'dup':>5}"]
@@ -74,10 +106,13 @@ class Tally:
         lines.append(f"{'bad input (per subscriber)':<46} {'sent':>8} {'in DLQ':>8} {'dropped':>6}")
         for row in self.dlq_rows:
             lines.append(f"{row.stage:<46} {row.expected:>8} {row.delivered:>8} {row.missing:>6}")
+        lines.append(f"{'outcomes (dead-letter reason, report workflow)':<46} {'count':>8}")
+        lines += [f"{k:<46} {v:>8}" for k, v in sorted(self.outcomes.items())]
         lines += [f"note: {n}" for n in self.notes]
         verdict = "PASS" if self.ok else "FAIL"
         lines.append(
-            f"lost={self.lost} duplicates={self.duplicates} dropped={self.dropped} {verdict}"
+            f"lost={self.lost} duplicates={self.duplicates} dropped={self.dropped}"
+            f" wrong-reason={self.misfiled} worker-restarts={self.restarts} {verdict}"
         )
         return "\n".join(lines)
 
@@ -118,23 +153,53 @@ def busy_queues(management_url: str, vhost: str) -> dict[str, int]:
     return {
         q["name"]: q.get("messages", 0)
         for q in queues
-        if q.get("messages") and not q["name"].endswith(".dlq")
+        if q.get("messages") and not q["name"].endswith(".dlq") and q["name"] != LEDGER
     }
 
 
-def dead_letters(amqp_url: str, queue: str) -> list[dict[str, Any]]:
-    """Every message in ``queue``, taken and acked: the run is over, nobody replays them."""
+def take_all(amqp_url: str, queue: str) -> list[tuple[dict[str, Any], bytes]]:
+    """Every message in ``queue`` (headers, body), taken and acked: the run is over."""
     taken = []
     with Connection(amqp_url) as conn:
         channel = conn.channel()
         while (message := channel.basic_get(queue, no_ack=False)) is not None:
-            taken.append(dict(message.headers or {}))
+            taken.append((dict(message.headers or {}), message.body))
             channel.basic_ack(message.delivery_tag)
     return taken
 
 
+def dead_letters(amqp_url: str, queue: str) -> list[dict[str, Any]]:
+    return [headers for headers, _ in take_all(amqp_url, queue)]
+
+
+def _ledger(amqp_url: str) -> tuple[Counter, Counter, Counter]:
+    """From the broker's copy of every event: copies per event id, and distinct event ids
+    per user (``user.signed_up``) and per delivery (``notification.sent``)."""
+    copies: Counter = Counter()
+    ids: dict[tuple[str, str], set[str]] = {}
+    for headers, body in take_all(amqp_url, LEDGER):
+        if str(headers.get("id", "")).startswith(BAD_PREFIX):
+            continue
+        try:
+            event = json.loads(body)[1]["event"]
+            payload = event["payload"]
+            key = payload.get("delivery_id") or payload.get("email") or event["id"]
+        except (ValueError, TypeError, KeyError, IndexError):
+            continue
+        copies[(event["type"], event["id"])] += 1
+        ids.setdefault((event["type"], str(key)), set()).add(event["id"])
+    per_thing = Counter({k: len(v) for k, v in ids.items()})
+    per_type = Counter(t for t, _ in copies)
+    return copies, per_thing, per_type
+
+
 def count(
-    engine: Engine, amqp_url: str, accepted: int, mails: list[dict], bad: list[BadMessage]
+    engine: Engine,
+    amqp_url: str,
+    accepted: int,
+    mails: list[dict],
+    bad: list[BadMessage],
+    reports: Sequence[str] = (),
 ) -> Tally:
     tally = Tally(accepted)
     users = _rows(engine, "SELECT count(*) FROM signup.users")[0][0]
@@ -161,6 +226,15 @@ def count(
     received = Counter(m for mail in mails for m in MESSAGE_ID.findall(mail["data"]))
     expected_mail = {welcome_message_id(e): e for e in events}
     mailed = {expected_mail[m] for m in received if m in expected_mail}
+    users_mailed = Counter(
+        to for mail in mails for to in mail["to"] if to.endswith("@chaos.example.com")
+    )
+    copies, per_thing, per_type = _ledger(amqp_url)
+    letters = {name: dead_letters(amqp_url, f"{name}.dlq") for name in SUBSCRIBERS}
+    welcome_tasks = {welcome_task_id(e) for e in sent}
+    sent_and_dead = sum(1 for h in letters["notifier"] if h.get("id") in welcome_tasks)
+    signup_ids = {k: n for (t, k), n in per_thing.items() if t == "user.signed_up"}
+    sent_ids = {k: n for (t, k), n in per_thing.items() if t == "notification.sent"}
     tally.rows = [
         Row("signup: signups accepted -> signup.users", accepted, users),
         Row("signup: user.signed_up in outbox -> published", len(events), len(published)),
@@ -171,21 +245,76 @@ def count(
             len(mailed),
             sum(n - 1 for m, n in received.items() if m in expected_mail and n > 1),
         ),
+        Row(
+            "smtp: users -> welcome e-mails by recipient",
+            accepted,
+            len(users_mailed),
+            sum(n - 1 for n in users_mailed.values() if n > 1),
+        ),
+        Row(
+            "broker: user.signed_up event ids per user",
+            accepted,
+            len(signup_ids),
+            sum(n - 1 for n in signup_ids.values() if n > 1),
+        ),
+        Row(
+            "broker: notification.sent ids per delivery",
+            len(sent),
+            len(sent_ids),
+            sum(n - 1 for n in sent_ids.values() if n > 1),
+        ),
+        Row("notifier.dlq: sent welcomes dead-lettered too", 0, sent_and_dead, sent_and_dead),
         Row("reports: facts user.signed_up", len(events), len(events & facts)),
         Row("reports: facts notification.sent (welcome)", len(sent), sent_facts),
     ]
+    again = Counter()
+    for (event_type, _), n in copies.items():
+        again[event_type] += n - 1
+    tally.notes.append(
+        f"events in the broker's ledger: {dict(per_type)};"
+        f" copies of an id published again (at-least-once): {dict(+again)}"
+    )
     if unexpected := sum(n for m, n in received.items() if m not in expected_mail):
         tally.notes.append(f"{unexpected} e-mail(s) not belonging to any event")
     if failed := Counter(s for e, s in welcome.items() if s != "sent"):
         tally.notes.append(f"welcome deliveries not sent: {dict(failed)}")
-    _count_dead_letters(tally, amqp_url, bad)
+    _count_dead_letters(tally, letters, bad)
+    _count_reports(tally, engine, letters["reports"], reports)
     return tally
 
 
-def _count_dead_letters(tally: Tally, amqp_url: str, bad: list[BadMessage]) -> None:
+def _reason(headers: dict) -> str:
+    if reason := headers.get("x-dead-letter-reason"):
+        return str(reason)
+    deaths = headers.get("x-death") or [{}]
+    return f"x-death:{deaths[0].get('reason')}" if deaths[0].get("reason") else "(none)"
+
+
+def _count_reports(tally: Tally, engine: Engine, letters: list[dict], ids: list[str]) -> None:
+    """Each report workflow: finished (its task SUCCESS), or dead-lettered with a reason
+    (any message of its tree: same root id); anything else waits forever, a loss."""
+    for task_id in ids:
+        state = _rows(
+            engine,
+            f"SELECT status FROM reports.celery_taskmeta WHERE task_id = '{task_id}'",
+        )
+        dead = [h for h in letters if task_id in (h.get("root_id"), h.get("id"))]
+        if state and state[0][0] == "SUCCESS":
+            tally.outcomes["report workflow: finished"] += 1
+        elif dead and all(_reason(h) != "(none)" for h in dead):
+            tally.outcomes[f"report workflow: dead-lettered ({_reason(dead[0])})"] += 1
+        else:
+            tally.stuck += 1
+            tally.outcomes["report workflow: neither finished nor dead-lettered"] += 1
+            tally.notes.append(f"report {task_id}: state {state}, dead letters {dead}")
+
+
+def _count_dead_letters(tally: Tally, all_letters: dict[str, list], bad: list[BadMessage]) -> None:
     expected = {b.id: b for b in bad}
     for name in SUBSCRIBERS:
-        letters = dead_letters(amqp_url, f"{name}.dlq")
+        letters = all_letters[name]
+        for h in letters:
+            tally.outcomes[f"{name}.dlq: {_reason(h)}"] += 1
         found = {str(h.get("id")): h for h in letters if str(h.get("id")).startswith(BAD_PREFIX)}
         tally.dlq_rows.append(Row(f"{name}.dlq", len(expected), len(set(found) & set(expected))))
         wrong = Counter(
@@ -193,6 +322,7 @@ def _count_dead_letters(tally: Tally, amqp_url: str, bad: list[BadMessage]) -> N
             for i, h in found.items()
             if i in expected and h.get("x-dead-letter-reason") != expected[i].reason
         )
+        tally.misfiled += sum(wrong.values())
         if wrong:
             tally.notes.append(
                 f"{name}.dlq: bad input with another reason than expected: {dict(wrong)}"

@@ -40,7 +40,7 @@ POOLS = {
 
 
 def private_services(command: str) -> None:
-    """``up``, ``down``, ``restart-rabbit`` or ``restart-pg`` of the private servers."""
+    """A command of ``infra/private_services.sh`` (``up``, ``down``, ``kill-rabbit``, ...)."""
     subprocess.run(["bash", str(SCRIPT), command], check=True, stdout=subprocess.DEVNULL)
 
 
@@ -112,15 +112,20 @@ class World:
 
 
 class Fleet:
-    """The processes under test: a notifier and a reports worker, and the signup outbox relay."""
+    """The processes under test: a notifier and a reports worker, and the signup outbox relay.
 
-    def __init__(self, world: World) -> None:
+    The workers reach the broker at ``broker_url`` (through a proxy that can partition
+    them from it); the relay, like the API it stands for, at the broker itself.
+    """
+
+    def __init__(self, world: World, broker_url: str | None = None) -> None:
         self.world = world
+        self.worker_env = {**world.env, "AMQP_URL": broker_url or world.amqp_url}
         self.workers = {name: self._worker(name) for name in POOLS}
         self.relay: subprocess.Popen | None = None
 
     def _worker(self, name: str) -> Worker:
-        return Worker(name, self.world.env, self.world.logs, *POOLS[name])
+        return Worker(name, self.worker_env, self.world.logs, *POOLS[name])
 
     def start(self) -> None:
         for worker in self.workers.values():
@@ -144,6 +149,13 @@ class Fleet:
         gone = [n for n, w in self.workers.items() if w.proc and w.proc.poll() is not None]
         return gone + (
             ["signup-outbox-relay"] if self.relay and self.relay.poll() is not None else []
+        )
+
+    def pool_children_lost(self) -> int:
+        """Pool processes that died under a worker (the run kills whole workers only)."""
+        return sum(
+            log.read_text(errors="replace").count("exited with '")
+            for log in self.world.logs.glob("*-worker-*.log")
         )
 
     def stop(self) -> None:

@@ -8,6 +8,7 @@ import json
 import pickle
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from kombu.exceptions import OperationalError
 from infra.chaos_env import Fleet, private_services
 from infra.processes import wait_for
 from infra.smtp_sink import SmtpSink
+from infra.tcp_proxy import TcpProxy
 
 #: Big enough to be refused by the contract (a name of at most 200 characters), far below
 #: RabbitMQ's own 128 MiB limit: the platform itself sets no message size limit.
@@ -71,10 +73,57 @@ def kill_worker(fleet: Fleet, name: str) -> str:
     return f"SIGKILL {name} worker, restarted"
 
 
-def restart_rabbitmq() -> str:
+def kill_rabbitmq() -> str:
+    """SIGKILL the whole node (no clean shutdown, nothing flushed on the way out): only
+    what the quorum queues had confirmed may survive, and all of it must."""
     started = time.monotonic()
-    private_services("restart-rabbit")
-    return f"RabbitMQ stop_app/start_app ({time.monotonic() - started:.1f} s)"
+    private_services("kill-rabbit")
+    return f"RabbitMQ node SIGKILL, back in {time.monotonic() - started:.1f} s"
+
+
+def partition_broker(proxy: TcpProxy, seconds: float) -> str:
+    """Partition the workers from the broker: their connections stay open and carry
+    nothing (no RST, no FIN), new ones are never answered; only the AMQP heartbeat can
+    tell them. Then the network heals."""
+    proxy.partition()
+    try:
+        time.sleep(seconds)
+    finally:
+        proxy.restore()
+    return f"workers<->RabbitMQ partitioned {seconds:g} s (connections hang)"
+
+
+def crash_postgres(seconds: float, in_flight: Callable[[], str]) -> str:
+    """``stop -m immediate`` (a crash: no checkpoint, recovery from the WAL at start) while
+    tasks run and ``in_flight()`` has just started report chords, then ``seconds`` with no
+    database at all."""
+    what = in_flight()
+    private_services("crash-pg")
+    try:
+        time.sleep(seconds)
+    finally:
+        private_services("start-pg")
+    return f"PostgreSQL stop -m immediate, down {seconds:g} s, {what}"
+
+
+def smtp_busy(mailbox: Mailbox, seconds: float) -> str:
+    """Every connection answered ``421`` at the greeting for ``seconds``."""
+    mailbox.sink.busy = 10**9
+    try:
+        time.sleep(seconds)
+    finally:
+        turned_away, mailbox.sink.busy = 10**9 - mailbox.sink.busy, 0
+    return f"SMTP 421 at the greeting for {seconds:g} s ({turned_away} connections)"
+
+
+def smtp_slow(mailbox: Mailbox, seconds: float, delay: float) -> str:
+    """Every message held ``delay`` seconds before the server answers, for ``seconds``."""
+    mailbox.sink.delay = delay
+    try:
+        time.sleep(seconds)
+    finally:
+        mailbox.sink.delay = 0.0
+    return f"SMTP answering after {delay:g} s for {seconds:g} s"
 
 
 def restart_postgres_mid_send(mailbox: Mailbox) -> str:

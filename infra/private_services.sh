@@ -3,8 +3,10 @@
 # so it can restart them while other test runs use 127.0.0.1:5672 and :5432 undisturbed.
 #   infra/private_services.sh up               start (or keep) both; print their URLs
 #   infra/private_services.sh down             stop both and delete their data
-#   infra/private_services.sh restart-rabbit   stop_app + start_app of the node
 #   infra/private_services.sh restart-pg       restart the PostgreSQL cluster
+#   infra/private_services.sh kill-rabbit      SIGKILL the whole node, then start it again
+#   infra/private_services.sh crash-pg         stop -m immediate (no checkpoint, as a crash)
+#   infra/private_services.sh start-pg         start the PostgreSQL cluster (after crash-pg)
 # Node chaos@localhost: AMQP 127.0.0.1:5690, management 15690, distribution 25690.
 # PostgreSQL: Debian cluster "chaos" on 127.0.0.1:5433, trust authentication.
 set -euo pipefail
@@ -56,14 +58,17 @@ CONF
 
 rabbit_down() {
   if rabbit_running; then ctl stop >/dev/null 2>&1 || true; fi
-  [ -f "$BASE/pid" ] && kill -9 "$(cat "$BASE/pid")" 2>/dev/null || true
+  [ -f "$BASE/pid" ] && kill -9 "$(cat "$BASE/pid" 2>/dev/null)" 2>/dev/null || true
   rm -rf "$BASE"
 }
 
-rabbit_restart() {
-  ctl stop_app >/dev/null
-  ctl start_app >/dev/null
-  ctl await_startup >/dev/null
+rabbit_kill() {  # the node's Erlang VM and its port helpers; never epmd, the machine's
+  local pid; pid=$(cat "$BASE/pid")
+  pkill -9 -P "$pid" 2>/dev/null || true
+  kill -9 "$pid"
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  ! rabbit_running || { echo "private services: $NODE survived SIGKILL" >&2; return 1; }
+  rabbit_up
   wait_port "$AMQP_PORT" "$NODE"
 }
 
@@ -88,10 +93,12 @@ case "${1:-}" in
     echo "DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/postgres"
     ;;
   down) rabbit_down; pg_down ;;
-  restart-rabbit) rabbit_restart ;;
   restart-pg)
     pg_ctlcluster "$PG_VERSION" "$PG_NAME" restart
     wait_port "$PG_PORT" "PostgreSQL cluster $PG_VERSION/$PG_NAME"
     ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  kill-rabbit) rabbit_kill ;;
+  crash-pg) pg_ctlcluster "$PG_VERSION" "$PG_NAME" stop -m immediate ;;
+  start-pg) pg_up ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

@@ -3,8 +3,11 @@
 Put it between a client and a shared server (``TcpProxy(5672).start()``, then point the
 client at ``proxy.url(url)``). ``cut()`` drops every open connection and makes new ones
 fail at once, as a dead broker would; ``hang()`` drops them too but then accepts new ones
-and never answers, as a stuck broker or a black-holed network would; ``restore()`` lets
-connections through again. The real server is never touched: other users see nothing.
+and never answers, as a stuck broker or a black-holed network would; ``partition()`` keeps
+open connections but passes no byte and no close either way, and leaves new ones
+unanswered, as a network partition does (only a heartbeat or a timeout tells the client);
+``restore()`` lets connections through again. The real server is never touched: other
+users see nothing.
 """
 
 import contextlib
@@ -23,6 +26,8 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._mode = "open"
+        self._flowing = threading.Event()  # cleared while partitioned
+        self._flowing.set()
         self._stopped = False
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
 
@@ -55,6 +60,12 @@ class TcpProxy:
         """Close every proxied connection; until ``restore()``, new ones get no answer."""
         self._switch("hang")
 
+    def partition(self) -> None:
+        """Until ``restore()``, open connections stay open but carry nothing (not even a
+        close), and new ones get no answer; ``restore()`` then closes them all, as a peer
+        that gave up on its side answers once the network is back."""
+        self._switch("partition")
+
     def restore(self) -> None:
         """Let new connections through again (connections held by ``hang()`` are closed)."""
         self._switch("open")
@@ -64,7 +75,11 @@ class TcpProxy:
             if mode == self._mode:
                 return
             self._mode = mode
+            if mode == "partition":
+                self._flowing.clear()
+                return
             sockets, self._open = self._open, set()
+        self._flowing.set()
         for sock in sockets:
             _close(sock)
 
@@ -85,7 +100,7 @@ class TcpProxy:
                 return
             with self._lock:
                 mode = self._mode
-                if mode == "hang":
+                if mode in ("hang", "partition"):
                     self._open.add(client)
             if mode == "cut":
                 _close(client)
@@ -105,10 +120,12 @@ class TcpProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(CHUNK):
+                self._flowing.wait()  # partitioned: the bytes go nowhere for now
                 dst.sendall(data)
         except OSError:
             pass
         finally:
+            self._flowing.wait()  # nor does a close cross a partition
             with self._lock:
                 self._open -= {src, dst}
             _close(src)

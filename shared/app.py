@@ -6,11 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task, bootsteps
+from celery.app.task import X_DEATH_HEADERS
 from celery.exceptions import Retry
 
 from shared.allowed import broker_user, stamped
 from shared.check import StartupCheck
-from shared.contracts import Command, Event
+from shared.contracts import Command, event_types
 from shared.logs import use_json_logs
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
@@ -71,14 +72,17 @@ class ServiceTask(Task):
         options["queue"] = self._own_queue()
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
-    def retry_after_outage(self, exc: Exception, delay: float) -> Retry:
+    def retry_after_outage(
+        self, exc: Exception, delay: float, headers: dict[str, Any] | None = None
+    ) -> Retry:
         """Retry once a dependency is back, without spending the task's ``max_retries``.
 
         Those bound the task's own failures (an SMTP server refusing, a bug), not how long
         the database takes to restart: the new message keeps ``retries`` and counts the
         wait in its own header instead. Delays start at ``delay`` and double up to a
         minute; past ``OUTAGE_BUDGET`` seconds waited in all, ``exc`` is raised (and
-        dead-lettered). Raises ``Retry`` like ``retry``.
+        dead-lettered). ``headers`` are added to the retry: what the task must know when it
+        runs again that only the broker can keep meanwhile. Raises ``Retry`` like ``retry``.
         """
         request = self.request
         waited = (request.headers or {}).get(OUTAGE_HEADER)
@@ -91,7 +95,14 @@ class ServiceTask(Task):
             request,
             countdown=countdown,
             retries=request.retries,
-            headers={**(request.headers or {}), OUTAGE_HEADER: waited + step},
+            # Without x-death: Celery drops it from every retry too. A second pass through
+            # the same delay queue with it is a dead-letter cycle to RabbitMQ, which then
+            # holds the message at that queue's head for good, and every retry behind it.
+            headers={
+                **_without_x_death(request.headers),
+                **(headers or {}),
+                OUTAGE_HEADER: waited + step,
+            },
             queue=self._own_queue(),
         )
         signature.apply_async()
@@ -99,6 +110,10 @@ class ServiceTask(Task):
 
     def _own_queue(self) -> str:
         return self.app.amqp.router.route({}, self.name)["queue"].name
+
+
+def _without_x_death(headers: dict | None) -> dict:
+    return {k: v for k, v in (headers or {}).items() if k not in X_DEATH_HEADERS}
 
 
 class DeclareTopology(bootsteps.StartStopStep):
@@ -125,7 +140,7 @@ def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..
     def route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, Any] | None:
         if name in own_queues:
             return {"queue": own_queues[name]}
-        if name in Event.registry:
+        if name in event_types():
             return {"exchange": EVENTS_EXCHANGE, "exchange_type": "topic", "routing_key": name}
         if name in Command.registry:
             owner = Command.registry[name].owner()

@@ -2,14 +2,22 @@
 
 An event is an envelope (id, type, version, occurred_at, source) around a typed payload.
 The id is stable across re-publishes, so consumers deduplicate on it. Each contract is
-versioned by its ``type`` and ``version`` literals; a new incompatible shape gets a new
-version and a new class.
+keyed by its ``type`` and ``version`` literals (``Event.registry``).
+
+Evolution (the README's rule, checked by ``tests/unit/test_contract_compatibility.py``):
+a published (type, version) never changes except that its payload may gain *optional*
+fields; readers ignore payload fields they do not know (payloads are ``extra="ignore"``,
+the envelope stays strict). Anything else (a field removed, renamed, retyped, rebounded,
+or a new required one) is a new version: a new class whose payload keeps every field of
+the previous version unchanged, and an ``upcaster`` from the previous version, so a
+consumer on either version reads both (``shared.evolution``).
 
 Every string is bounded: a contract is also what the receiving service can store, and
 the columns that store a field take their size from it (``max_length``), so what one
 service may publish the next can always keep.
 """
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID, uuid4
@@ -25,7 +33,7 @@ class Event(BaseModel):
     """Base envelope; subclasses pin ``type``/``version`` and type the payload."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    registry: ClassVar[dict[str, type["Event"]]] = {}
+    registry: ClassVar[dict[tuple[str, int], type["Event"]]] = {}
 
     id: UUID = Field(default_factory=uuid4)
     type: str = Field(max_length=100)
@@ -37,12 +45,13 @@ class Event(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         event_type = cls.model_fields["type"].default
-        if isinstance(event_type, str):
-            Event.registry[event_type] = cls
+        version = cls.model_fields["version"].default
+        if isinstance(event_type, str) and isinstance(version, int):
+            Event.registry[(event_type, version)] = cls
 
 
 class UserSignedUpPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     user_id: UUID
     email: EmailStr = Field(max_length=EMAIL_MAX)
     name: str = Field(min_length=1, max_length=200)
@@ -55,8 +64,21 @@ class UserSignedUp(Event):
     payload: UserSignedUpPayload
 
 
+class UserSignedUpV2Payload(UserSignedUpPayload):
+    #: A BCP 47 language tag ("en", "pt-BR"): the language the user reads.
+    locale: str = Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
+
+
+class UserSignedUpV2(Event):
+    """v2 adds the user's ``locale`` (required: a new version, not an optional field)."""
+
+    type: Literal["user.signed_up"] = "user.signed_up"
+    version: Literal[2] = 2
+    payload: UserSignedUpV2Payload
+
+
 class NotificationPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     delivery_id: str = Field(max_length=200)
     kind: str = Field(max_length=100)
     channel: Literal["email", "sms"]
@@ -79,7 +101,7 @@ class NotificationFailed(Event):
 
 
 class ReportGeneratedPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     report_id: UUID
     kind: str = Field(max_length=20)
     day: str = Field(max_length=10)
@@ -100,9 +122,39 @@ def max_length(model: type[BaseModel], field: str) -> int:
     return bounds[0]
 
 
-def event_class(event_type: str) -> type[Event]:
-    """The contract for an event type; KeyError names the unknown type."""
-    return Event.registry[event_type]
+def event_types() -> set[str]:
+    """Every event type with a contract, whatever its versions."""
+    return {event_type for event_type, _ in Event.registry}
+
+
+def event_class(event_type: str, version: int | None = None) -> type[Event]:
+    """The contract of (type, version), the newest version when None; KeyError if none."""
+    if version is None:
+        versions = [v for t, v in Event.registry if t == event_type]
+        if not versions:
+            raise KeyError(event_type)
+        version = max(versions)
+    return Event.registry[(event_type, version)]
+
+
+#: How an event of (type, version) becomes version + 1, on its JSON form.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def upcaster(event_type: str, version: int) -> Callable[[Callable], Callable]:
+    """Register the function that turns ``version`` of ``event_type`` into the next one."""
+
+    def register(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable:
+        UPCASTERS[(event_type, version)] = fn
+        return fn
+
+    return register
+
+
+@upcaster("user.signed_up", 1)
+def _signed_up_v1_to_v2(event: dict[str, Any]) -> dict[str, Any]:
+    """Every v1 user was welcomed in English: that is the locale v1 implies."""
+    return {**event, "version": 2, "payload": {**event["payload"], "locale": "en"}}
 
 
 class Command(BaseModel):

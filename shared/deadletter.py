@@ -14,10 +14,13 @@ undecodable bodies, no task header, unknown task names, disallowed content types
 import logging
 import re
 import traceback as tb
+from contextlib import suppress
 from datetime import UTC, datetime
 
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import (
+    BackendStoreError,
     Ignore,
     InvalidTaskError,
     Reject,
@@ -28,17 +31,25 @@ from celery.exceptions import (
 from celery.utils.dispatch import Signal
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
-from kombu.exceptions import ContentDisallowed, DecodeError
+from celery.worker.state import task_ready
+from kombu.exceptions import ContentDisallowed, DecodeError, OperationalError
 from vine import promise
 
 from shared.allowed import check_allowed
 from shared.app import PUBLISH_RETRY_POLICY
+from shared.evolution import UnsupportedVersion
+from shared.intake import received, translate
 from shared.results import ChordTimeout
 from shared.topology import service
 from shared.wire import MalformedMessage, check_message
 
 logger = logging.getLogger(__name__)
 
+#: What a task raises when the broker does not answer it (kombu's library error, or the
+#: client's own when a connection breaks outside kombu's retries).
+BROKER_AWAY = (OperationalError, AmqpConnectionError)
+#: First delay before a task whose result could not be stored runs again (as service.py's).
+RESULT_OUTAGE_DELAY = 5
 DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
 TRACEBACK_LIMIT = 2000
 MESSAGE_LIMIT = 1000
@@ -61,6 +72,8 @@ def reason_for(exc: BaseException) -> str:
         return "malformed-message"
     if isinstance(exc, Reject) and isinstance(exc.reason, ChordTimeout):
         return "chord-timeout"
+    if isinstance(exc, Reject) and isinstance(exc.reason, UnsupportedVersion):
+        return "unsupported-version"
     if isinstance(exc, Reject):
         return "rejected"
     if isinstance(exc, DecodeError):
@@ -96,7 +109,8 @@ def dead_letter(
 ) -> None:
     """Publish a confirmed copy of ``message`` to its service's DLX with failure headers."""
     topo = service(app.main)
-    headers = dict(message.headers or {})
+    sent = received(message)  # a translated CloudEvent is dead-lettered as it was sent
+    headers = dict(sent.headers or {})
     delivery = message.delivery_info or {}
     cause = exc.reason if isinstance(exc, Reject) and exc.reason is not None else exc
     if traceback is None and cause is not None and cause.__traceback__ is not None:
@@ -109,7 +123,7 @@ def dead_letter(
             "x-exception-message": str(cause)[:MESSAGE_LIMIT] if cause is not None else "",
             "x-traceback": (traceback or "")[-TRACEBACK_LIMIT:],
             "x-service": topo.name,
-            "x-task": str(headers.get("task") or ""),
+            "x-task": str((message.headers or {}).get("task") or ""),
             "x-attempts": _attempts(headers.get("retries")),
             "x-original-exchange": exchange,
             "x-original-routing-key": routing_key,
@@ -120,12 +134,12 @@ def dead_letter(
     properties = message.properties or {}
     with app.producer_pool.acquire(block=True) as producer:
         producer.publish(
-            message.body,
+            getattr(message, "wire_body", sent.body) or b"",  # the bytes as they arrived
             exchange=topo.dlx,
             routing_key=headers["x-original-queue"],
             headers=headers,
-            content_type=message.content_type or "application/octet-stream",
-            content_encoding=message.content_encoding or "binary",
+            content_type=sent.content_type or "application/octet-stream",
+            content_encoding=sent.content_encoding or "binary",
             delivery_mode=2,
             **{k: properties[k] for k in KEPT_PROPERTIES if properties.get(k) is not None},
             retry=True,
@@ -136,7 +150,7 @@ def dead_letter(
         "dead-lettered %s message task=%s id=%s reason=%s: %s",
         topo.name,
         headers["x-task"],
-        headers.get("id"),
+        (message.headers or {}).get("id"),
         reason,
         headers["x-exception-message"],
     )
@@ -162,6 +176,23 @@ def is_final(exc: BaseException) -> bool:
     if isinstance(exc, Reject):
         return not exc.requeue
     return not isinstance(exc, (Retry, Ignore, WorkerLostError, SystemExit, KeyboardInterrupt))
+
+
+def _keep_wire_body(message) -> None:
+    """Keep the body's bytes for the dead-letter copy, then decode it as py-amqp would have.
+
+    py-amqp decodes a body by its ``content_encoding`` on arrival, and the copy re-encoded
+    it: a codec that does not round-trip (UTF-16 with a big-endian byte-order mark) changed
+    the body the DLQ promises to keep. So the consuming channel does not decode
+    (``DeadLetteringConsumer.connect``) and this does, keeping the bytes as ``wire_body``.
+    A bodyless message arrives as ``''``, which no codec may encode: ``b""``.
+    """
+    body = message.body
+    message.wire_body = body.encode() if isinstance(body, str) else body
+    if isinstance(body, bytes) and message.content_encoding:
+        # As py-amqp: an unknown codec or bytes it cannot decode leave the body bytes.
+        with suppress(Exception):
+            message.body = body.decode(message.content_encoding)
 
 
 class TaskExpired(Exception):
@@ -190,6 +221,28 @@ class DeadLetteringRequest(Request):
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
+        if is_final(exc) and not self.acknowledged:
+            if _delivery_gone(self._message):
+                # The broker lost the consumer's channel (a crash, often the very cause of
+                # ``exc``): it has requeued the message and will deliver it again. A
+                # dead-letter copy now would put it in two places.
+                logger.warning("%s[%s] failed after its delivery was lost, it will run again:"
+                               " %r", self.task_name, self.id, exc)  # fmt: skip
+                task_ready(self)
+                return None
+            if isinstance(exc, BROKER_AWAY):
+                # The broker did not answer the task (crashed, partitioned): not the
+                # message's fault. Back to its queue, at most ``x-delivery-limit`` times;
+                # if the connection is gone the broker requeues it by itself. A copy in
+                # the DLQ would be published once the broker is back, beside the
+                # redelivered original.
+                logger.warning("%s[%s]: broker unavailable, requeued: %r",
+                               self.task_name, self.id, exc)  # fmt: skip
+                task_ready(self)
+                self.reject(requeue=True)
+                return None
+        if isinstance(exc, BackendStoreError) and self._retry_after_outage(exc):
+            return None
         if is_final(exc) and not self.acknowledged and not self._already_revoked:
             copied = settle_dead(
                 self.app,
@@ -207,6 +260,35 @@ class DeadLetteringRequest(Request):
             exc_info, send_failed_event=send_failed_event, return_ok=return_ok
         )
 
+    def _retry_after_outage(self, exc: BackendStoreError) -> bool:
+        """The task ran but its result could not be stored (its database is away): run it
+        again once the database is back, like a handler's own database errors, rather than
+        dead-letter work that was done (tasks run at least once, so they are idempotent).
+        False when the outage budget is spent or the retry cannot be published."""
+        self.task.push_request(dict(self._request_dict), args=self.args, kwargs=self.kwargs)
+        try:
+            self.task.retry_after_outage(exc, RESULT_OUTAGE_DELAY)
+        except Retry as retry:
+            logger.warning("%s[%s]: result not stored, database away; again in %s s",
+                           self.task_name, self.id, retry.when)  # fmt: skip
+        except Exception:
+            logger.exception("%s[%s]: could not schedule its run after the outage",
+                             self.task_name, self.id)  # fmt: skip
+            return False
+        finally:
+            self.task.pop_request()
+        self.acknowledge()
+        task_ready(self)
+        return True
+
+
+def _delivery_gone(message) -> bool:
+    """The channel ``message`` came on is closed: it can be neither acked nor copied alone."""
+    channel = getattr(message, "channel", None)
+    return channel is not None and (
+        not getattr(channel, "is_open", True) or getattr(channel, "connection", 1) is None
+    )
+
 
 class DeadLetteringConsumer(Consumer):
     """Closes Celery's holes: nothing the worker cannot run is acked away or lost silently."""
@@ -222,11 +304,14 @@ class DeadLetteringConsumer(Consumer):
         """
         handle = super().create_task_handler(promise)
         recoverable = self.connection_errors + self.channel_errors
+        max_eta = self.app.conf.broker_consumer_timeout / 2
 
         def on_task_received(message) -> None:
             try:
+                _keep_wire_body(message)
+                translate(message, service(self.app.main))
                 if isinstance(message.headers, dict) and "task" in message.headers:
-                    check_message(message)
+                    check_message(message, max_eta)
                     check_allowed(self.app, message)
                 handle(message)
             except recoverable:
@@ -239,6 +324,12 @@ class DeadLetteringConsumer(Consumer):
                     self._dead(message, reason_for(exc) if known else "malformed-message", exc)
 
         return on_task_received
+
+    def connect(self):
+        """The consuming connection, with bodies as the bytes on the wire (``_keep_wire_body``)."""
+        conn = super().connect()
+        conn.default_channel.auto_decode = False
+        return conn
 
     def _dead(self, message, reason: str, exc: BaseException | None) -> None:
         if settle_dead(self.app, message, reason=reason, exc=exc):

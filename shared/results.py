@@ -38,7 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 from celery import states
 from celery.backends.database import DatabaseBackend
-from celery.exceptions import MaxRetriesExceededError, Reject
+from celery.exceptions import BackendStoreError, MaxRetriesExceededError, Reject
 from celery.result import result_from_tuple
 from kombu.utils.encoding import ensure_bytes
 from sqlalchemy import Engine, create_engine
@@ -96,6 +96,15 @@ class PostgresBackend(DatabaseBackend):
     _statement = None
     _started: StartedRows | None = None
     _started_pid = 0
+
+    def mark_as_failure(self, task_id, exc, *args, **kwargs):
+        """Not when the failure is that a result could not be stored (its database away):
+        the task did its work and runs again once the database is back
+        (``DeadLetteringRequest``). Recorded, FAILURE would be final, and a chord waiting
+        for the task would fail with it."""
+        if isinstance(exc, BackendStoreError):
+            return None
+        return super().mark_as_failure(task_id, exc, *args, **kwargs)
 
     def _started_rows(self) -> StartedRows:
         if self._started is None or self._started_pid != os.getpid():

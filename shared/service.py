@@ -35,6 +35,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from shared.app import create_celery_app
 from shared.contracts import Command, Event
 from shared.db import Database
+from shared.evolution import UnsupportedVersion, contract_of, read_as
 from shared.retry import RetryPolicy, checked_task_options
 from shared.settings import Settings, get_settings
 from shared.topology import ServiceTopology, declare_service, service
@@ -83,7 +84,8 @@ class Service:
         self._factories = dict(dependencies or {})
         self._instances: dict[str, Any] = {}
         self._routes: dict[str, str] = {}
-        self._handlers: dict[str, list[Any]] = {}
+        #: Per event type, each handler's task and the contract (version) it was written for.
+        self._handlers: dict[str, list[tuple[Any, type[Event]]]] = {}
         #: Each handler of an event or command, by task name (``shared.testing`` runs them).
         self.handlers: dict[str, Handler] = {}
         #: Each task's retry policy, by task name (read by the startup check).
@@ -113,7 +115,7 @@ class Service:
             if event_type not in self._handlers:
                 self._handlers[event_type] = []
                 self._entry_task(event_cls)
-            self._handlers[event_type].append(task)
+            self._handlers[event_type].append((task, event_cls))
             return handler
 
         return decorate
@@ -171,15 +173,24 @@ class Service:
         return {**checked_task_options(owner, options), **policy.task_options()}
 
     def _entry_task(self, event_cls: type[Event]) -> None:
+        """The task named after the event type: validates the event under the contract of
+        the version it carries, then hands each handler the event in the version that
+        handler was written for (``shared.evolution``), or dead-letters the whole event
+        (``unsupported-version``) before dispatching anything."""
         event_type = event_cls.model_fields["type"].default
         self._routes[event_type] = self.topology.events_queue
 
         @self.celery.task(name=event_type, bind=True, ignore_result=True, shared=False)
         def dispatch(task, *args: Any, **kwargs: Any) -> None:
-            event = _validate(event_cls, "event", args, kwargs)
-            for handler_task in self._handlers[event_type]:
+            try:
+                wire = contract_of(event_type, kwargs.get("event"))
+                event = _validate(wire or event_cls, "event", args, kwargs)
+                shaped = [(t, read_as(event, c)) for t, c in self._handlers[event_type]]
+            except UnsupportedVersion as exc:
+                raise Reject(exc, requeue=False) from None
+            for handler_task, message in shaped:
                 handler_task.apply_async(
-                    kwargs={"event": event.model_dump(mode="json")},
+                    kwargs={"event": message.model_dump(mode="json")},
                     task_id=str(uuid5(NAMESPACE_URL, f"{event.id}/{handler_task.name}")),
                 )
 

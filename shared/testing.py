@@ -15,6 +15,7 @@ from typing import Any
 
 from celery.exceptions import Reject
 
+from shared.evolution import read_as
 from shared.service import InvalidMessage, Service
 
 
@@ -38,10 +39,11 @@ class Harness:
         return handler.fn(message, **{d: self.fakes[d] for d in handler.deps})
 
     def handle_event(self, event: Any) -> dict[str, Any]:
-        """Run every handler of ``event``'s type, as its entry task would dispatch it."""
-        body = event.model_dump(mode="json")
+        """Run every handler of ``event``'s type, as its entry task would dispatch it: in
+        the version each handler was written for (``shared.evolution``)."""
         return {
-            name: self.handle(name, event=body)
+            name: self.handle(name, event=read_as(event, handler.contract).model_dump(mode="json"))
             for name, handler in self.service.handlers.items()
-            if handler.key == "event" and handler.contract is type(event)
+            if handler.key == "event"
+            and handler.contract.model_fields["type"].default == event.type
         }

@@ -10,11 +10,12 @@ it, and each raises ``MalformedMessage`` (an ``InvalidTaskError``, which the con
 dead-letters) with a reason an operator can filter by and a message a publisher can act on.
 """
 
+from datetime import UTC, datetime
 from numbers import Real
 from typing import Any
 
 from celery.exceptions import InvalidTaskError
-from celery.utils.time import maybe_iso8601
+from celery.utils.time import maybe_iso8601, maybe_make_aware
 
 #: Headers the worker reads as strings (absent or null is fine, except ``id`` and ``task``).
 TEXT_HEADERS = ("root_id", "parent_id", "group", "shadow", "argsrepr", "kwargsrepr", "origin")
@@ -34,8 +35,15 @@ def _headers_error(detail: str) -> MalformedMessage:
     return MalformedMessage("malformed-headers", f"malformed headers: {detail}")
 
 
-def check_headers(headers: Any) -> None:
-    """The headers Celery's worker reads, with the types it assumes."""
+def check_headers(headers: Any, max_eta: float | None = None) -> None:
+    """The headers Celery's worker reads, with the types it assumes.
+
+    ``max_eta``: how far ahead an ``eta`` may lie, in seconds. The worker holds an ETA
+    message unacked in memory until it is due; past the broker's ``consumer_timeout`` the
+    broker closes the channel, and the message comes back to be held again, round after
+    round. Delays belong to native delayed delivery (a countdown), which holds them in
+    the broker.
+    """
     if not isinstance(headers, dict):
         raise _headers_error(f"expected a table, got {type(headers).__name__}")
     for name in ("id", "task"):
@@ -48,15 +56,24 @@ def check_headers(headers: Any) -> None:
     retries = headers.get("retries")
     if retries is not None and (type(retries) is not int or retries < 0):
         raise _headers_error(f"'retries' must be a non-negative integer, got {retries!r}"[:300])
+    if not isinstance(headers.get("ignore_result"), bool | None):
+        raise _headers_error(f"'ignore_result' must be a boolean, got {headers['ignore_result']!r}")
     for name in ("eta", "expires"):
         value = headers.get(name)
         if value is None:
             continue
         try:
-            maybe_iso8601(value)
-        except (AttributeError, TypeError, ValueError):
+            when = maybe_make_aware(maybe_iso8601(value))
+        except (AttributeError, TypeError, ValueError, OverflowError):
             detail = f"{name!r} must be an ISO 8601 time, got {value!r}"
             raise _headers_error(detail[:300]) from None
+        ahead = (when - datetime.now(UTC)).total_seconds()
+        if name == "eta" and max_eta is not None and ahead > max_eta:
+            raise MalformedMessage(
+                "eta-too-far",
+                f"'eta' is {ahead:.0f} s ahead, more than {max_eta:.0f} s: a worker would hold"
+                " it past the broker's consumer_timeout; publish with a countdown instead",
+            )
     timelimit = headers.get("timelimit")
     if timelimit is not None and not (
         isinstance(timelimit, list | tuple)
@@ -66,13 +83,13 @@ def check_headers(headers: Any) -> None:
         raise _headers_error(f"'timelimit' must be [hard, soft] seconds, got {timelimit!r}"[:300])
 
 
-def check_message(message: Any) -> None:
+def check_message(message: Any, max_eta: float | None = None) -> None:
     """A protocol-2 task message: headers, content type, then the decoded body.
 
     Decoding raises kombu's ``DecodeError`` / ``ContentDisallowed`` as Celery's would; the
     decoded body is cached on the message, so the worker does not decode it twice.
     """
-    check_headers(message.headers)
+    check_headers(message.headers, max_eta)
     if not message.content_type:
         # kombu would hand the raw bytes on as if they were the decoded body.
         raise MalformedMessage(

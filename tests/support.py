@@ -17,10 +17,12 @@ __all__ = [
 
 
 def drain(amqp_url: str, queue: str, timeout: float = 1.0) -> list[Any]:
-    """Take every message now in ``queue`` (acked): what an operator's "Get messages" shows."""
+    """Take every message now in ``queue`` (acked): what an operator's "Get messages" shows,
+    bodies as the bytes on the wire (not decoded by their ``content_encoding``)."""
     taken = []
     with Connection(amqp_url) as conn:
         channel = conn.channel()
+        channel.auto_decode = False
         while (message := channel.basic_get(queue, no_ack=False)) is not None:
             taken.append(message)
             channel.basic_ack(message.delivery_tag)

@@ -6,11 +6,14 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from services.notifier.deliveries import Deliveries, Delivery
+from services.notifier.deliveries import AcceptedUnrecorded, Deliveries, Delivery
 from services.notifier.errors import TryLater
 from shared.contracts import NotificationFailed, NotificationSent
+from shared.service import DATABASE_RETRY_DELAY
 
 logger = logging.getLogger(__name__)
+#: Header of a retry whose delivery the provider already accepted (its key).
+ACCEPTED = "x-accepted-delivery"
 SOURCE = "notifier"
 
 
@@ -32,8 +35,16 @@ class Attempts:
             "%s[%s] retries=%s: %s to %d recipient(s)",
             task.name, request.id, request.retries, delivery.key, len(delivery.recipients),
         )  # fmt: skip
+        accepted = (request.headers or {}).get(ACCEPTED) == delivery.key
         try:
-            sent_now = self.deliveries.deliver(delivery, send)
+            sent_now = self.deliveries.deliver(delivery, send, accepted=accepted)
+        except AcceptedUnrecorded as exc:
+            # The database is away for longer than a send may wait: the retry message,
+            # confirmed by the broker, keeps what the database could not, and only records.
+            outage = exc.__cause__ or exc
+            raise task.retry_after_outage(
+                outage, DATABASE_RETRY_DELAY, headers={ACCEPTED: delivery.key}
+            ) from None
         except TryLater as exc:
             raise task.retry(exc=exc, countdown=exc.retry_after) from None
         except SoftTimeLimitExceeded as exc:

@@ -107,15 +107,23 @@ def status_after(exc: BaseException) -> str:
     return "retrying"
 
 
+class AcceptedUnrecorded(Exception):
+    """The provider took the message and the database could not record it (the cause)."""
+
+
 class Deliveries:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def deliver(self, delivery: Delivery, send: Callable[[], None]) -> bool:
+    def deliver(self, delivery: Delivery, send: Callable[[], None], accepted: bool = False) -> bool:
         """Send unless already sent; True when this call sent it. A failed attempt is
         recorded (committed) and its exception re-raised for the retry policy. If the
-        database goes away during an accepted send, ``sent`` is recorded afresh."""
-        accepted = False
+        database goes away during an accepted send, ``sent`` is recorded afresh, or
+        ``AcceptedUnrecorded`` says it could not be. ``accepted``: an earlier attempt's
+        provider took the message; only its record is missing, nothing is sent."""
+        if accepted:
+            self._record_sent(delivery, patience=0.0)
+            return True
         try:
             with self.db.transaction() as session:
                 if self._claim(session, delivery) == "sent":
@@ -136,22 +144,22 @@ class Deliveries:
             return True
         raise failure
 
-    def _record_sent(self, delivery: Delivery) -> None:
+    def _record_sent(self, delivery: Delivery, patience: float = RECORD_PATIENCE) -> None:
         """The provider accepted the message but the claiming transaction died with its
         connection (a database restart mid-send): without this, the retry sends it again.
-        Retried on fresh connections for ``RECORD_PATIENCE`` seconds (below the send's
-        soft time limit, whose retry would send again too)."""
+        Retried on fresh connections for ``patience`` seconds (below the send's soft time
+        limit); a longer outage raises ``AcceptedUnrecorded``, for the retry to carry."""
         logger.warning("%s: accepted while the database went away; recording it", delivery.key)
-        deadline = time.monotonic() + RECORD_PATIENCE
+        deadline = time.monotonic() + patience
         while True:
             try:
                 with self.db.transaction() as session:
                     self._claim(session, delivery)
                     self._update(session, delivery.key, "sent", sent_at=datetime.now(UTC))
                 return
-            except DBAPIError:
-                if time.monotonic() > deadline:
-                    raise
+            except DBAPIError as exc:
+                if time.monotonic() >= deadline:
+                    raise AcceptedUnrecorded(delivery.key) from exc
                 time.sleep(1.0)
 
     def fail(self, task_id: str, error: str) -> Delivery | None:

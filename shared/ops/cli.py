@@ -19,10 +19,11 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 from sqlalchemy import create_engine
 
+from shared import contract_docs
 from shared.check import check_app
 from shared.db import ensure_database, migrate
 from shared.management import Management, ManagementError
-from shared.ops import definitions, dlq, replay
+from shared.ops import definitions, dlq, replay, upstreams
 from shared.ops.apply import apply_roles, apply_users, declare_topology, vhost_of
 from shared.ops.deployments import WORKERS
 from shared.ops.outbox import outbox_lag
@@ -343,6 +344,97 @@ def cmd_outbox_relay(service_name: str, interval: float, batch: int) -> int:
     from shared.outbox import relay_until_stopped
 
     return relay_until_stopped(service_name, interval, batch)
+
+
+@cli.group("upstream")
+def upstream_group() -> None:
+    """Broker users for services outside this system that publish events to `events`."""
+
+
+@upstream_group.command("add")
+@click.argument("name")
+@click.option("--publishes", multiple=True, required=True, help="event type(s) it may publish")
+def cmd_upstream_add(name: str, publishes: tuple[str, ...]) -> int:
+    """A user that may only publish these event types to `events` (again: new password)."""
+    settings, creds = get_settings(), CredentialSettings()
+    vhost = vhost_of(settings.amqp_url)
+    types = tuple(t.strip() for option in publishes for t in option.split(",") if t.strip())
+    management = Management(settings.rabbitmq_management_url)
+    try:
+        password = upstreams.add(management, vhost, creds, name, types)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    url = upstreams.amqp_url(creds, name, password, settings.amqp_url.split(";")[0])
+    print(f"{name}: user {creds.user(name)!r} may publish {', '.join(types)} to 'events'")
+    print(f"AMQP_URL={url}")
+    print("the password is shown only now; `upstream add` again sets a new one")
+    return 0
+
+
+@upstream_group.command("list")
+@AS_JSON
+def cmd_upstream_list(as_json: bool) -> int:
+    """Upstream users on this vhost and the event types each may publish."""
+    settings = get_settings()
+    found = upstreams.upstreams(
+        Management(settings.rabbitmq_management_url), vhost_of(settings.amqp_url),
+        CredentialSettings(),
+    )  # fmt: skip
+    if as_json:
+        _json([asdict(u) for u in found])
+        return 0
+    for u in found:
+        print(f"{u.name}  user {u.user!r}  publishes {', '.join(u.publishes) or '(nothing)'}")
+    return 0
+
+
+@upstream_group.command("remove")
+@click.argument("name")
+def cmd_upstream_remove(name: str) -> int:
+    """Delete an upstream's user."""
+    settings = get_settings()
+    management = Management(settings.rabbitmq_management_url)
+    upstreams.remove(management, vhost_of(settings.amqp_url), CredentialSettings(), name)
+    print(f"removed upstream {name}")
+    return 0
+
+
+@cli.group("contracts")
+def contracts_group() -> None:
+    """The contracts as documents: a JSON Schema per event version and command, and the
+    system's AsyncAPI 3.0 document (shared/contract_docs.py)."""
+
+
+CONTRACTS_DIR = click.option(
+    "--dir", "directory", default="contracts", show_default=True, type=click.Path(path_type=Path)
+)
+
+
+@contracts_group.command("write")
+@CONTRACTS_DIR
+def cmd_contracts_write(directory: Path) -> int:
+    """Regenerate the documents; refuses to break a published contract (exit 1)."""
+    try:
+        written = contract_docs.write(directory)
+    except contract_docs.BreakingChange as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {directory / path}")
+    print(f"{len(written)} document(s) changed")
+    return 0
+
+
+@contracts_group.command("check")
+@CONTRACTS_DIR
+def cmd_contracts_check(directory: Path) -> int:
+    """Exit 1 if the code breaks a published contract or the documents are stale."""
+    problems = contract_docs.breaks(directory) + contract_docs.drift(directory)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"to regenerate: {contract_docs.REGENERATE}")
+    return 1 if problems else 0
 
 
 def _engine():

@@ -16,6 +16,9 @@ from sqlalchemy import Engine, text
 
 from shared.topology import ServiceTopology
 
+#: The longest task id the audit and result tables store (Celery's own column is 155).
+TASK_ID_MAX = 155
+
 
 @dataclass
 class DeadLetter:
@@ -29,7 +32,10 @@ class DeadLetter:
 
     @property
     def task_id(self) -> str:
-        return str(self.headers.get("id") or "")
+        """The ``id`` header if a worker could run a task by it (a string that fits the
+        task id columns), else ``""``: a sender may have put anything there."""
+        value = self.headers.get("id")
+        return value if isinstance(value, str) and len(value) <= TASK_ID_MAX else ""
 
     @property
     def origin(self) -> str:
@@ -54,6 +60,7 @@ def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[Dea
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()
+        channel.auto_decode = False  # bodies as they were published, whatever the codec says
         channel.queue_declare(topo.dlq, passive=True)
         taken = []
         while (message := channel.basic_get(topo.dlq, no_ack=False)) is not None:

@@ -79,7 +79,8 @@ def _replay_copy(letter: DeadLetter, user: str) -> amqp.Message:
     operator's ``user`` (the broker checks it; the worker runs what the operator sends)."""
     headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-")}
     stamps = headers.get("stamps") if isinstance(headers.get("stamps"), dict) else {}
-    stamped = [h for h in headers.get("stamped_headers") or [] if h != REPLAY_STAMP]
+    previous = headers.get("stamped_headers")  # a sender may have put anything there
+    stamped = [h for h in previous if h != REPLAY_STAMP] if isinstance(previous, list) else []
     headers.update(
         {
             "retries": 0,
@@ -91,8 +92,9 @@ def _replay_copy(letter: DeadLetter, user: str) -> amqp.Message:
         }
     )
     props = letter.message.properties
+    # py-amqp hands a bodyless message over as '', which it would encode with the codec.
     return amqp.Message(
-        letter.message.body,
+        letter.message.body or b"",
         content_type=props.get("content_type"),
         content_encoding=props.get("content_encoding"),
         correlation_id=props.get("correlation_id"),
@@ -130,7 +132,7 @@ def _claim(engine: Engine, topo: ServiceTopology, item: Replay) -> tuple:
                 "o": getpass.getuser(),
                 "n": len(item.copies),
                 "t": letter.task_id,
-                "task": str(letter.headers.get("task") or ""),
+                "task": str(letter.headers.get("task") or "")[:255],  # the column's size
                 "q": letter.origin,
                 "r": str(letter.headers.get("x-dead-letter-reason") or ""),
                 "d": letter.dead_lettered_at,
@@ -159,7 +161,7 @@ def _reached(step: str, crash_after: str | None) -> None:
 
 def _skip_reason(topo: ServiceTopology, letter: DeadLetter) -> str | None:
     if not letter.task_id:
-        return "skipped: no task id (no worker can run it)"
+        return "skipped: no usable task id (no worker can run it)"
     if letter.origin not in {q.name for q in topo.work_queues()}:
         return f"skipped: no work queue of {topo.name} to go back to ({letter.origin!r})"
     if letter.status == "SUCCESS":

@@ -12,6 +12,7 @@ import uuid
 from sqlalchemy import text
 
 from infra.tcp_proxy import TcpProxy
+from services.notifier.deliveries import RECORD_PATIENCE
 from tests.support import JSON, envelope, framed, headers, publish_raw, wait_for
 
 OUTAGE = 40  # seconds: several times what three or five spent retries would survive
@@ -49,3 +50,39 @@ def test_a_database_outage_dead_letters_nothing_and_loses_nothing(clean_queues, 
     assert len(stack.smtp.to(email)) == 1
     assert stack.dead_letters("notifier") == []
     assert stack.dead_letters("reports") == []
+
+
+def test_a_send_accepted_as_the_database_dies_is_not_sent_again_after_a_long_outage(
+    clean_queues, db
+):
+    """The provider accepted the e-mail, then PostgreSQL stayed away longer than a send
+    may wait to record it (``RECORD_PATIENCE``): the retry carries the acceptance, so the
+    e-mail is recorded once the database is back, never sent a second time."""
+    stack = clean_queues
+    proxy = TcpProxy.to(stack.database_url).start()
+    env = {"DATABASE_URL": proxy.url(stack.database_url), "ADMIN_EMAILS": ""}
+    worker = stack.worker("notifier", **env).start()
+    email = f"accepted-{uuid.uuid4().hex[:6]}@example.com"
+    event = envelope(email)
+    stack.smtp.delay = 2.0
+    try:
+        publish_raw(stack.amqp_url, "events", "user.signed_up", framed(event),
+                    application_headers=headers(event), **JSON)  # fmt: skip
+        wait_for(lambda: stack.smtp.receiving, timeout=30)  # inside the SMTP conversation
+        proxy.cut()
+        wait_for(lambda: stack.smtp.to(email), timeout=30)  # accepted, not recordable
+        time.sleep(RECORD_PATIENCE + 10)
+        proxy.restore()
+        with db.connect() as conn:
+            wait_for(lambda: conn.execute(
+                text("SELECT status FROM notifier.deliveries WHERE id = :k"),
+                {"k": f"{event['id']}/welcome_email"},
+            ).scalar() == "sent", timeout=60)  # fmt: skip
+        time.sleep(2)  # a second send, if any, would come right after the retry
+    finally:
+        stack.smtp.delay = 0.0
+        proxy.restore()
+        worker.stop()
+        proxy.stop()
+    assert len(stack.smtp.to(email)) == 1
+    assert stack.dead_letters("notifier") == []

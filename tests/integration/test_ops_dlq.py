@@ -325,3 +325,67 @@ def test_outbox_status_shows_unpublished_rows_and_the_oldest_age(stack, db):
     line = next(x for x in result.stdout.splitlines() if x.startswith("signup.outbox:"))
     age = float(line.rsplit("oldest ", 1)[1].rstrip("s"))
     assert age >= 3600 and " 0 unpublished" not in line
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [(b"", "bogus"), (b"\xfe\xff\x00[", "utf-16"), (b"\xfe\xff[not json \x80", "latin-1")],
+)
+def test_a_replay_sends_the_body_bytes_as_dead_lettered_whatever_the_content_encoding(
+    stack, clean_queues, db, body, encoding
+):
+    """Found by the fuzzer (tests/fuzz): an empty dead letter whose ``content_encoding``
+    names no codec made ``dlq replay`` crash (py-amqp hands a bodyless message over as
+    ``''`` and encodes it with that codec), and a body decoded by its codec on the way
+    in was re-encoded on the way out (a UTF-16 byte-order mark flipped)."""
+    task_id = str(uuid.uuid4())
+    put_dead_email(stack.amqp_url, task_id, "enc@example.com")
+    with Connection(stack.amqp_url) as conn:  # the same dead letter, with this encoding
+        channel = conn.channel()
+        channel.auto_decode = False
+        dead = channel.basic_get(NOTIFIER.dlq, no_ack=True)
+    publish_raw(stack.amqp_url, NOTIFIER.dlx, "notifier.tasks", body, content_type="text/plain",
+                content_encoding=encoding, application_headers=dead.headers)  # fmt: skip
+
+    replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+
+    assert replayed.returncode == 0, replayed.stderr
+    with Connection(stack.amqp_url) as conn:
+        channel = conn.channel()
+        channel.auto_decode = False
+        again = channel.basic_get("notifier.tasks", no_ack=True)
+    assert (again.body or b"") == body  # py-amqp: a bodyless message reads as ''
+    assert again.properties["content_encoding"] == encoding
+
+
+def test_a_dead_letter_whose_id_is_not_a_usable_task_id_is_skipped_and_the_rest_replayed(
+    stack, clean_queues, db
+):
+    """Found by the fuzzer (tests/fuzz): a dead letter whose ``id`` header was a table (or a
+    string longer than any task id column) made ``dlq replay`` fail on its audit row, and
+    no dead letter after it in the DLQ could be replayed."""
+    for bad in ({"not": "an id"}, "x" * 300):
+        put_dead_email(stack.amqp_url, str(uuid.uuid4()), "bad@example.com", id=bad)
+    good = str(uuid.uuid4())
+    put_dead_email(stack.amqp_url, good, "fine@example.com")
+
+    replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert f"replayed: {good}" in replayed.stdout
+    assert replayed.stdout.count("skipped: no usable task id") == 2, replayed.stdout
+    assert depth(stack.amqp_url, NOTIFIER) == 2
+
+
+def test_a_dead_letter_with_garbage_headers_is_replayed(stack, clean_queues, db):
+    """Found by the fuzzer (tests/fuzz): a ``stamped_headers`` header that was not a list,
+    or a task name longer than the audit column, made ``dlq replay`` fail, and no dead
+    letter after it could be replayed."""
+    task_id = str(uuid.uuid4())
+    put_dead_email(stack.amqp_url, task_id, "stamps@example.com", stamped_headers=7, stamps=[1],
+                   task="notifier." + "n" * 300)  # fmt: skip
+
+    replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert f"replayed: {task_id}" in replayed.stdout

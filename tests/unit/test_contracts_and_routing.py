@@ -20,7 +20,7 @@ def test_an_event_round_trips_through_its_wire_form():
     wire = event.model_dump(mode="json")
     assert wire["type"] == "user.signed_up" and wire["version"] == 1
     assert UserSignedUp.model_validate(wire) == event
-    assert event_class("user.signed_up") is UserSignedUp
+    assert event_class("user.signed_up", 1) is UserSignedUp
 
 
 def test_an_event_with_a_wrong_version_or_missing_field_is_invalid():

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from shared.contracts import NotificationPayload, NotificationSent, UserSignedUp
+from shared.contracts import NotificationPayload, NotificationSent, UserSignedUp, UserSignedUpV2
 from shared.service import InvalidMessage, Service
 from shared.testing import Harness
 from shared.topology import ServiceTopology
@@ -56,6 +56,13 @@ def test_a_handler_runs_with_its_fakes_and_its_events_are_recorded():
     assert harness.handle_event(signup()) == {"mail.welcome": "sent"}
     assert mailer.sent == ["a@example.com"]
     assert [e.type for e in harness.published] == ["notification.sent"]
+
+
+def test_an_event_of_another_version_reaches_the_handler_in_its_version():
+    mailer = Mailer()
+    v2 = UserSignedUpV2(source="signup", payload={**signup().payload.model_dump(), "locale": "de"})
+    assert Harness(service, mailer=mailer).handle_event(v2) == {"mail.welcome": "sent"}
+    assert mailer.sent == ["a@example.com"]
 
 
 def test_a_message_that_breaks_its_contract_is_invalid_before_the_handler_runs():

@@ -1,0 +1,163 @@
+"""Events from publishers that do not speak Celery: CloudEvents 1.0 and the plain envelope.
+
+An upstream in any language publishes to ``events`` in one of four forms (README,
+"Publishing events from another service"):
+
+- Celery's protocol 2 (``task``/``id`` headers, ``[[], {"event": ENVELOPE}, {}]``): as is;
+- CloudEvents, structured mode: ``content_type: application/cloudevents+json``, the event
+  as the body (its ``data`` the payload);
+- CloudEvents, binary mode (the AMQP binding): attributes as ``cloudEvents:``/
+  ``cloudEvents_``-prefixed headers, the payload as an ``application/json`` body;
+- the plain envelope as an ``application/json`` body, with no ``task`` header.
+
+``translate`` rewrites the last three, in place and before the worker's own checks, into
+the protocol-2 message the event type's entry task reads (task = the type, id = the event
+id), so the same deduplication and handlers apply. The contract version comes from the
+``dataversion`` extension attribute or a ``dataschema`` ending in the version (``.../v2``).
+The message as it arrived is kept (``received``): a dead letter copies that, so the DLQ
+shows what the publisher sent. Mapped by hand rather than with the ``cloudevents`` SDK:
+the SDK has no AMQP binding, and the mapping is a handful of attributes.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.topology import EVENTS_EXCHANGE, ServiceTopology
+from shared.wire import MalformedMessage
+
+PREFIXES = ("cloudEvents:", "cloudEvents_")
+STRUCTURED = "application/cloudevents+json"
+REQUIRED = ("specversion", "id", "source", "type")
+VERSION_IN_SCHEMA = re.compile(r"(?:^|[/:.#])v?(\d{1,6})(?:\.json)?$")
+
+
+@dataclass(frozen=True)
+class Received:
+    """A message's body and properties as the publisher sent them."""
+
+    body: bytes
+    headers: dict[str, Any]
+    content_type: str | None
+    content_encoding: str | None
+
+
+def received(message: Any) -> Any:
+    """The message as it arrived (``body``, ``headers``, ``content_type``/``_encoding``)."""
+    return getattr(message, "_received", None) or message
+
+
+def translate(message: Any, topo: ServiceTopology) -> None:
+    """Turn a CloudEvent or plain envelope on ``topo``'s events queue into protocol 2.
+
+    Anything else is left to the worker's checks. ``MalformedMessage`` names what is wrong.
+    """
+    headers = message.headers
+    if not isinstance(headers, dict) or "task" in headers:
+        return
+    delivery = message.delivery_info or {}
+    exchange, routing_key = delivery.get("exchange") or "", delivery.get("routing_key") or ""
+    if topo.queue_for(exchange, routing_key) != topo.events_queue:
+        return
+    media = _media_type(message.content_type)
+    if media.startswith("application/cloudevents"):
+        if media != STRUCTURED:
+            raise _bad(f"content type {media!r}: only {STRUCTURED} (structured mode) is read")
+        event = _from_attributes(_json_object(message.body, "a CloudEvent"), structured=True)
+    elif any(k.startswith(PREFIXES) for k in headers):
+        cut = len(PREFIXES[0])  # both prefixes are as long
+        attributes = {k[cut:]: v for k, v in headers.items() if k.startswith(PREFIXES)}
+        if not _is_json(media):
+            raise _bad(f"binary mode data must be application/json, got {media or 'none'!r}")
+        attributes["data"] = _json(message.body)
+        event = _from_attributes(attributes, structured=False)
+    elif media == "application/json":
+        event = _json(message.body)
+        if not isinstance(event, dict):
+            return  # not an envelope: the worker's checks say what it is
+        if not all(isinstance(event.get(k), str) and event[k] for k in ("id", "type")):
+            raise MalformedMessage(
+                "malformed-body", "a plain envelope needs string 'id' and 'type' (README)"
+            )
+    else:
+        return
+    if exchange == EVENTS_EXCHANGE and event["type"] != routing_key:
+        raise MalformedMessage(
+            "routing-key-mismatch",
+            f"type {event['type']!r} published with routing key {routing_key!r}"[:300],
+        )
+    message._received = Received(
+        message.body, dict(headers), message.content_type, message.content_encoding
+    )
+    message.body = json.dumps([[], {"event": event}, {}]).encode()
+    message.headers = {"task": event["type"], "id": event["id"]}
+    message.content_type, message.content_encoding = "application/json", "utf-8"
+    message._decoded_cache = None
+
+
+def _from_attributes(attributes: dict[str, Any], *, structured: bool) -> dict[str, Any]:
+    """The envelope of a CloudEvent's attributes (binary mode: ``data`` already decoded)."""
+    missing = [a for a in REQUIRED if not isinstance(attributes.get(a), str) or not attributes[a]]
+    if missing:
+        raise _bad(f"required attribute(s) missing or not strings: {', '.join(missing)}")
+    if attributes["specversion"] != "1.0":
+        raise _bad(f"specversion {attributes['specversion']!r}: only 1.0 is read"[:300])
+    if structured:
+        media = _media_type(attributes.get("datacontenttype") or "application/json")
+        if not _is_json(media) or "data_base64" in attributes:
+            raise _bad(f"data must be JSON (datacontenttype application/json), got {media!r}")
+    event = {
+        "id": attributes["id"],
+        "type": attributes["type"],
+        "source": attributes["source"],
+        "payload": attributes.get("data"),
+    }
+    if (time := attributes.get("time")) is not None:
+        event["occurred_at"] = time.isoformat() if isinstance(time, datetime) else time
+    if (version := _version(attributes)) is not None:
+        event["version"] = version
+    return event
+
+
+def _version(attributes: dict[str, Any]) -> int | None:
+    """``dataversion`` (an integer, or its canonical string), else from ``dataschema``."""
+    declared = attributes.get("dataversion")
+    if declared is not None:
+        if type(declared) is int or (isinstance(declared, str) and declared.isdigit()):
+            return int(declared)
+        raise _bad(f"dataversion must be an integer, got {declared!r}"[:300])
+    schema = attributes.get("dataschema")
+    if schema is None:
+        return None
+    match = VERSION_IN_SCHEMA.search(schema) if isinstance(schema, str) else None
+    if match is None:
+        raise _bad(f"dataschema {schema!r} does not end in a version (.../v1)"[:300])
+    return int(match.group(1))
+
+
+def _bad(detail: str) -> MalformedMessage:
+    return MalformedMessage("malformed-cloudevent", f"not a CloudEvent 1.0 we read: {detail}")
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
+def _json(body: Any) -> Any:
+    try:
+        return json.loads(body)
+    except (TypeError, ValueError) as exc:
+        raise MalformedMessage("undecodable-body", f"body is not UTF-8 JSON: {exc}"[:300]) from None
+
+
+def _json_object(body: Any, what: str) -> dict[str, Any]:
+    value = _json(body)
+    if not isinstance(value, dict):
+        raise _bad(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value

@@ -1,0 +1,43 @@
+"""Reading an event in the version its handler was written for (``shared.evolution``)."""
+
+import uuid
+
+import pytest
+
+from shared.contracts import UserSignedUp, UserSignedUpV2
+from shared.evolution import UnsupportedVersion, contract_of, read_as
+
+PAYLOAD = {"user_id": str(uuid.uuid4()), "email": "ada@example.com", "name": "Ada"}
+
+
+def envelope(version: int, **extra: str) -> dict:
+    return {"type": "user.signed_up", "version": version, "source": "crm",
+            "payload": {**PAYLOAD, **extra}}  # fmt: skip
+
+
+def test_a_producer_may_add_an_optional_payload_field_without_a_new_version():
+    event = UserSignedUp.model_validate(envelope(1, referrer="newsletter"))
+    assert "referrer" not in event.payload.model_dump()  # ignored, never stored
+
+
+def test_the_envelope_stays_strict():
+    with pytest.raises(ValueError, match="extra"):
+        UserSignedUp.model_validate({**envelope(1), "tenant": "acme"})
+
+
+def test_a_v1_event_is_upcast_for_a_v2_handler():
+    event = read_as(UserSignedUp.model_validate(envelope(1)), UserSignedUpV2)
+    assert (event.version, event.payload.locale) == (2, "en")
+
+
+def test_a_v2_event_is_read_as_v1_by_a_v1_handler():
+    event = read_as(UserSignedUpV2.model_validate(envelope(2, locale="de")), UserSignedUp)
+    assert event.version == 1 and not hasattr(event.payload, "locale")
+
+
+def test_the_contract_of_an_event_is_the_one_of_the_version_it_carries():
+    assert contract_of("user.signed_up", envelope(2, locale="de")) is UserSignedUpV2
+    assert contract_of("user.signed_up", {"version": "2"}) is None  # the envelope explains
+    assert contract_of("user.signed_up", {"payload": {}}) is UserSignedUp  # every consumer alike
+    with pytest.raises(UnsupportedVersion, match="user.signed_up v3"):
+        contract_of("user.signed_up", envelope(3))
