@@ -9,6 +9,7 @@ from celery import Celery, Task, bootsteps
 from celery.app.task import X_DEATH_HEADERS
 from celery.exceptions import Retry
 
+from shared.allowed import broker_user, stamped
 from shared.check import StartupCheck
 from shared.contracts import Command, event_types
 from shared.logs import use_json_logs
@@ -158,6 +159,12 @@ def create_celery_app(
 ) -> Celery:
     """A Celery app bound to the service's own queues, schema and control namespace."""
     app = Celery(topo.name, task_cls=ServiceTask)
+    route = router_for(topo, own_queues)
+
+    def route_stamped(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Every publish carries the service's broker user (``shared.allowed``)."""
+        return stamped(route(*args, **kwargs), broker_user(app.conf.broker_url))
+
     app.conf.update(
         broker_url=settings.amqp_url,
         broker_transport_options={"confirm_publish": True},
@@ -193,9 +200,10 @@ def create_celery_app(
         task_default_exchange_type="topic",
         task_default_routing_key=topo.tasks_queue,
         task_create_missing_queues=False,
-        task_routes=(router_for(topo, own_queues),),
+        task_routes=(route_stamped,),
         control_exchange=topo.name,
         event_exchange=f"{topo.name}.celeryev",
+        operator_user=settings.operator_user,
         worker_consumer="shared.deadletter:DeadLetteringConsumer",
         worker_prefetch_multiplier=4,
         retry_delay_scale=settings.retry_delay_scale,

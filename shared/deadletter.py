@@ -35,6 +35,7 @@ from celery.worker.state import task_ready
 from kombu.exceptions import ContentDisallowed, DecodeError, OperationalError
 from vine import promise
 
+from shared.allowed import check_allowed
 from shared.app import PUBLISH_RETRY_POLICY
 from shared.evolution import UnsupportedVersion
 from shared.intake import received, translate
@@ -311,6 +312,7 @@ class DeadLetteringConsumer(Consumer):
                 translate(message, service(self.app.main))
                 if isinstance(message.headers, dict) and "task" in message.headers:
                     check_message(message, max_eta)
+                    check_allowed(self.app, message)
                 handle(message)
             except recoverable:
                 raise

@@ -99,9 +99,6 @@ class Management:
         body = {"exchange": exchange, "write": write, "read": read}
         self.request("PUT", f"/topic-permissions/{self.q(vhost)}/{self.q(user)}", json=body)
 
-    def revoke_topic(self, vhost: str, user: str) -> None:
-        self._maybe("DELETE", f"/topic-permissions/{self.q(vhost)}/{self.q(user)}")
-
     def definitions(self, vhost: str) -> dict[str, Any]:
         return self.request("GET", f"/definitions/{self.q(vhost)}")
 

@@ -48,7 +48,8 @@ class CredentialSettings(BaseSettings):
         return self.service_passwords.get(service, f"{service}-local")
 
     def uses_local_passwords(self) -> list[str]:
-        return [name for name in SERVICES if name not in self.service_passwords]
+        """Services whose password is the well-known default, unset or set to it."""
+        return [name for name in SERVICES if self.password(name) == f"{name}-local"]
 
     def amqp_url(self, service: str, base: str) -> str:
         """``base`` (one URL or a ';' failover list) as ``service``'s user."""

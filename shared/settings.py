@@ -30,6 +30,16 @@ class Settings(BaseSettings):
         "http://guest:guest@127.0.0.1:15672",
         description="Management API URL(s), ';'-separated, used by the operations CLI.",
     )
+    local_mode: bool = Field(
+        False,
+        description="A developer's machine (make run, make test, make demo): secrets that are"
+        " not set take their well-known local defaults instead of refusing to start.",
+    )
+    operator_user: str = Field(
+        "guest",
+        description="The operator's broker user: a worker runs any task it publishes"
+        " (DLQ replays), as it does its own (shared/allowed.py).",
+    )
     task_time_limit: int = Field(
         25 * 60,
         description="Global hard time limit, seconds; below broker_consumer_timeout, or the"

@@ -98,6 +98,7 @@ def build_stack(base: Servers, cleanup: ExitStack, log_dir: Path) -> Stack:
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp.port),
         "RETRY_DELAY_SCALE": "0.01",
+        "LOCAL_MODE": "1",  # what `make test` sets: the local default passwords are accepted
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     os.environ.update({k: v for k, v in stack.env.items() if k != "PYTHONPATH"})

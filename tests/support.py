@@ -8,6 +8,7 @@ from kombu import Connection
 
 from infra.processes import Worker, free_port, wait_for
 from infra.smtp_sink import SmtpSink
+from shared.allowed import broker_user
 
 __all__ = [
     "JSON", "SmtpSink", "Worker", "bind_probe", "drain", "envelope", "framed", "free_port",
@@ -44,14 +45,16 @@ def publish_raw(amqp_url: str, exchange: str, routing_key: str, body: bytes, **p
 def send_raw(
     amqp_url: str, task: str, kwargs: dict[str, Any], task_id: str, owner: str | None = None
 ) -> None:
-    """Send a command (``notifier.send_email``) in Celery's wire format to its owner's
-    exchange, as any producer would; the same ``task_id`` twice is a duplicate."""
+    """Send a task (``notifier.send_email``) in Celery's wire format to its owner's
+    exchange, as the service itself or the operator would (``user_id``: the URL's user,
+    which ``shared.allowed`` trusts for internal tasks); the same ``task_id`` twice is a
+    duplicate."""
     body = json.dumps([[], kwargs, {}]).encode()
     owner = owner or task.split(".", 1)[0]
     publish_raw(
         amqp_url, owner, f"{owner}.tasks", body,
         content_type="application/json", content_encoding="utf-8",
-        application_headers={"task": task, "id": task_id},
+        application_headers={"task": task, "id": task_id}, user_id=broker_user(amqp_url),
     )  # fmt: skip
 
 

@@ -25,11 +25,6 @@ class SignupSettings(Settings):
     user_stats_timeout: float = Field(
         5.0, description="Seconds the signup.user_stats query may run before it is cancelled."
     )
-    local_mode: bool = Field(
-        False,
-        description="A developer's machine (make run, make test, make demo): secrets that are"
-        " not set take their well-known local defaults instead of refusing to start.",
-    )
     api_token: SecretStr | None = Field(
         None,
         description="Bearer token for GET /users/{id} and GET /tasks/{id} (operators: they"

@@ -26,15 +26,22 @@ def declare_topology(amqp_url: str) -> None:
 
 
 def apply_users(management: Management, vhost: str, creds: CredentialSettings) -> None:
-    """One user per service with exactly its permissions on ``vhost`` (stale topic ones go)."""
+    """One user per service with exactly its permissions on ``vhost``.
+
+    Topic permissions first and never cleared: an exchange with none allows any routing
+    key, so new ones replace old ones in place, stale ones are narrowed to nothing, and the
+    vhost permissions that make any of it usable come last (a new user has none before).
+    """
     for name, topo in SERVICES.items():
         user = creds.user(name)
         perms = broker_permissions(topo)
         management.put_user(user, creds.password(name))
-        management.grant(vhost, user, perms.configure, perms.write, perms.read)
-        management.revoke_topic(vhost, user)
         for exchange, (write, read) in perms.topics.items():
             management.grant_topic(vhost, user, exchange, write, read)
+        for stale in management.topic_permissions(vhost, user):
+            if stale["exchange"] not in perms.topics:
+                management.grant_topic(vhost, user, stale["exchange"], "^$", "^$")
+        management.grant(vhost, user, perms.configure, perms.write, perms.read)
 
 
 def _owned_objects(conn, schema: str) -> list[tuple[str, str]]:

@@ -72,6 +72,12 @@ def topology_group() -> None:
 def cmd_topology_apply() -> int:
     """Declare everything; each service's user and database role."""
     settings, creds = get_settings(), CredentialSettings()
+    local = creds.uses_local_passwords()
+    if local and not settings.local_mode:
+        return _fail(
+            f"local default passwords for {', '.join(local)}: set SERVICE_PASSWORDS__<NAME>"
+            " (LOCAL_MODE=1 accepts them, on a developer's machine only)"
+        )
     vhost = vhost_of(settings.amqp_url)
     declare_topology(settings.amqp_url)
     for topo in SERVICES.values():
@@ -82,8 +88,8 @@ def cmd_topology_apply() -> int:
     for name in SERVICES:
         amqp_url = Connection(creds.amqp_url(name, settings.amqp_url).split(";")[0]).as_uri()
         print(f"{name}: user and role {creds.user(name)!r}, AMQP_URL {redact(amqp_url)}")
-    if local := creds.uses_local_passwords():
-        print(f"warning: local passwords for {', '.join(local)} (set SERVICE_PASSWORDS__<NAME>)")
+    if local:
+        print(f"local mode: local default passwords for {', '.join(local)}")
     return 0
 
 

@@ -72,10 +72,11 @@ def _grouped(letters: list[DeadLetter]) -> list[Replay]:
     return list(groups.values())
 
 
-def _replay_copy(letter: DeadLetter) -> amqp.Message:
+def _replay_copy(letter: DeadLetter, user: str) -> amqp.Message:
     """The message as first published, to run now: failure headers gone, attempt counter at
     zero, no ``eta`` or ``expires`` (an expired task the operator replays must run, not be
-    revoked on arrival again), stamped with the dead letter it replays."""
+    revoked on arrival again), stamped with the dead letter it replays, and sent as the
+    operator's ``user`` (the broker checks it; the worker runs what the operator sends)."""
     headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-")}
     stamps = headers.get("stamps") if isinstance(headers.get("stamps"), dict) else {}
     previous = headers.get("stamped_headers")  # a sender may have put anything there
@@ -100,6 +101,7 @@ def _replay_copy(letter: DeadLetter) -> amqp.Message:
         reply_to=props.get("reply_to"),
         application_headers=headers,
         delivery_mode=2,
+        user_id=user,
     )
 
 
@@ -193,7 +195,9 @@ def _settle(
         return "would replay"
     _reached("claimed", crash_after)
     channel.basic_publish(
-        _replay_copy(item.letter), exchange=topo.name, routing_key=item.letter.origin
+        _replay_copy(item.letter, channel.connection.client.userid),
+        exchange=topo.name,
+        routing_key=item.letter.origin,
     )
     for copy in item.copies:
         channel.basic_ack(copy.message.delivery_tag)

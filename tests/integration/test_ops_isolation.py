@@ -184,3 +184,21 @@ def leave_no_trace(stack, admin, beat_before: list[dict]) -> None:
                 row,
             )
     admin.dispose()
+
+
+def test_what_stays_open_any_service_may_delete_the_shared_delay_queues_and_purge_unrouted(
+    stack, creds
+):
+    """Not closed (README, Isolation): every worker declares ``events``, ``events.unrouted``
+    and Celery's 28 ``celery_delayed_*`` levels at start, so every service user may
+    configure them. When this test fails, the gap is closed: update the README."""
+    from shared.topology import declare_all
+
+    try:
+        with as_service(stack, creds, "notifier") as conn:
+            channel = conn.channel()
+            channel.queue_delete("celery_delayed_27")  # any service's pending long retries
+            channel.queue_purge("events.unrouted")
+    finally:
+        with Connection(stack.amqp_url) as conn:
+            declare_all(conn)

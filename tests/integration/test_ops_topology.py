@@ -129,3 +129,28 @@ def test_exported_definitions_import_into_a_fresh_vhost_with_no_drift(
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert management.queue(target, "notifier.tasks")["arguments"]["x-delivery-limit"] == 10
     assert management.user(prefix + "notifier") is not None
+
+
+def test_apply_refuses_the_local_default_passwords_outside_local_mode(
+    stack, management, prefix, vhosts
+):
+    vhost, amqp_url = fresh_vhost(stack, management, vhosts)
+    env = {**stack.env, "AMQP_URL": amqp_url, "SERVICE_USER_PREFIX": prefix, "LOCAL_MODE": "0"}
+    env = {k: v for k, v in env.items() if not k.startswith("SERVICE_PASSWORDS__")}
+    explicit_default = {**env, "SERVICE_PASSWORDS__NOTIFIER": "notifier-local"}
+
+    for refused in (
+        run_ops(env, "topology", "apply"),
+        run_ops(explicit_default, "topology", "apply"),
+    ):
+        assert refused.returncode == 2
+        assert "local default passwords" in refused.stderr and "notifier" in refused.stderr
+    assert management.user(f"{prefix}notifier") is None
+    assert management.collection("queues", vhost) == []
+
+    secrets = {
+        f"SERVICE_PASSWORDS__{n.upper()}": uuid.uuid4().hex
+        for n in ("signup", "notifier", "reports")
+    }
+    assert run_ops({**env, **secrets}, "topology", "apply").returncode == 0
+    assert run_ops({**env, "LOCAL_MODE": "1"}, "topology", "apply").returncode == 0

@@ -44,3 +44,14 @@ def test_the_worker_command_runs_the_declared_argv_with_its_metrics_port(service
     declared[declared.index("-n") + 1] = "x@%h"
     assert argv == declared
     assert cli.os.environ["METRICS_PORT"] == str(WORKERS[service].metrics_port)
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES)
+def test_every_port_a_compose_file_publishes_binds_loopback_only(path):
+    """The management UI (guest/guest), PostgreSQL, the API, Flower: none on every interface."""
+    compose = flat(path)
+    assert not re.search(r"^\s*ports:\s*$", (ROOT / path).read_text(), re.M), "inline lists only"
+    published = [p for ports in re.findall(r"ports: \[([^\]]*)\]", compose)
+                 for p in re.findall(r'"([^"]*)"', ports)]  # fmt: skip
+    assert published
+    assert [p for p in published if not p.startswith("127.0.0.1:")] == []
