@@ -162,8 +162,11 @@ def create_celery_app(
     route = router_for(topo, own_queues)
 
     def route_stamped(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Every publish carries the service's broker user (``shared.allowed``)."""
-        return stamped(route(*args, **kwargs), broker_user(app.conf.broker_url))
+        """Every publish carries the service's broker user (``shared.allowed``). A name the
+        router does not know goes to the default queue, as Celery would send it: an answer
+        with only ``user_id`` would leave it with no queue at all."""
+        destination = route(*args, **kwargs) or {"queue": topo.tasks_queue}
+        return stamped(destination, broker_user(app.conf.broker_url))
 
     app.conf.update(
         broker_url=settings.amqp_url,

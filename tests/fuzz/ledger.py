@@ -141,7 +141,7 @@ def handler_tasks(service: str, event_type: str) -> list[str]:
 
         for svc in (notifier, reports):
             for etype, tasks in svc._handlers.items():
-                _handlers[(svc.name, etype)] = [t.name for t in tasks]
+                _handlers[(svc.name, etype)] = [task.name for task, _contract in tasks]
     return _handlers.get((service, event_type), [])
 
 

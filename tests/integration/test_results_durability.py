@@ -95,7 +95,7 @@ def test_a_chord_with_a_member_that_never_reports_ends_in_the_dlq_after_its_time
 
     assert ids["outcome"].startswith("ChordError"), ids  # the caller is told, not left waiting
     unlock = dead["celery.chord_unlock"]
-    assert unlock["x-exception-type"] == "ChordTimeout"
+    assert unlock["x-exception-type"] == "ChordTimeout", unlock["x-exception-message"]
     assert unlock["x-dead-letter-reason"] == "chord-timeout"
     assert ids["lost"] in unlock["x-exception-message"]
     assert "1 of 3 header tasks" in unlock["x-exception-message"]
