@@ -17,7 +17,7 @@ wait_for() {  # host port what seconds
 install_packages() {
   echo "ensure-services: installing $* from Debian packages"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "$@" >/dev/null
+  apt-get update -qq && apt-get install -y -qq ${APT_FLAGS:-} "$@" >/dev/null
 }
 
 if ! listening "$PG_HOST" 5432; then
@@ -39,4 +39,24 @@ if ! listening "$AMQP_HOST" 15672; then
   rabbitmq-plugins enable --quiet rabbitmq_management rabbitmq_shovel rabbitmq_shovel_management >/dev/null
   wait_for "$AMQP_HOST" 15672 "RabbitMQ management API" 60
 fi
-echo "ensure-services: RabbitMQ $AMQP_HOST:5672 (management :15672), PostgreSQL $PG_HOST:5432 ready"
+# Queue depths and consumers come from RabbitMQ's own exporter (scraped by `make run`'s
+# Prometheus), read once per broker however many workers run.
+if ! listening "$AMQP_HOST" 15692; then
+  rabbitmq-plugins enable --quiet rabbitmq_prometheus >/dev/null
+  wait_for "$AMQP_HOST" 15692 "RabbitMQ Prometheus exporter" 60
+fi
+
+# Prometheus and promtool for `make run` (which starts its own Prometheus with a generated
+# configuration) and the alert-rule tests. The package starts and enables a system instance
+# on :9090 where services start on install: stop and disable the one this script installed.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  APT_FLAGS=--no-install-recommends install_packages prometheus
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  else
+    invoke-rc.d prometheus stop >/dev/null 2>&1 || true
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+fi
+echo "ensure-services: RabbitMQ $AMQP_HOST:5672 (management :15672, metrics :15692)," \
+  "PostgreSQL $PG_HOST:5432, $(prometheus --version 2>&1 | head -n1) ready"

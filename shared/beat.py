@@ -30,6 +30,7 @@ from functools import cached_property
 
 import psycopg
 from celery.beat import ScheduleEntry, Scheduler, SchedulingError
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
 from shared.app import PUBLISH_RETRY_POLICY
@@ -47,6 +48,18 @@ def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key per service (locks are per database)."""
     digest = hashlib.blake2b(f"celery-beat/{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def lock_is_held(conn: Connection, name: str) -> bool:
+    """Whether any session holds ``name``'s beat lock, seen from any connection to its database
+    (``pg_locks`` shows a bigint advisory key as its high and low 32 bits, ``objsubid`` 1)."""
+    key = lock_key(name) & 0xFFFFFFFFFFFFFFFF
+    held = text(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1)"
+    )
+    return conn.execute(held, {"high": key >> 32, "low": key & 0xFFFFFFFF}).scalar()
 
 
 def libpq_url(database_url: str) -> str:

@@ -5,21 +5,37 @@ prefork child. prometheus_client's multiprocess mode (files in ``PROMETHEUS_MULT
 lets the worker's main process serve what every child counted; the mode is chosen when
 prometheus_client is imported, and the ``celery`` command imports it before this module
 (Flower's CLI plugin does), hence the directory is set and the mode chosen again here,
-before any metric of ours has a value.
+before any metric of ours has a value. Each worker counts in a directory of its own (under
+``PROMETHEUS_MULTIPROC_DIR`` when that is set): two workers given the same directory would
+serve, and clear, each other's counts.
 
-Gauges are read when scraped, with the service's own credentials (no management rights
-needed): the ready messages and consumers of its queues and DLQ (passive declares) and its
-outbox's lag (when it has one). ``eventful_dead_letters_total`` counts every dead letter
-the worker publishes, whether a task failed or no task could run the message.
+What the broker knows (queue depth, consumers, dead letters waiting in a DLQ) is not served
+here: RabbitMQ's own exporter (``rabbitmq_prometheus``) serves it once per broker, where
+every worker of a service would report the same queue again. What only PostgreSQL knows is
+served by every worker of the service, the same value from each: the outbox's lag and
+whether anyone holds the service's beat lock; read them with ``max by (service)``.
+``eventful_dead_letters_total`` counts every dead letter the worker publishes, whether a
+task failed, rejected its message, or no task could run it.
+
+``METRICS_PORT`` taken (a second worker of the service on this host): the worker serves on a
+free port instead and says so in its log; with ``METRICS_TARGETS_DIR`` set it writes its
+address there for Prometheus's ``file_sd_configs`` (what ``make run`` does), and removes it
+when it stops.
 """
 
+import errno
+import json
 import logging
 import os
+import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="eventful-metrics-"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+    prefix="eventful-metrics-", dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+)
 
 from celery.signals import (  # noqa: E402
     task_failure,
@@ -30,8 +46,8 @@ from celery.signals import (  # noqa: E402
     task_success,
     worker_init,
     worker_process_shutdown,
+    worker_shutdown,
 )
-from kombu import Connection  # noqa: E402
 from prometheus_client import (  # noqa: E402
     CollectorRegistry,
     Counter,
@@ -46,10 +62,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
+from shared.beat import SingleBeatScheduler, lock_is_held  # noqa: E402
 from shared.deadletter import dead_lettered  # noqa: E402
 from shared.ops.outbox import outbox_lag  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
-from shared.topology import ServiceTopology, service  # noqa: E402
 
 logger = logging.getLogger(__name__)
 values.ValueClass = values.get_value_class()
@@ -61,6 +77,11 @@ class MetricsSettings(BaseSettings):
     metrics_port: int = Field(9808, description="Port of this worker's /metrics endpoint.")
     metrics_addr: str = Field(
         "127.0.0.1", description="Address /metrics listens on (0.0.0.0 for every interface)."
+    )
+    metrics_targets_dir: Path | None = Field(
+        None,
+        description="Directory where the worker writes its /metrics address while it runs"
+        " (Prometheus file_sd_configs); unset: nowhere.",
     )
 
 
@@ -116,37 +137,15 @@ def _revoked(sender=None, request=None, **kw) -> None:
     TASKS.labels(sender.app.main if sender else "", getattr(request, "name", ""), "revoked").inc()
 
 
-class QueueAndOutboxCollector:
-    """Gauges read at scrape time: queue and DLQ depth from the broker, outbox lag."""
+class DatabaseStateCollector:
+    """Gauges read from PostgreSQL at scrape time: the outbox's lag, the beat lock's holder."""
 
-    def __init__(self, topo: ServiceTopology, amqp_url: str, database_url: str) -> None:
-        self.topo, self.amqp_url = topo, amqp_url
+    def __init__(self, app, database_url: str) -> None:
+        self.service = app.main
+        self.has_beat = bool(app.conf.beat_schedule) and _is_single_beat(app)
         self.engine = create_engine(database_url, poolclass=NullPool)
 
     def collect(self):
-        ready = GaugeMetricFamily(
-            "eventful_queue_messages_ready", "Ready messages", labels=["queue"]
-        )
-        consumers = GaugeMetricFamily("eventful_queue_consumers", "Consumers", labels=["queue"])
-        dlq = GaugeMetricFamily("eventful_dlq_messages", "Dead letters", labels=["service"])
-        up = GaugeMetricFamily("eventful_broker_up", "1 if the broker answered this scrape")
-        try:
-            with Connection(self.amqp_url, connect_timeout=5) as conn:
-                channel = conn.channel()
-                for name in [q.name for q in self.topo.work_queues()] + [self.topo.dlq]:
-                    ok = channel.queue_declare(name, passive=True)
-                    ready.add_metric([name], ok.message_count)
-                    consumers.add_metric([name], ok.consumer_count)
-                    if name == self.topo.dlq:
-                        dlq.add_metric([self.topo.name], ok.message_count)
-            up.add_metric([], 1)
-        except Exception:
-            logger.exception("metrics: could not read queue depths")
-            up.add_metric([], 0)
-        yield from (ready, consumers, dlq, up)
-        yield from self._outbox()
-
-    def _outbox(self):
         unpublished = GaugeMetricFamily(
             "eventful_outbox_unpublished", "Outbox rows not yet published", labels=["service"]
         )
@@ -155,32 +154,79 @@ class QueueAndOutboxCollector:
             "Age of the oldest unpublished row",
             labels=["service"],
         )
+        beat = GaugeMetricFamily(
+            "eventful_beat_lock_held", "1 if a beat holds the service's lock", labels=["service"]
+        )
         try:
-            for lag in outbox_lag(self.engine, [self.topo.name]):
+            for lag in outbox_lag(self.engine, [self.service]):
                 unpublished.add_metric([lag.service], lag.unpublished)
                 age.add_metric([lag.service], lag.oldest_age_seconds or 0.0)
+            if self.has_beat:
+                with self.engine.connect() as conn:
+                    beat.add_metric([self.service], int(lock_is_held(conn, self.service)))
         except Exception:
-            logger.exception("metrics: could not read the outbox")
-        yield from (unpublished, age)
+            logger.exception("metrics: could not read the outbox or the beat lock")
+        yield from (unpublished, age, beat)
+
+
+def _is_single_beat(app) -> bool:
+    scheduler = app.conf.beat_scheduler
+    if isinstance(scheduler, str):
+        return scheduler.rsplit(":", 1)[-1] == SingleBeatScheduler.__name__
+    return isinstance(scheduler, type) and issubclass(scheduler, SingleBeatScheduler)
+
+
+def serve_metrics(registry: CollectorRegistry, port: int, addr: str) -> int:
+    """Serve ``registry`` on ``port``, or on a free port if ``port`` is taken; the port."""
+    try:
+        server, _ = serve(port, addr=addr, registry=registry)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        server, _ = serve(0, addr=addr, registry=registry)
+        logger.warning(
+            "metrics: port %s is in use (another worker on this host?); serving on port %s",
+            port,
+            server.server_port,
+        )
+    return server.server_port
+
+
+_target_file: list[Path] = []
+
+
+def _register(directory: Path, addr: str, port: int, service: str, node: str) -> None:
+    """Write this worker's address where Prometheus's file_sd_configs reads it (atomically)."""
+    host = socket.gethostname() if addr in ("0.0.0.0", "::", "") else addr
+    target = [{"targets": [f"{host}:{port}"], "labels": {"service": service, "worker": node}}]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{service}-{host}-{port}.json"
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(target))
+    partial.replace(path)
+    _target_file.append(path)
 
 
 @worker_init.connect
 def _serve(sender=None, **kw) -> None:
-    """In the worker's main process: clear counts of a previous run, then serve."""
-    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
-        stale.unlink()
+    """In the worker's main process: serve, and say where."""
     settings, metrics = get_settings(), MetricsSettings()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    topo = service(sender.app.main)
-    registry.register(QueueAndOutboxCollector(topo, settings.amqp_url, settings.database_url))
-    serve(metrics.metrics_port, addr=metrics.metrics_addr, registry=registry)
-    logger.info(
-        "metrics of %s on http://%s:%s/metrics",
-        topo.name,
-        metrics.metrics_addr,
-        metrics.metrics_port,
-    )
+    registry.register(DatabaseStateCollector(sender.app, settings.database_url))
+    port = serve_metrics(registry, metrics.metrics_port, metrics.metrics_addr)
+    service = sender.app.main
+    if metrics.metrics_targets_dir is not None:
+        node = getattr(sender, "hostname", service)
+        _register(metrics.metrics_targets_dir, metrics.metrics_addr, port, service, node)
+    logger.info("metrics of %s on http://%s:%s/metrics", service, metrics.metrics_addr, port)
+
+
+@worker_shutdown.connect
+def _unregister(**kw) -> None:
+    for path in _target_file:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 @worker_process_shutdown.connect

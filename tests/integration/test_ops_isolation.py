@@ -154,7 +154,7 @@ def test_make_run_serves_a_signup_as_per_service_users_and_stops_everything_on_c
         assert response.status_code == 201, response.text
         wait_for(lambda: any(f"mail to {email}" in line for line in output), timeout=60)
         metrics = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).text
-        assert "eventful_queue_messages_ready" in metrics
+        assert "# TYPE eventful_outbox_unpublished gauge" in metrics
     finally:
         runner.send_signal(signal.SIGINT)
         assert runner.wait(60) == 0, "".join(output)[-3000:]
