@@ -1,9 +1,10 @@
 """`make run`: the whole system on this machine, in the foreground, until Ctrl-C.
 
 Starts the SMTP sink and the SMS gateway stub, the signup API, each service's worker (the
-deployments of ``eventful workers``), reports' beat, the signup outbox relay
-and a Flower per service (each service's control and event exchanges are its own, so one
-Flower sees one service). Services run as their own broker user and database role (what
+deployments of ``eventful workers``), reports' beat, the signup outbox relay, a Flower per
+service (each service's control and event exchanges are its own, so one Flower sees one
+service) and a Prometheus that scrapes the workers and the broker (infra/monitoring.py).
+Services run as their own broker user and database role (what
 ``topology apply`` created); Flower and the operator's URLs use the admin settings. It is
 local mode (``LOCAL_MODE=1`` unless the environment says otherwise): secrets not set take
 their local defaults.
@@ -24,15 +25,17 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from infra.monitoring import prometheus, targets_dir
 from infra.processes import wait_for
 from infra.sms_gateway import SmsGateway
 from infra.supervisor import Program, Supervisor
+from shared.ops.apply import vhost_of
 from shared.ops.deployments import WORKERS
 from shared.permissions import CredentialSettings
 from shared.settings import get_settings
 
 
-def programs(args: argparse.Namespace) -> list[Program]:
+def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
     """Everything ``make run`` starts, each service with its own credentials."""
     settings, creds = get_settings(), CredentialSettings()
     py, celery = sys.executable, [sys.executable, "-m", "celery"]
@@ -53,6 +56,7 @@ def programs(args: argparse.Namespace) -> list[Program]:
     for offset, deployment in enumerate(WORKERS.values()):
         env = {**as_service(deployment.service), **mail, **sms}
         env["METRICS_PORT"] = str(args.metrics_port + offset)
+        env["METRICS_TARGETS_DIR"] = str(targets_dir(logs))
         found.append(
             Program(f"{deployment.service}-worker", [*celery, *deployment.argv(), "-E"], env)
         )
@@ -101,7 +105,11 @@ def programs(args: argparse.Namespace) -> list[Program]:
                 as_service("signup"),
             )  # fmt: skip
         )
-    return found
+    broker_exporter = (
+        f"{urlsplit(settings.amqp_url.split(';')[0]).hostname}:{args.broker_metrics_port}"
+    )
+    scraper = prometheus(args.prometheus_port, logs, vhost_of(settings.amqp_url), broker_exporter)
+    return found + ([scraper] if scraper else [])
 
 
 def urls(args: argparse.Namespace, started: list[Program], logs: Path) -> str:
@@ -120,6 +128,12 @@ def urls(args: argparse.Namespace, started: list[Program], logs: Path) -> str:
         lines.append(f"Flower {service:<10} http://127.0.0.1:{args.flower_port + offset}")
     for offset, service in enumerate(WORKERS):
         lines.append(f"metrics {service:<9} http://127.0.0.1:{args.metrics_port + offset}/metrics")
+    lines.append(
+        f"Prometheus        http://127.0.0.1:{args.prometheus_port}/targets"
+        " (alerts: /alerts; scrapes every worker and RabbitMQ's exporter)"
+        if "prometheus" in names
+        else "Prometheus        (not installed: make services installs it)"
+    )
     lines += [
         f"SMTP sink         127.0.0.1:{args.smtp_port} (mails are printed below)",
         f"SMS gateway stub  http://127.0.0.1:{args.sms_port}/messages",
@@ -137,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     gateway = SmsGateway(port=args.sms_port).start()
     supervisor = Supervisor(
-        programs(args), logs, {"LOCAL_MODE": "1", **os.environ},
+        programs(args, logs), logs, {"LOCAL_MODE": "1", **os.environ},
         restarts=args.restarts, window=args.restart_window,
     )  # fmt: skip
     try:
@@ -163,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sms-port", type=int, default=8026)
     parser.add_argument("--flower-port", type=int, default=5555, help="first of one per service")
     parser.add_argument("--metrics-port", type=int, default=9101, help="first of one per worker")
+    parser.add_argument("--prometheus-port", type=int, default=9090)
+    parser.add_argument(
+        "--broker-metrics-port", type=int, default=15692, help="RabbitMQ's rabbitmq_prometheus"
+    )
     parser.add_argument("--grace", type=float, default=20.0, help="seconds before SIGKILL")
     parser.add_argument(
         "--restarts", type=int, default=5, help="restarts of one process within the window"

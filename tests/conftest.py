@@ -21,7 +21,7 @@ from shared.topology import SERVICES, UNROUTED, declare_all
 from tests.infra import Servers, servers
 from tests.support import SmtpSink, Worker, drain
 
-pytest_plugins = ["tests.signup_fixtures"]
+pytest_plugins = ["tests.signup_fixtures", "tests.service_users"]
 
 
 @dataclass

@@ -9,40 +9,14 @@ import uuid
 
 import amqp
 import httpx
-import psycopg
 import pytest
 import sqlalchemy.exc
 from kombu import Connection
-from psycopg import sql
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 
-from shared.management import Management
 from shared.permissions import CredentialSettings
-from shared.topology import SERVICES
+from tests.service_users import beat_entries, leave_no_trace
 from tests.support import drain, free_port, wait_for
-
-
-@pytest.fixture(scope="module")
-def creds(stack) -> CredentialSettings:
-    """This module's own users and roles (both are global), applied to the session's vhost
-    and database by the CLI, then removed."""
-    prefix = f"t{uuid.uuid4().hex[:6]}_"
-    env = {**stack.env, "SERVICE_USER_PREFIX": prefix}
-    applied = subprocess.run(
-        [sys.executable, "-m", "shared.ops", "topology", "apply"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert applied.returncode == 0, applied.stderr
-    yield CredentialSettings(service_user_prefix=prefix)
-    management = Management(stack.management_url)
-    admin = make_url(stack.database_url).set(drivername="postgresql")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        for name in SERVICES:
-            role = sql.Identifier(prefix + name)
-            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
-            conn.execute(sql.SQL("DROP ROLE {}").format(role))
-            management.delete_user(prefix + name)
 
 
 def as_service(stack, creds: CredentialSettings, name: str) -> Connection:
@@ -129,11 +103,9 @@ def test_a_service_role_owns_its_schema_and_cannot_read_another(stack, creds):
 def test_make_run_serves_a_signup_as_per_service_users_and_stops_everything_on_ctrl_c(
     stack, creds, tmp_path
 ):
-    ports = {p: str(free_port()) for p in ("api", "smtp", "sms", "flower", "metrics")}
+    ports = {p: str(free_port()) for p in ("api", "smtp", "sms", "flower", "metrics", "prometheus")}
     admin = create_engine(stack.database_url)
-    beat_rows = "SELECT name, last_run_at, total_run_count FROM reports.beat_entries"
-    with admin.connect() as db:
-        beat_before = [dict(r) for r in db.execute(text(beat_rows)).mappings()]
+    beat_before = beat_entries(admin)
     env = {**stack.env, "SERVICE_USER_PREFIX": creds.service_user_prefix}
     runner = subprocess.Popen(
         [sys.executable, "-m", "infra.run", "--logs", str(tmp_path),
@@ -167,23 +139,6 @@ def test_make_run_serves_a_signup_as_per_service_users_and_stops_everything_on_c
     assert leftovers.stdout == b""
     for log in tmp_path.glob("*-worker.log"):
         assert "ACCESS_REFUSED" not in log.read_text(errors="replace"), log.name
-
-
-def leave_no_trace(stack, admin, beat_before: list[dict]) -> None:
-    """What the run's beat and workers left behind, gone: later tests start as before it."""
-    queues = [q.name for topo in SERVICES.values() for q in topo.work_queues()]
-    stack.purge(*queues, *[topo.dlq for topo in SERVICES.values()])
-    with admin.begin() as db:
-        db.execute(text("DELETE FROM reports.beat_entries"))
-        for row in beat_before:
-            db.execute(
-                text(
-                    "INSERT INTO reports.beat_entries (name, last_run_at, total_run_count)"
-                    " VALUES (:name, :last_run_at, :total_run_count)"
-                ),
-                row,
-            )
-    admin.dispose()
 
 
 def test_what_stays_open_any_service_may_delete_the_shared_delay_queues_and_purge_unrouted(

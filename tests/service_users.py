@@ -1,0 +1,61 @@
+"""Per-service broker users and database roles on the session's vhost and database, and
+what a `make run` on them leaves behind, removed."""
+
+import subprocess
+import sys
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import Engine, make_url, text
+
+from shared.management import Management
+from shared.permissions import CredentialSettings
+from shared.topology import SERVICES
+
+
+@pytest.fixture(scope="module")
+def creds(stack) -> CredentialSettings:
+    """This module's own users and roles (both are global), applied to the session's vhost
+    and database by the CLI, then removed."""
+    prefix = f"t{uuid.uuid4().hex[:6]}_"
+    env = {**stack.env, "SERVICE_USER_PREFIX": prefix}
+    applied = subprocess.run(
+        [sys.executable, "-m", "shared.ops", "topology", "apply"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    yield CredentialSettings(service_user_prefix=prefix)
+    management = Management(stack.management_url)
+    admin = make_url(stack.database_url).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        for name in SERVICES:
+            role = sql.Identifier(prefix + name)
+            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            conn.execute(sql.SQL("DROP ROLE {}").format(role))
+            management.delete_user(prefix + name)
+
+
+def beat_entries(admin: Engine) -> list[dict]:
+    rows = "SELECT name, last_run_at, total_run_count FROM reports.beat_entries"
+    with admin.connect() as db:
+        return [dict(r) for r in db.execute(text(rows)).mappings()]
+
+
+def leave_no_trace(stack, admin, beat_before: list[dict]) -> None:
+    """What the run's beat and workers left behind, gone: later tests start as before it."""
+    queues = [q.name for topo in SERVICES.values() for q in topo.work_queues()]
+    stack.purge(*queues, *[topo.dlq for topo in SERVICES.values()])
+    with admin.begin() as db:
+        db.execute(text("DELETE FROM reports.beat_entries"))
+        for row in beat_before:
+            db.execute(
+                text(
+                    "INSERT INTO reports.beat_entries (name, last_run_at, total_run_count)"
+                    " VALUES (:name, :last_run_at, :total_run_count)"
+                ),
+                row,
+            )
+    admin.dispose()
