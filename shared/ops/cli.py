@@ -23,7 +23,7 @@ from shared import contract_docs
 from shared.check import check_app
 from shared.db import ensure_database, migrate
 from shared.management import Management, ManagementError
-from shared.ops import definitions, dlq, replay, upstreams
+from shared.ops import alive, definitions, dlq, replay, upstreams
 from shared.ops.apply import apply_roles, apply_users, declare_topology, vhost_of
 from shared.ops.deployments import WORKERS
 from shared.ops.outbox import outbox_lag
@@ -196,6 +196,22 @@ def cmd_worker(service_name: str, hostname: str | None) -> int:
     os.environ.setdefault("METRICS_PORT", str(deployment.metrics_port))
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "celery", *argv])
+
+
+@cli.command("worker-alive")
+@click.argument("service_name", metavar="SERVICE")
+@click.option("-n", "--hostname", help="node name instead of SERVICE@%h (as given to `worker`)")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds, in all")
+def cmd_worker_alive(service_name: str, hostname: str | None, timeout: float) -> int:
+    """Exit 0 if this host's worker of SERVICE answers a ping within --timeout seconds, 1 if
+    not, 2 if the broker cannot be reached (a container HEALTHCHECK, a systemd watchdog)."""
+    node = alive.node_name(service_name, hostname)
+    try:
+        answered = alive.answers(service_name, node, timeout)
+    except OperationalError as exc:
+        return _fail(f"cannot reach the broker to ping {node}: {exc}")
+    print(f"{node}: {'alive' if answered else f'no answer within {timeout:g}s'}")
+    return 0 if answered else 1
 
 
 def _letter_line(letter: dlq.DeadLetter) -> str:

@@ -33,6 +33,16 @@ def test_each_compose_file_runs_every_declared_worker_and_writes_none_out(path):
     assert not WRITTEN_OUT.search(compose)
 
 
+@pytest.mark.parametrize("path", COMPOSE_FILES)
+def test_each_compose_worker_is_checked_by_pinging_its_own_node(path):
+    """A container's healthcheck is `worker-alive` for the service and node it runs."""
+    compose = flat(path)
+    node = r'"?([a-z]\w*)"?(?:,? "?-n"?,? "?([^"\s]+))?'
+    workers = re.findall(r'shared\.ops"?,? "?worker"?,? ' + node, compose)
+    checks = re.findall(r'shared\.ops"?,? "?worker-alive"?,? ' + node, compose)
+    assert workers and sorted(checks) == sorted(workers)
+
+
 @pytest.mark.parametrize("service", sorted(WORKERS))
 def test_the_worker_command_runs_the_declared_argv_with_its_metrics_port(service, monkeypatch):
     ran = []
