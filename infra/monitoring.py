@@ -11,6 +11,7 @@ Its data lives in the run's log directory. Debian's ``prometheus`` package provi
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 from infra.processes import ROOT
@@ -42,12 +43,20 @@ def config(targets: Path, vhost: str, broker_exporter: str) -> dict:
     }
 
 
-def prometheus(port: int, logs: Path, vhost: str, broker_exporter: str) -> Program | None:
-    """The Prometheus of a run whose workers register in ``logs/metrics-targets``; None
-    when Prometheus is not installed (``make services`` installs it)."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        return None
+def unavailable(port: int) -> str | None:
+    """Why ``make run`` cannot start its Prometheus on ``port``, or None."""
+    if shutil.which("prometheus") is None:
+        return "not installed: make services installs it"
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return f"port {port} is in use (another Prometheus?): pass --prometheus-port"
+    return None
+
+
+def prometheus(port: int, logs: Path, vhost: str, broker_exporter: str) -> Program:
+    """The Prometheus of a run whose workers register in ``logs/metrics-targets``."""
     targets = targets_dir(logs)
     shutil.rmtree(targets, ignore_errors=True)  # what a previous run in this directory left
     targets.mkdir(parents=True)
@@ -56,7 +65,7 @@ def prometheus(port: int, logs: Path, vhost: str, broker_exporter: str) -> Progr
     return Program(
         "prometheus",
         [
-            binary,
+            "prometheus",
             f"--config.file={path}",
             f"--storage.tsdb.path={logs / 'prometheus-data'}",
             "--storage.tsdb.retention.time=1d",

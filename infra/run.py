@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from infra.monitoring import prometheus, targets_dir
+from infra.monitoring import prometheus, targets_dir, unavailable
 from infra.processes import wait_for
 from infra.sms_gateway import SmsGateway
 from infra.supervisor import Program, Supervisor
@@ -105,11 +105,11 @@ def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
                 as_service("signup"),
             )  # fmt: skip
         )
-    broker_exporter = (
-        f"{urlsplit(settings.amqp_url.split(';')[0]).hostname}:{args.broker_metrics_port}"
-    )
-    scraper = prometheus(args.prometheus_port, logs, vhost_of(settings.amqp_url), broker_exporter)
-    return found + ([scraper] if scraper else [])
+    if unavailable(args.prometheus_port) is None:
+        host = urlsplit(settings.amqp_url.split(";")[0]).hostname
+        exporter = f"{host}:{args.broker_metrics_port}"
+        found.append(prometheus(args.prometheus_port, logs, vhost_of(settings.amqp_url), exporter))
+    return found
 
 
 def urls(args: argparse.Namespace, started: list[Program], logs: Path) -> str:
@@ -132,7 +132,7 @@ def urls(args: argparse.Namespace, started: list[Program], logs: Path) -> str:
         f"Prometheus        http://127.0.0.1:{args.prometheus_port}/targets"
         " (alerts: /alerts; scrapes every worker and RabbitMQ's exporter)"
         if "prometheus" in names
-        else "Prometheus        (not installed: make services installs it)"
+        else f"Prometheus        ({unavailable(args.prometheus_port)})"
     )
     lines += [
         f"SMTP sink         127.0.0.1:{args.smtp_port} (mails are printed below)",
