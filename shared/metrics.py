@@ -48,6 +48,7 @@ from celery.signals import (  # noqa: E402
     worker_process_shutdown,
     worker_shutdown,
 )
+from kombu.utils.imports import symbol_by_name  # noqa: E402
 from prometheus_client import (  # noqa: E402
     CollectorRegistry,
     Counter,
@@ -170,9 +171,7 @@ class DatabaseStateCollector:
 
 
 def _is_single_beat(app) -> bool:
-    scheduler = app.conf.beat_scheduler
-    if isinstance(scheduler, str):
-        return scheduler.rsplit(":", 1)[-1] == SingleBeatScheduler.__name__
+    scheduler = symbol_by_name(app.conf.beat_scheduler)
     return isinstance(scheduler, type) and issubclass(scheduler, SingleBeatScheduler)
 
 
