@@ -29,8 +29,11 @@ format: install
 	ruff format .
 	ruff check --fix .
 
+# Each pytest worker has its own vhost and database (tests/conftest.py); a module's tests
+# stay on one worker, so its module-scoped workers start once.
+PYTEST_WORKERS ?= 3
 test: install services lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 	$(MAKE) --no-print-directory test-cluster
 	$(MAKE) --no-print-directory demo
 

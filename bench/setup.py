@@ -10,6 +10,7 @@ from uuid import uuid4
 from kombu import Connection
 from sqlalchemy import create_engine, make_url, text
 
+from infra.scratch import put_scratch_vhost
 from shared.db import ensure_database, migrate
 from shared.management import Management
 from shared.settings import Settings
@@ -33,7 +34,7 @@ def bench_env(settings: Settings) -> Iterator[BenchEnv]:
     suffix = uuid4().hex[:8]
     vhost = f"bench-{suffix}"
     management = Management(settings.rabbitmq_management_url)
-    management.put_vhost(vhost)
+    put_scratch_vhost(management, vhost)
     base = urlsplit(settings.amqp_urls[0])
     management.grant(vhost, base.username or "guest")
     database_url = make_url(settings.database_url).set(database=f"eventful_bench_{suffix}")

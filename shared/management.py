@@ -58,8 +58,12 @@ class Management:
     def q(name: str) -> str:
         return quote(name, safe="")
 
-    def put_vhost(self, vhost: str) -> None:
-        self.request("PUT", f"/vhosts/{self.q(vhost)}")
+    def put_vhost(self, vhost: str, description: str = "") -> None:
+        body = {"description": description} if description else None
+        self.request("PUT", f"/vhosts/{self.q(vhost)}", json=body)
+
+    def vhosts(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/vhosts")
 
     def delete_vhost(self, vhost: str) -> None:
         self.request("DELETE", f"/vhosts/{self.q(vhost)}")

@@ -14,6 +14,7 @@ from kombu import Connection
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
+from infra.scratch import put_scratch_vhost
 from shared.db import migrate
 from shared.management import Management
 from shared.settings import get_settings
@@ -66,7 +67,7 @@ def build_stack(base: Servers, cleanup: ExitStack, log_dir: Path) -> Stack:
     suffix = uuid4().hex[:8]
     vhost = f"test-{suffix}"
     management = Management(base.management_url)
-    management.put_vhost(vhost)
+    put_scratch_vhost(management, vhost)
     cleanup.callback(management.delete_vhost, vhost)
     management.grant(vhost, urlsplit(base.amqp_url.split(";")[0]).username or "guest")
 

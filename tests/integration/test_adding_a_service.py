@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from infra.processes import Worker, free_port, wait_for
+from infra.scratch import put_scratch_vhost
 from shared.contracts import UserSignedUp
 from shared.management import Management
 from shared.permissions import CredentialSettings
@@ -54,7 +55,7 @@ def isolated(stack, system):
     """A vhost, a database and user/role names of this test's own, removed after it."""
     management = Management(stack.management_url)
     vhost, prefix = f"ledger-{uuid.uuid4().hex[:8]}", f"t{uuid.uuid4().hex[:6]}-"
-    management.put_vhost(vhost)
+    put_scratch_vhost(management, vhost)
     parts = urlsplit(stack.amqp_url.split(";")[0])
     management.grant(vhost, parts.username or "guest")
     database = make_url(stack.database_url).set(database=f"ledger_{uuid.uuid4().hex[:8]}")

@@ -8,6 +8,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
+from infra.scratch import put_scratch_vhost
 from shared.management import Management
 
 
@@ -35,7 +36,7 @@ def prefix(management):
 
 def fresh_vhost(stack, management, cleanup: list[str]) -> tuple[str, str]:
     vhost = f"ops-{uuid.uuid4().hex[:8]}"
-    management.put_vhost(vhost)
+    put_scratch_vhost(management, vhost)
     cleanup.append(vhost)
     management.grant(vhost, urlsplit(stack.amqp_url.split(";")[0]).username or "guest")
     parts = urlsplit(stack.amqp_url.split(";")[0])
