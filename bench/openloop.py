@@ -26,18 +26,27 @@ from urllib.parse import urlsplit
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
+#: Seconds a connection may stay idle before the pool drops it: below uvicorn's
+#: keep-alive timeout (5 s), so no request goes out on a connection the server is closing.
+IDLE_LIMIT = 2.0
+
+
 class Pool:
     """Idle keep-alive connections to one host; at most ``limit`` open at a time."""
 
     def __init__(self, host: str, port: int, limit: int) -> None:
         self.host, self.port = host, port
-        self.idle: list[Connection] = []
+        self.idle: list[tuple[Connection, float]] = []  # (connection, idle since), newest last
         self.slots = asyncio.Semaphore(limit)
 
     async def get(self) -> Connection:
         await self.slots.acquire()
-        if self.idle:
-            return self.idle.pop()
+        now = time.monotonic()
+        while self.idle:
+            conn, since = self.idle.pop()
+            if now - since < IDLE_LIMIT:
+                return conn
+            conn[1].close()
         try:
             return await asyncio.open_connection(self.host, self.port)
         except BaseException:
@@ -46,7 +55,7 @@ class Pool:
 
     def put(self, conn: Connection, reusable: bool) -> None:
         if reusable:
-            self.idle.append(conn)
+            self.idle.append((conn, time.monotonic()))
         else:
             conn[1].close()
         self.slots.release()
@@ -116,7 +125,7 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         tasks.append(asyncio.create_task(one(i, due)))
     sent_by = loop.time()
     await asyncio.gather(*tasks)
-    for conn in pool.idle:
+    for conn, _ in pool.idle:
         conn[1].close()
     ok = codes.get(args.expect, 0)
     for code, n in codes.items():
