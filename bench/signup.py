@@ -6,8 +6,9 @@ cut and hanging (through a loopback proxy); then the highest rate whose p99 stay
 What runs: everything ``make run`` starts (infra/run.py: the signup API under uvicorn,
 each service's worker, reports' beat, the signup outbox relay, a Flower per service)
 against the real RabbitMQ and PostgreSQL (a private vhost and database, removed
-afterwards), the SMS gateway stub and an SMTP sink. Every process reaches RabbitMQ through
-one loopback proxy (infra/tcp_proxy.py), which the "cut" and "hang" rows switch.
+afterwards), the SMS gateway stub (its own process) and an SMTP sink. The signup API and
+its outbox relay reach RabbitMQ through a loopback proxy (infra/tcp_proxy.py), which the
+"cut" and "hang" rows switch; the workers reach it directly.
 
 Each row sends signups (with a phone number, so each one texts a code) at a fixed rate
 for ``--duration`` seconds from a separate process (bench/openloop.py): a request leaves
@@ -38,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra.processes import ROOT, free_port, wait_for  # noqa: E402
 from infra.run import programs  # noqa: E402
-from infra.sms_gateway import SmsGateway  # noqa: E402
 from infra.supervisor import Supervisor  # noqa: E402
 from infra.tcp_proxy import TcpProxy  # noqa: E402
 from shared.ops.deployments import WORKERS  # noqa: E402
@@ -62,8 +62,14 @@ def whole_system(
     for program in found:
         if program.name.endswith("-flower"):  # run.py numbers them up from flower_port
             program.argv[-2] = f"--port={free_port()}"
+        # The signup service's processes reach the broker through the proxy the rows cut;
+        # the others directly (a Python proxy carrying every worker's traffic, in the
+        # bench's own process, would slow the whole system down, not the broker).
+        through_proxy = program.name in ("signup-api", "signup-outbox-relay")
         program.env.update(
-            AMQP_URL=amqp_url, DATABASE_URL=stack.database_url, SMS_GATEWAY_URL=sms_url
+            AMQP_URL=amqp_url if through_proxy else stack.amqp_url,
+            DATABASE_URL=stack.database_url,
+            SMS_GATEWAY_URL=sms_url,
         )
         if program.name.endswith("-worker"):
             program.env["METRICS_PORT"] = str(free_port())
@@ -99,11 +105,16 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     with ExitStack() as cleanup:
         stack = build_stack(servers(cleanup), cleanup, logs)
-        gateway = SmsGateway().start()
-        cleanup.callback(gateway.stop)
+        sms_port = free_port()  # the stub in its own process, as an outside gateway is
+        gateway = subprocess.Popen([sys.executable, "-m", "infra.sms_gateway", "--port",
+                                    str(sms_port)], cwd=ROOT)  # fmt: skip
+        cleanup.callback(gateway.wait, 10)
+        cleanup.callback(gateway.terminate)
+        sms_url = f"http://127.0.0.1:{sms_port}"
+        wait_for(lambda: _answers(f"{sms_url}/messages"), timeout=30)
         proxy = TcpProxy.to(stack.amqp_url).start()
         cleanup.callback(proxy.stop)
-        system = whole_system(stack, proxy.url(stack.amqp_url), gateway.url, logs, args.api_workers)
+        system = whole_system(stack, proxy.url(stack.amqp_url), sms_url, logs, args.api_workers)
         print(f"signup bench: starting the whole system (logs in {logs})", flush=True)
         system.start()
         cleanup.callback(system.stop, 20.0)
@@ -182,8 +193,12 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def _healthy(base: str) -> bool:
+    return _answers(f"{base}/readyz")
+
+
+def _answers(url: str) -> bool:
     try:
-        return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        return httpx.get(url, timeout=5).status_code == 200
     except httpx.TransportError:
         return False
 

@@ -12,7 +12,10 @@ would hold every body back ~40 ms. Never a mock: clients speak HTTP to it exactl
 to a production gateway.
 """
 
+import argparse
 import json
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -100,3 +103,22 @@ class SmsGateway:
                 self._answer(201, {"id": kept["id"]})
 
         return Handler
+
+
+def main() -> None:
+    """Run the stub in the foreground (``python -m infra.sms_gateway --port N``) until
+    SIGTERM or Ctrl-C: a process of its own, so its threads share no interpreter lock."""
+    parser = argparse.ArgumentParser(description="an SMS gateway stub for local runs")
+    parser.add_argument("--port", type=int, default=8026)
+    gateway = SmsGateway(port=parser.parse_args().port).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gateway.stop()
+
+
+if __name__ == "__main__":
+    main()
