@@ -1,108 +1,126 @@
-"""Signup throughput and latency with the broker up, cut and hanging (through a proxy).
+"""The signup API under open-loop load, with the whole system running and the broker up,
+cut and hanging (through a loopback proxy); then the highest rate whose p99 stays in bound.
 
-``python bench/signup.py [--requests N] [--concurrency C]``: the API under uvicorn on
-loopback, one outbox relay process, the real RabbitMQ and PostgreSQL (a private vhost and
-database, removed afterwards), the SMS gateway stub. Each phase sends N signups from C
-client threads and reports req/s and p50/p99 latency, then how long the outbox took to
-drain once the broker was back, and checks every event reached a queue bound to
-``user.signed_up`` exactly once.
+``python bench/signup.py [--rate R] [--duration S] [--sweep 100,150,...] [--json FILE]``
+
+What runs: everything ``make run`` starts (infra/run.py: the signup API under uvicorn,
+each service's worker, reports' beat, the signup outbox relay, a Flower per service)
+against the real RabbitMQ and PostgreSQL (a private vhost and database, removed
+afterwards), the SMS gateway stub (its own process) and an SMTP sink. The signup API and
+its outbox relay reach RabbitMQ through a loopback proxy (infra/tcp_proxy.py), which the
+"cut" and "hang" rows switch; the workers reach it directly.
+
+Each row sends signups (with a phone number, so each one texts a code) at a fixed rate
+for ``--duration`` seconds from a separate process (bench/openloop.py): a request leaves
+at its scheduled time whether or not earlier ones were answered, and its latency counts
+from that time, so queueing shows. Each row is a dict (``--json``): rate, p50/p99/max,
+answered, errors, the generator's own lag, the outbox left unsent when the row ended and
+how long it took to drain once the broker was back, and the welcome e-mails delivered.
 """
 
 import argparse
+import contextlib
+import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
-from kombu import Connection
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra.processes import ROOT, free_port, wait_for  # noqa: E402
-from infra.sms_gateway import SmsGateway  # noqa: E402
+from infra.run import programs  # noqa: E402
+from infra.supervisor import Supervisor  # noqa: E402
 from infra.tcp_proxy import TcpProxy  # noqa: E402
+from shared.ops.deployments import WORKERS  # noqa: E402
 from tests.conftest import build_stack  # noqa: E402
 from tests.infra import servers  # noqa: E402
 
 PHASES = ("up", "cut", "hang")
+P99_BOUND_MS = 25.0
 
 
-def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+def whole_system(
+    stack: Any, amqp_url: str, sms_url: str, logs: Path, api_workers: int
+) -> Supervisor:
+    """``make run``'s programs (infra/run.py) on the bench's vhost and database, as guest."""
+    ports = iter(free_port() for _ in range(16))
+    args = argparse.Namespace(
+        api_port=next(ports), smtp_port=stack.smtp.port, sms_port=0,
+        flower_port=next(ports), metrics_port=next(ports),
+    )  # fmt: skip
+    found = [p for p in programs(args) if p.name != "smtp-sink"]  # the stack's sink counts
+    for program in found:
+        if program.name.endswith("-flower"):  # run.py numbers them up from flower_port
+            program.argv[-2] = f"--port={free_port()}"
+        # The signup service's processes reach the broker through the proxy the rows cut;
+        # the others directly (a Python proxy carrying every worker's traffic, in the
+        # bench's own process, would slow the whole system down, not the broker).
+        through_proxy = program.name in ("signup-api", "signup-outbox-relay")
+        program.env.update(
+            AMQP_URL=amqp_url if through_proxy else stack.amqp_url,
+            DATABASE_URL=stack.database_url,
+            SMS_GATEWAY_URL=sms_url,
         )
+        if program.name.endswith("-worker"):
+            program.env["METRICS_PORT"] = str(free_port())
+        if program.name == "signup-api":
+            program.argv += ["--log-level", "warning", "--workers", str(api_workers)]
+    supervisor = Supervisor(found, logs, {**stack.env, "LOCAL_MODE": "1"}, restarts=20)
+    supervisor.api = f"http://127.0.0.1:{args.api_port}"  # type: ignore[attr-defined]
+    return supervisor
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
-
-
-def signups(base: str, requests: int, concurrency: int) -> tuple[list[float], int, float]:
-    """Send ``requests`` signups from ``concurrency`` threads: (latencies s, errors, wall s)."""
-    run = uuid.uuid4().hex[:8]
-    clients = [httpx.Client(base_url=base, timeout=30) for _ in range(concurrency)]
-
-    def one(i: int) -> tuple[float, bool]:
-        user = {"email": f"b{i}-{run}@example.com", "name": "Bench", "phone": "+821012345678"}
-        started = time.perf_counter()
-        response = clients[i % concurrency].post("/users/signup", json=user)
-        return time.perf_counter() - started, response.status_code == 201
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, range(requests)))
-    wall = time.perf_counter() - started
-    for client in clients:
-        client.close()
-    return [r[0] for r in results], sum(not r[1] for r in results), wall
+def open_loop(base: str, rate: float, duration: float, run: str) -> dict[str, Any]:
+    """One open-loop run of bench/openloop.py in its own process; its JSON result."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.openloop", base, "--rate", str(rate),
+         "--duration", str(duration), "--run", run],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=300, help="signups per phase")
-    parser.add_argument("--concurrency", type=int, default=8, help="client threads")
+    parser.add_argument("--rate", type=float, default=200.0, help="signups/s in each broker row")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per row")
+    parser.add_argument("--sweep", default="25,50,100,150,200,300", help="rates, broker up")
+    parser.add_argument("--sweep-duration", type=float, default=10.0, help="seconds per rate")
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn processes")
+    parser.add_argument("--settle", type=float, default=60.0, help="seconds to await e-mails")
+    parser.add_argument("--json", type=Path, help="write the rows here (a list of dicts)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # cleanup runs: vhost, database
     logs = Path(tempfile.mkdtemp(prefix="bench-signup-"))
+    rows: list[dict[str, Any]] = []
     with ExitStack() as cleanup:
         stack = build_stack(servers(cleanup), cleanup, logs)
-        gateway = SmsGateway().start()
-        cleanup.callback(gateway.stop)
+        sms_port = free_port()  # the stub in its own process, as an outside gateway is
+        gateway = subprocess.Popen([sys.executable, "-m", "infra.sms_gateway", "--port",
+                                    str(sms_port)], cwd=ROOT)  # fmt: skip
+        cleanup.callback(gateway.wait, 10)
+        cleanup.callback(gateway.terminate)
+        sms_url = f"http://127.0.0.1:{sms_port}"
+        wait_for(lambda: _answers(f"{sms_url}/messages"), timeout=30)
         proxy = TcpProxy.to(stack.amqp_url).start()
         cleanup.callback(proxy.stop)
-        through_proxy = proxy.url(stack.amqp_url)
-        env = {**stack.env, "AMQP_URL": through_proxy, "SMS_GATEWAY_URL": gateway.url}
-        env["LOCAL_MODE"] = "1"  # the API's local token: the bench only signs up
-        port = free_port()
-        api = spawn(
-            [sys.executable, "-m", "uvicorn", "services.signup.api:app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            env, logs / "api.log",
-        )  # fmt: skip
-        cleanup.callback(stop, api)
-        relay = spawn(
-            [sys.executable, "-m", "shared.outbox", "relay", "signup", "--interval", "0.2"],
-            env, logs / "relay.log",
-        )  # fmt: skip
-        cleanup.callback(stop, relay)
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _healthy(base), timeout=30)
-
-        tap = f"bench-tap-{uuid.uuid4().hex[:6]}"
-        with Connection(stack.amqp_url) as conn:
-            conn.default_channel.queue_declare(tap, durable=True, auto_delete=False)
-            conn.default_channel.queue_bind(tap, "events", "user.signed_up")
+        system = whole_system(stack, proxy.url(stack.amqp_url), sms_url, logs, args.api_workers)
+        print(f"signup bench: starting the whole system (logs in {logs})", flush=True)
+        system.start()
+        cleanup.callback(system.stop, 20.0)
+        worker_logs = [logs / f"{s}-worker.log" for s in WORKERS]
+        wait_for(lambda: all(p.exists() and b" ready." in p.read_bytes() for p in worker_logs)
+                 and _healthy(system.api), timeout=120)  # fmt: skip
         engine = create_engine(stack.database_url)
         cleanup.callback(engine.dispose)
 
@@ -112,55 +130,77 @@ def main() -> int:
                     text("SELECT count(*) FROM signup.outbox WHERE published_at IS NULL")
                 ).scalar()
 
-        signups(base, 20, args.concurrency)  # warm-up: connections, first-use imports
-        wait_for(lambda: unsent() == 0, timeout=30)
+        def mails(run: str) -> int:
+            return sum(f"-{run}@" in to for m in stack.smtp.since(0) for to in m["to"])
+
+        open_loop(system.api, 20, 2, "warmup")  # connections, first-use imports
         print(
-            f"signup bench: {args.requests} signups per phase, {args.concurrency} client threads,"
-            f" uvicorn (1 process) on loopback, 1 outbox relay (poll 0.2 s), broker through a"
-            f" loopback proxy, RabbitMQ {stack.amqp_url.split('@')[-1]}, PostgreSQL private db"
+            f"open-loop signups with a phone, latency from each request's scheduled time;"
+            f" p99 bound {P99_BOUND_MS:g} ms; {os.cpu_count()} cores",
+            flush=True,
         )
-        header = f"{'broker':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
-        print(f"{header} {'unsent at end':>14} {'drained in s':>13}")
-        expected = 20
-        for phase in PHASES:
+        # The sweep first, lowest rate first: rows at rates beyond what the workers deliver
+        # leave e-mails queued, and the workers draining them load the rows after.
+        plan = [(f"sweep {r:g}/s", float(r), args.sweep_duration) for r in _rates(args.sweep)]
+        plan += [(p, args.rate, args.duration) for p in PHASES]
+        for name, rate, duration in plan:
+            system.check()
+            phase = name if name in PHASES else "up"
+            print(f"  {name}: {rate:g} signups/s for {duration:g} s ...", flush=True)
             if phase != "up":
                 getattr(proxy, phase)()
-            latencies, errors, wall = signups(base, args.requests, args.concurrency)
-            left = unsent()
+            run = uuid.uuid4().hex[:8]
+            row = {"row": f"signup API, broker {name}", "api_workers": args.api_workers}
+            row.update(open_loop(system.api, rate, duration, run), run=run)
+            row["mails_during_run"] = mails(run)
+            row["unsent_at_end"] = unsent()
             proxy.restore()
             restored = time.perf_counter()
-            wait_for(lambda: unsent() == 0, timeout=60, interval=0.05)
-            drained = time.perf_counter() - restored
-            expected += args.requests - errors
-            cuts = statistics.quantiles(latencies, n=100)
-            print(
-                f"{phase:<6} {len(latencies) / wall:>8.1f} {cuts[49] * 1000:>8.1f}"
-                f" {cuts[98] * 1000:>8.1f} {errors:>7} {left:>14} {drained:>13.2f}"
-            )
-        ids = _drain_ids(stack.amqp_url, tap, expected)
-        print(f"events delivered: {len(ids)} messages, {len(set(ids))} distinct, {expected} sent")
-        with Connection(stack.amqp_url) as conn:
-            conn.default_channel.queue_delete(tap)
-        return 0 if len(ids) == len(set(ids)) == expected else 1
+            wait_for(lambda: unsent() == 0, timeout=120, interval=0.05)
+            row["drained_s"] = round(time.perf_counter() - restored, 2)
+            row["within_bound"] = bool(row["p99_ms"] is not None and row["p99_ms"] < P99_BOUND_MS)
+            rows.append(row)
+            print(f"  {_line(row)}", flush=True)
+        print(f"waiting up to {args.settle:g} s for the welcome e-mails still queued ...")
+        wanted = sum(r["answered"] for r in rows)
+        with contextlib.suppress(AssertionError):  # reported below, not fatal
+            wait_for(lambda: sum(mails(r["run"]) for r in rows) >= wanted, args.settle, 0.5)
+        for row in rows:
+            row["mails_delivered"] = mails(row["run"])
+        print(f"e-mails delivered: {sum(r['mails_delivered'] for r in rows)} of {wanted} signups")
+        swept = [r for r in rows if r["row"].startswith("signup API, broker sweep")]
+        best = max((r["rate"] for r in swept if r["within_bound"] and not r["errors"]), default=0)
+        print(f"highest swept rate with p99 < {P99_BOUND_MS:g} ms and no errors: {best:g}/s")
+        rows.append({"row": "signup API, highest rate with p99 < 25 ms", "rate": best})
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+            print(f"rows written to {args.json}")
+    return 0
+
+
+def _rates(text_: str) -> list[float]:
+    return [float(r) for r in text_.split(",") if r.strip()]
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['row']}: {row['rate']:g}/s p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms"
+        f" max {row['max_ms']} ms, {row['answered']}/{row['requests']} answered,"
+        f" {row['errors']} errors {row['error_kinds'] or ''}; generator lag p99"
+        f" {row['lag_p99_ms']} ms; unsent at end {row['unsent_at_end']}, drained in"
+        f" {row['drained_s']} s; e-mails delivered during the row {row['mails_during_run']}"
+    )
 
 
 def _healthy(base: str) -> bool:
+    return _answers(f"{base}/readyz")
+
+
+def _answers(url: str) -> bool:
     try:
-        return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        return httpx.get(url, timeout=5).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def _drain_ids(amqp_url: str, queue: str, expected: int) -> list[str]:
-    """Every event id in ``queue`` once ``expected`` have arrived (and a second for more)."""
-    with Connection(amqp_url) as conn:
-        channel = conn.channel()
-        wait_for(lambda: channel.queue_declare(queue, passive=True).message_count >= expected, 30)
-        time.sleep(1.0)
-        ids = []
-        while (message := channel.basic_get(queue, no_ack=True)) is not None:
-            ids.append(message.headers["id"])
-    return ids
 
 
 if __name__ == "__main__":

@@ -4,11 +4,18 @@
 ``{"id": ...}`` and keeps the message. Tests steer it: ``status`` (answer every request
 with this code instead, e.g. 503 or 400), ``retry_after`` (a ``Retry-After`` header on
 those answers), ``delay`` (seconds before answering).
-``GET /messages`` lists what it kept. Never a mock: clients speak HTTP to it exactly as
+``GET /messages`` lists what it kept; ``connections`` counts the TCP connections it
+accepted. It speaks HTTP/1.1 with keep-alive, as a production gateway does, so a client
+reuses its connection; Nagle is off on its sockets (``disable_nagle_algorithm``): it
+writes headers and body separately, and with Nagle a kept-alive client's delayed ACK
+would hold every body back ~40 ms. Never a mock: clients speak HTTP to it exactly as
 to a production gateway.
 """
 
+import argparse
 import json
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +31,7 @@ class SmsGateway:
         self.status: int | None = None
         self.retry_after: str | None = None
         self.delay = 0.0
+        self.connections = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -52,6 +60,14 @@ class SmsGateway:
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                super().setup()
+                with gateway._lock:
+                    gateway.connections += 1
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -87,3 +103,22 @@ class SmsGateway:
                 self._answer(201, {"id": kept["id"]})
 
         return Handler
+
+
+def main() -> None:
+    """Run the stub in the foreground (``python -m infra.sms_gateway --port N``) until
+    SIGTERM or Ctrl-C: a process of its own, so its threads share no interpreter lock."""
+    parser = argparse.ArgumentParser(description="an SMS gateway stub for local runs")
+    parser.add_argument("--port", type=int, default=8026)
+    gateway = SmsGateway(port=parser.parse_args().port).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gateway.stop()
+
+
+if __name__ == "__main__":
+    main()

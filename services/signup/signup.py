@@ -3,6 +3,7 @@
 import logging
 import secrets
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
@@ -22,6 +23,13 @@ class DuplicateEmail(ValueError):
     """Another user already has this e-mail address."""
 
 
+class Created(NamedTuple):
+    """What a signup wrote: the user's row as stored, and its ``user.signed_up``."""
+
+    user: dict[str, Any]
+    event: UserSignedUp
+
+
 def create_user(
     session: Session,
     outbox: Outbox,
@@ -30,31 +38,45 @@ def create_user(
     name: str,
     phone: str | None = None,
     sms: SmsClient | None = None,
-) -> UserSignedUp:
+) -> Created:
     """Save the user, text the verification code, record ``user.signed_up`` in the outbox.
 
     Everything happens in the caller's transaction: if the e-mail is taken or the SMS
     cannot be sent, the caller's rollback leaves neither user nor event behind. The user
     row is written first, so a concurrent signup with the same e-mail (in any case) waits
-    on it and is refused rather than texted twice.
+    on it and is refused rather than texted twice. The row comes back from the INSERT
+    itself, so the caller answers without reading it again.
     """
-    user_id = uuid4()
-    created = session.execute(
-        insert(users)
-        .values(id=user_id, email=email, name=name, phone=phone, created_at=datetime.now(UTC))
-        .on_conflict_do_nothing(index_elements=[sa.func.lower(users.c.email)])
-        .returning(users.c.id)
-    ).first()
-    if created is None:
-        raise DuplicateEmail(f"a user with e-mail {email} already exists")
+    user = _created(session.execute(_insert_user(email, name, phone)).first(), email)
     if sms is not None and phone is not None:
-        sms.send(phone, f"Your verification code is {secrets.randbelow(10**6):06d}")
-    event = UserSignedUp(
-        source="signup",
-        payload={"user_id": user_id, "email": email, "name": name, "phone": phone},
-    )
+        sms.send(phone, _verification_text())
+    event = _signed_up(user)
     outbox.add(session, event)
-    return event
+    return Created(user, event)
+
+
+def _insert_user(email: str, name: str, phone: str | None) -> sa.Insert:
+    return (
+        insert(users)
+        .values(id=uuid4(), email=email, name=name, phone=phone, created_at=datetime.now(UTC))
+        .on_conflict_do_nothing(index_elements=[sa.func.lower(users.c.email)])
+        .returning(*users.c)
+    )
+
+
+def _created(row: sa.Row | None, email: str) -> dict[str, Any]:
+    if row is None:
+        raise DuplicateEmail(f"a user with e-mail {email} already exists")
+    return dict(row._mapping)
+
+
+def _verification_text() -> str:
+    return f"Your verification code is {secrets.randbelow(10**6):06d}"
+
+
+def _signed_up(user: dict[str, Any]) -> UserSignedUp:
+    payload = {"user_id": user["id"], **{k: user[k] for k in ("email", "name", "phone")}}
+    return UserSignedUp(source="signup", payload=payload)
 
 
 def sign_up(service: Service, *, email: str, name: str, phone: str | None = None) -> UUID:
@@ -65,7 +87,7 @@ def sign_up(service: Service, *, email: str, name: str, phone: str | None = None
     """
     outbox = Outbox(service)
     with service.db.transaction() as session:
-        event = create_user(session, outbox, email=email, name=name, phone=phone)
+        event = create_user(session, outbox, email=email, name=name, phone=phone).event
     relay = Relay(outbox)
     try:
         relay.publish_pending([event.id])

@@ -118,6 +118,17 @@ def test_a_signup_saves_the_user_texts_a_code_and_publishes_user_signed_up_once(
     assert published_at(db, event_id) is not None
 
 
+def test_signups_keep_one_connection_to_the_sms_gateway(api, gateway):
+    """Texts reuse a kept-alive connection: a TCP connection (and a gateway thread) per
+    text was a third of a signup's time."""
+    client = api()
+    before = gateway.connections
+    for _ in range(5):
+        response = client.post("/users/signup", json=new_user())
+        assert response.status_code == 201, response.text
+    assert gateway.connections - before == 1
+
+
 @pytest.mark.parametrize(
     "fields, field",
     [
