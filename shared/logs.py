@@ -2,7 +2,7 @@
 
 Each line names the service and, inside a task, the task's name and id, the id of the
 event it handles and the message's correlation id (``shared.tracing``), and the trace id
-while a span is active (tracing on): "what happened to this signup?" is one query by
+while a span is active (tracing on): "what happened to this request?" is one query by
 either id. Only ids: message texts stay as the code wrote them, which keeps personal data
 out at INFO.
 """

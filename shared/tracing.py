@@ -1,4 +1,4 @@
-"""One signup followed across services: message ids always, OpenTelemetry traces on request.
+"""One request followed across services: message ids always, OpenTelemetry traces on request.
 
 Every message a service publishes carries two headers (``before_task_publish``, so every
 path: events, commands, a handler's dispatch, retries, the outbox relay):
@@ -17,15 +17,16 @@ name is ``OTEL_SERVICE_NAME``, else the service's own; endpoints, headers, batch
 sampling are the SDK's own ``OTEL_*`` variables. Without them nothing is imported or
 installed. With them the W3C ``traceparent`` rides on each message, so the HTTP request,
 the outbox row (its ``headers`` column), the relay's publish, each entry task and handler
-task and the events they publish are one trace. Spans: the FastAPI instrumentation's request, the
-Celery instrumentation's ``run/<task>`` (with the task id, event id,
-correlation and causation ids as attributes, and a ``retry`` event), and this module's
-``apply_async/<task>`` for each publish and ``dead_letter/<task>`` (a ``dead-lettered``
-event) for each dead letter. The Celery instrumentation's own publish spans are not used:
-for a task the publishing process does not register (every event, sent with
-``send_task``) they are never ended, and stay the current span of that thread. Nor the
-SQLAlchemy instrumentation: 0.66b2 supports SQLAlchemy < 2.1 only (forced, it imports
-``sqlalchemy.ext.asyncio``, which needs greenlet); a task's span includes its queries.
+task and the events they publish are one trace. Its spans: the FastAPI instrumentation's
+request; the Celery instrumentation's ``run/<task>`` (task id, event id, correlation and
+causation ids as attributes; a ``retry`` event); this module's ``apply_async/<task>`` for
+each publish and ``dead_letter/<task>`` (a ``dead-lettered`` event) for each dead letter.
+
+Not used: the Celery instrumentation's own publish spans (for a task the publishing
+process does not register, so every event sent with ``send_task``, they are never ended
+and stay the current span of that thread), and the SQLAlchemy instrumentation (0.66b2
+supports SQLAlchemy < 2.1 only; forced, it imports ``sqlalchemy.ext.asyncio``, which needs
+greenlet): a task's span includes its queries.
 """
 
 import logging
@@ -254,7 +255,7 @@ def record_dead_letter(headers: dict[str, Any], reason: str, queue: str) -> None
 
 
 def instrument_app(app: Any) -> None:
-    """Server spans for a FastAPI app (the trace a signup starts with), if tracing is on."""
+    """Server spans for a FastAPI app (where a trace starts), if tracing is on."""
     if _tracer is None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
