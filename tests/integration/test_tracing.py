@@ -15,11 +15,25 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import sqlalchemy as sa
+from kombu import Connection
 
 from infra.otlp_sink import OtlpSink, Span
 from infra.processes import ROOT
+from shared.db import migrate
+from shared.ops.cli import OPS_MIGRATIONS
+from shared.ops.dlq import depth
+from shared.topology import SERVICES
 from shared.tracing import CAUSATION, CORRELATION
-from tests.support import JSON, envelope, framed, free_port, headers, publish_raw, wait_for
+from tests.support import (
+    JSON,
+    drain,
+    envelope,
+    framed,
+    free_port,
+    headers,
+    publish_raw,
+    wait_for,
+)  # fmt: skip
 
 TOKEN = "trace-token"
 
@@ -201,17 +215,38 @@ def test_a_retry_and_a_dead_letter_are_span_events_in_the_trace_the_upstream_sta
     assert kept["traceparent"].split("-")[1] == trace_id
 
 
-def test_without_otel_variables_no_trace_context_is_added_but_the_ids_are(clean_queues):
+def test_without_otel_variables_the_ids_still_ride_on_the_dead_letter_and_its_replay(
+    clean_queues,
+):
     stack = clean_queues
+    migrate(stack.database_url, "ops", OPS_MIGRATIONS)
     worker = stack.worker("notifier", ADMIN_EMAILS="").start()
     event = envelope(f"plain-{uuid.uuid4().hex[:6]}@example.com")
     stack.smtp.refused.add(event["payload"]["email"])
     try:
         publish_raw(stack.amqp_url, "events", "user.signed_up", framed(event),
                     application_headers=headers(event), **JSON)  # fmt: skip
-        (message,) = wait_for(lambda: stack.dead_letters("notifier"), timeout=60)
+        wait_for(lambda: depth(stack.amqp_url, SERVICES["notifier"]) == 1, timeout=60)
     finally:
         worker.stop()
-    assert "traceparent" not in message.headers
-    assert message.headers[CORRELATION] == event["id"]
-    assert message.headers[CAUSATION] == event["id"]
+    (dead,) = peek(stack.amqp_url, "notifier.dlq")
+    assert "traceparent" not in dead.headers
+    assert dead.headers[CORRELATION] == event["id"] and dead.headers[CAUSATION] == event["id"]
+
+    replay = subprocess.run([sys.executable, "-m", "shared.ops", "dlq", "replay", "notifier"],
+                            env=stack.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "replayed: " in replay.stdout, replay.stdout + replay.stderr
+    (again,) = stack.dead_letters("notifier") or drain(stack.amqp_url, "notifier.tasks")
+    assert again.headers[CORRELATION] == event["id"] and again.headers[CAUSATION] == event["id"]
+
+
+def peek(amqp_url: str, queue: str) -> list:
+    """The messages in ``queue``, left there."""
+    with Connection(amqp_url) as conn:
+        channel = conn.channel()
+        taken = []
+        while (message := channel.basic_get(queue, no_ack=False)) is not None:
+            taken.append(message)
+        for message in taken:
+            channel.basic_reject(message.delivery_tag, requeue=True)
+    return taken
