@@ -3,7 +3,8 @@ the demo and the benchmark can read traces back. Never a mock: every service exp
 it with the SDK's own OTLP exporter (``OTEL_EXPORTER_OTLP_ENDPOINT=<sink.url>``), exactly
 as to an OpenTelemetry Collector or Jaeger.
 
-``python -m infra.otlp_sink --port 4318`` runs one in the foreground and prints each span.
+``python -m infra.otlp_sink --port 4318`` runs one in the foreground and prints each trace
+as a tree once it has been quiet for a moment.
 """
 
 import argparse
@@ -79,6 +80,28 @@ def decode(body: bytes) -> list[Span]:
     return spans
 
 
+def render(spans: list[Span]) -> str:
+    """One trace as an indented tree, children under their parent by start time: the
+    service, the span, its duration, its events and the task id it names."""
+    ids = {s.span_id for s in spans}
+    children: dict[str, list[Span]] = {}
+    for span in sorted(spans, key=lambda s: s.start_ns):
+        children.setdefault(span.parent_id if span.parent_id in ids else "", []).append(span)
+    lines: list[str] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for span in children.get(parent, []):
+            ms = (span.end_ns - span.start_ns) / 1e6
+            task = span.attributes.get("eventful.task_id", "")
+            events = "".join(f" [{name}]" for name in span.event_names)
+            label = "  " * depth + span.name + events
+            lines.append(f"{span.service:<9} {label:<64} {ms:>8.1f} ms  {task}".rstrip())
+            walk(span.span_id, depth + 1)
+
+    walk("", 0)
+    return "\n".join(lines)
+
+
 class OtlpSink:
     """``POST /v1/traces`` (protobuf, optionally gzip) answered 200; the spans are kept."""
 
@@ -137,15 +160,24 @@ class OtlpSink:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=4318)
+    parser.add_argument("--quiet", type=float, default=2.0, help="seconds without a new span"
+                        " of a trace before it is printed")  # fmt: skip
     args = parser.parse_args()
     sink = OtlpSink(args.port).start()
     print(f"OTLP/HTTP sink on {sink.url}/v1/traces", flush=True)
-    seen = 0
+    printed: set[str] = set()
     while True:
         time.sleep(0.5)
-        for s in sink.spans[seen:]:
-            print(f"{s.trace_id} {s.span_id} <- {s.parent_id or '-':16} {s.service:9} {s.name}")
-        seen = len(sink.spans)
+        now = time.time_ns()
+        with sink._lock:
+            traces: dict[str, list[Span]] = {}
+            for span in sink.spans:
+                traces.setdefault(span.trace_id, []).append(span)
+        for trace_id, spans in traces.items():
+            last = max(s.end_ns for s in spans)
+            if trace_id not in printed and now - last > args.quiet * 1e9:
+                printed.add(trace_id)
+                print(f"trace {trace_id}\n{render(spans)}\n", flush=True)
 
 
 if __name__ == "__main__":

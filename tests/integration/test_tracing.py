@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from kombu import Connection
 
-from infra.otlp_sink import OtlpSink, Span
+from infra.otlp_sink import OtlpSink, Span, render
 from infra.processes import ROOT
 from shared.db import migrate
 from shared.ops.cli import OPS_MIGRATIONS
@@ -169,6 +169,8 @@ def test_one_signup_is_one_trace_from_the_http_request_through_notifier_to_repor
         line.get("task") for line in traced
     }
     assert all(line["task_id"] and line["correlation_id"] == event_id for line in traced)
+    print(f"\ntrace {trace_id}\n{render(every)}")  # what `pytest -s` shows (README)
+    print("\n".join(json.dumps(line) for line in traced if line["level"] == "INFO"))
 
 
 def test_a_retry_and_a_dead_letter_are_span_events_in_the_trace_the_upstream_started(
