@@ -5,11 +5,13 @@ confirms, results in PostgreSQL). Off: no ``OTEL_*`` variable (the ids are still
 on every publish). On: ``OTEL_TRACES_EXPORTER=otlp`` to a real OTLP/HTTP receiver on
 loopback (``infra.otlp_sink``), the SDK's batch span processor with its defaults, every
 task a ``run/<task>`` span. Rounds alternate off and on so both see the same machine; a
-row's figure is its best round. ``python -m bench.tracing``.
+row's figure is its best round; worker CPU per task (its start-up included) is the
+steadier figure on a busy machine. ``python -m bench.tracing``.
 """
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -41,6 +43,7 @@ def tracing_rows(
         "OTEL_SERVICE_NAME": "bench",
     }
     figures: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     memory: dict[str, float] = {}
 
     def stored() -> int:
@@ -56,11 +59,13 @@ def tracing_rows(
                 target = stored() + count
                 for i in range(count):
                     noop.delay(i)
+                before = _children_cpu()
                 seconds, memory[label] = drain_with_worker(
                     noop.run.__module__, QUEUE, env.env(**extra), count, worker_args,
                     logs / f"tracing-{label}-{n}.log", done=lambda t=target: stored() >= t,
                 )  # fmt: skip
                 figures[label].append(count / seconds)
+                cpu[label].append((_children_cpu() - before) / count * 1000)
         spans = sink.received
     finally:
         sink.stop()
@@ -68,11 +73,17 @@ def tracing_rows(
     rows = {}
     for label, name in (("off", "worker row, tracing off"), ("on", "worker row, tracing on")):
         rounds_seen = ", ".join(f"{f:,.0f}" for f in figures[label])
-        detail = f"rounds {rounds_seen}/s"
+        detail = f"rounds {rounds_seen}/s; worker CPU {min(cpu[label]):.2f} ms/task"
         if label == "on":
             detail += f"; {spans:,} spans to the OTLP sink"
         rows[label] = Row(name, max(figures[label]), detail, memory[label])
     return rows
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the waited-for children (a worker and, once it stops, its pool)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
