@@ -5,13 +5,13 @@ confirms, results in PostgreSQL). Off: no ``OTEL_*`` variable (the ids are still
 on every publish). On: ``OTEL_TRACES_EXPORTER=otlp`` to a real OTLP/HTTP receiver on
 loopback (``infra.otlp_sink``), the SDK's batch span processor with its defaults, every
 task a ``run/<task>`` span. Rounds alternate off and on so both see the same machine; a
-row's figure is its best round; worker CPU per task (its start-up included) is the
-steadier figure on a busy machine. ``python -m bench.tracing``.
+row's figure is its best round. The worker's CPU per task (the worker and its pool, from
+its first message to the last result stored) is the steadier figure on a busy machine.
+``python -m bench.tracing``.
 """
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -59,13 +59,14 @@ def tracing_rows(
                 target = stored() + count
                 for i in range(count):
                     noop.delay(i)
-                before = _children_cpu()
+                used: list[float] = []
                 seconds, memory[label] = drain_with_worker(
                     noop.run.__module__, QUEUE, env.env(**extra), count, worker_args,
                     logs / f"tracing-{label}-{n}.log", done=lambda t=target: stored() >= t,
+                    cpu=used,
                 )  # fmt: skip
                 figures[label].append(count / seconds)
-                cpu[label].append((_children_cpu() - before) / count * 1000)
+                cpu[label].append(used[0] / count * 1000)
         spans = sink.received
     finally:
         sink.stop()
@@ -78,12 +79,6 @@ def tracing_rows(
             detail += f"; {spans:,} spans to the OTLP sink"
         rows[label] = Row(name, max(figures[label]), detail, memory[label])
     return rows
-
-
-def _children_cpu() -> float:
-    """CPU seconds of the waited-for children (a worker and, once it stops, its pool)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
