@@ -29,7 +29,6 @@ supports SQLAlchemy < 2.1 only; forced, it imports ``sqlalchemy.ext.asyncio``, w
 greenlet): a task's span includes its queries.
 """
 
-import logging
 import threading
 from importlib.metadata import entry_points
 from typing import Any
@@ -45,7 +44,6 @@ from celery.signals import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-logger = logging.getLogger(__name__)
 CORRELATION = "x-correlation-id"
 CAUSATION = "x-causation-id"
 #: The W3C trace context headers, as kept in an outbox row and on a message.
@@ -96,10 +94,6 @@ def install(service: str) -> None:
         exporters = settings.exporters()
         if exporters:
             _tracer = _configure(settings.otel_service_name or service, exporters)
-
-
-def enabled() -> bool:
-    return _tracer is not None
 
 
 def outbox_headers(event_id: Any) -> dict[str, str]:
