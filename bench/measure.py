@@ -1,5 +1,6 @@
 """The measurements: raw AMQP, and draining N tasks through a real worker process."""
 
+import os
 import subprocess
 import sys
 import time
@@ -73,6 +74,22 @@ def rss_mb(pid: int) -> float:
     return sum(int(x) for x in out.split()) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its children (the pool)."""
+    pids = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(p) for p in children.read_text().split()]
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def drain_with_worker(
     app: str,
     queue: str,
@@ -81,19 +98,23 @@ def drain_with_worker(
     worker_args: list[str],
     log: Path,
     done: Callable[[], bool] | None = None,
+    cpu: list[float] | None = None,
 ) -> tuple[float, float]:
     """Start a worker on a queue holding ``count`` messages; seconds from its first message
-    until ``done`` (default: the queue is empty), and the worker's RSS."""
+    until ``done`` (default: the queue is empty), and the worker's RSS. ``cpu``: gets the
+    CPU seconds the worker and its pool used in that time (its start-up left out)."""
     cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-l", "WARNING",
            "--without-gossip", "--without-mingle", *worker_args]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: ready_messages(env["AMQP_URL"], queue) < count, timeout=60, interval=0.01)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_seconds(proc.pid)
         wait_for(done or (lambda: ready_messages(env["AMQP_URL"], queue) == 0),
                  timeout=600, interval=0.02)  # fmt: skip
         elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append(cpu_seconds(proc.pid) - start_cpu)
         memory = rss_mb(proc.pid)
     finally:
         proc.terminate()

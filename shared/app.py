@@ -15,6 +15,7 @@ from shared.contracts import Command, event_types
 from shared.logs import use_json_logs
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
+from shared.tracing import install as install_tracing
 
 
 def _pause_after_nack(exc: Exception, interval: float) -> None:
@@ -217,4 +218,5 @@ def create_celery_app(
     app.steps["worker"].add(StartupCheck)
     if settings.log_format == "json":
         use_json_logs(topo.name)
+    install_tracing(topo.name)
     return app

@@ -41,6 +41,7 @@ from shared.evolution import UnsupportedVersion
 from shared.intake import received, translate
 from shared.results import ChordTimeout
 from shared.topology import service
+from shared.tracing import record_dead_letter
 from shared.wire import MalformedMessage, check_message
 
 logger = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ def dead_letter(
             retry_policy=PUBLISH_RETRY_POLICY,
         )
     dead_lettered.send(sender=app, service=topo.name, reason=reason, task=headers["x-task"])
+    record_dead_letter(headers, reason, topo.dlq)
     logger.error(
         "dead-lettered %s message task=%s id=%s reason=%s: %s",
         topo.name,

@@ -4,7 +4,8 @@ Publishing to RabbitMQ inside a request either makes the caller wait on the brok
 loses the event when the broker is away after the database has committed. Instead:
 
 - ``Outbox.add(session, event)`` writes the event to ``<service>.outbox`` in the caller's
-  transaction: the event exists exactly when the change does.
+  transaction: the event exists exactly when the change does. The row keeps the headers
+  it is to be published with (trace context, correlation ids: ``shared.tracing``).
 - ``Relay.publish_pending()`` publishes unsent rows, oldest first, with publisher confirms
   and marks them sent. It holds the rows' locks while it publishes
   (``FOR UPDATE SKIP LOCKED``), so two relays never publish the same row; a crash between
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session
 from shared.contracts import Event
 from shared.service import Service
 from shared.topology import declare_service
+from shared.tracing import outbox_headers
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ def outbox_table(schema: str) -> sa.Table:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("published_at", sa.DateTime(timezone=True)),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("headers", JSONB),
     )
 
 
@@ -76,6 +79,7 @@ class Outbox:
                 type=event.type,
                 body=event.model_dump(mode="json"),
                 created_at=datetime.now(UTC),
+                headers=outbox_headers(event.id),
             )
         )
 
@@ -110,7 +114,7 @@ class Relay:
         """
         t = self.outbox.table
         query = (
-            sa.select(t.c.id, t.c.type, t.c.body)
+            sa.select(t.c.id, t.c.type, t.c.body, t.c.headers)
             .where(t.c.published_at.is_(None))
             .order_by(t.c.created_at)
             .limit(self.batch_size)
@@ -150,6 +154,7 @@ class Relay:
                     row.type,
                     row.body,
                     row.id,
+                    headers=row.headers or {},
                     connection=connection,
                     retry=False,
                     confirm_timeout=self.confirm_timeout,

@@ -34,6 +34,7 @@ from services.signup.signup import DuplicateEmail, create_user
 from services.signup.sms import SmsClient, SmsRejected, SmsUnavailable
 from shared.outbox import AfterCommit, Outbox, Relay
 from shared.service import Service
+from shared.tracing import instrument_app
 
 
 @dataclass
@@ -185,6 +186,7 @@ def create_app(settings: SignupSettings | None = None) -> FastAPI:
     app.include_router(operators)
     problems.install(app, settings.retry_after, settings.max_body_bytes)
     problems.with_problem_schema(app)
+    instrument_app(app)
     return app
 
 

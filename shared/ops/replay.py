@@ -37,6 +37,10 @@ from sqlalchemy import Connection, Engine, text
 
 from shared.ops.dlq import DeadLetter, join_results, opened
 from shared.topology import ServiceTopology
+from shared.tracing import CAUSATION, CORRELATION
+
+#: The failure headers are ``x-``; these ``x-`` headers are the message's own.
+STORY_IDS = (CORRELATION, CAUSATION)
 
 REPLAY_STAMP = "dlq_replay"
 REPLAY_STEPS = ("claimed", "published", "committed", "marked")
@@ -73,11 +77,12 @@ def _grouped(letters: list[DeadLetter]) -> list[Replay]:
 
 
 def _replay_copy(letter: DeadLetter, user: str) -> amqp.Message:
-    """The message as first published, to run now: failure headers gone, attempt counter at
+    """The message as first published, to run now: failure headers gone (its correlation and
+    causation ids kept: a replay continues the story it died in), attempt counter at
     zero, no ``eta`` or ``expires`` (an expired task the operator replays must run, not be
     revoked on arrival again), stamped with the dead letter it replays, and sent as the
     operator's ``user`` (the broker checks it; the worker runs what the operator sends)."""
-    headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-")}
+    headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-") or k in STORY_IDS}
     stamps = headers.get("stamps") if isinstance(headers.get("stamps"), dict) else {}
     previous = headers.get("stamped_headers")  # a sender may have put anything there
     stamped = [h for h in previous if h != REPLAY_STAMP] if isinstance(previous, list) else []
