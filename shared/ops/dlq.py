@@ -1,23 +1,40 @@
 """Dead letters: read them with their reasons and task rows, purge them (``replay.py``
 sends them back).
 
-Reading takes every message with ``basic_get`` and settles none of them until the end: a
-message that is not replayed goes back to the DLQ when the channel closes.
+AMQP has no way to look at a queue's messages without taking them, and a taken message
+that goes back (a closed channel, a reject with requeue) returns to the head of a quorum
+queue: a reader that gave each one back would read the first one forever, and one that
+held them all until the end would hold the whole DLQ unacked and in memory. So a listing
+(``listed``) is one pass around the queue: it takes at most ``PASS_BATCH`` messages, puts
+an identical copy of each at the tail and acks the originals in one AMQP transaction,
+and goes on until every message that was there at the start went round once. The DLQ
+ends in the order it had, never more than a batch is unacked, and only the page asked
+for is kept. The copies are new messages: a pass costs no delivery (RabbitMQ 4.x counts
+requeued reads toward a quorum queue's delivery limit). A pass killed at any point
+leaves each message once in the queue (the transaction's publishes and acks go
+together), in the same cyclic order.
+
+``opened`` (the replay's read) still takes every message and settles none until the end:
+a message that is not replayed goes back to the DLQ when the channel closes.
 """
 
 import getpass
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import amqp
 from kombu import Connection
 from sqlalchemy import Engine, text
 
+from shared import intake
 from shared.topology import ServiceTopology
 
 #: The longest task id the audit and result tables store (Celery's own column is 155).
 TASK_ID_MAX = 155
+#: At most this many messages of a DLQ are unacked while a listing goes round it.
+PASS_BATCH = 50
 
 
 @dataclass
@@ -29,13 +46,42 @@ class DeadLetter:
     status: str | None = None
     outcome: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    #: What the worker read a CloudEvent or plain envelope an upstream sent as (``task``,
+    #: ``id``: the event's type and id), see ``shared.intake``.
+    translated: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, message: Any, topo: ServiceTopology) -> "DeadLetter":
+        headers = dict(message.headers or {})
+        as_task = {} if "task" in headers else intake.translated(message, topo) or {}
+        return cls(message, headers, translated=as_task)
 
     @property
     def task_id(self) -> str:
-        """The ``id`` header if a worker could run a task by it (a string that fits the
-        task id columns), else ``""``: a sender may have put anything there."""
+        """The id a worker runs it under, if it fits the task id columns, else ``""`` (a
+        sender may have put anything there): its ``id`` header; without one (a CloudEvent
+        or plain envelope as an upstream sent it), the event id the worker translates it
+        to, else its AMQP ``message_id``."""
         value = self.headers.get("id")
+        if "id" not in self.headers:
+            value = self.translated.get("id") or (self.message.properties or {}).get("message_id")
         return value if isinstance(value, str) and len(value) <= TASK_ID_MAX else ""
+
+    @property
+    def task(self) -> str:
+        """The task it was sent to: its ``task`` header, else what the worker read it as."""
+        task = self.headers.get("task") or self.headers.get("x-task")
+        return str(task or self.translated.get("task") or "?")
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The ``x-correlation-id`` header: what started the chain this message is part of."""
+        return _text(self.headers.get("x-correlation-id"))
+
+    @property
+    def causation_id(self) -> str | None:
+        """The ``x-causation-id`` header: the event or command that caused this message."""
+        return _text(self.headers.get("x-causation-id"))
 
     @property
     def origin(self) -> str:
@@ -54,6 +100,78 @@ class DeadLetter:
         return str(deaths[0].get("time") or "")
 
 
+def _text(value: Any) -> str | None:
+    """A header as text (AMQP long strings arrive as bytes when not UTF-8), None if unset."""
+    if value is None or value == "":
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class Page:
+    """Dead letters ``offset`` to ``offset + len(letters)`` of the ``matched`` that a pass
+    around a DLQ of ``depth`` messages found."""
+
+    letters: list[DeadLetter]
+    offset: int
+    matched: int
+    depth: int
+
+
+def listed(
+    amqp_url: str,
+    topo: ServiceTopology,
+    *,
+    offset: int = 0,
+    limit: int = 50,
+    keep: Callable[[DeadLetter], bool] = lambda letter: True,
+    batch: int = PASS_BATCH,
+) -> Page:
+    """One pass around the DLQ (see the module docstring): the dead letters ``keep``
+    accepts, from the ``offset``-th, at most ``limit`` of them."""
+    with Connection(amqp_url, connect_timeout=10) as conn:
+        conn.ensure_connection(max_retries=1)
+        channel = conn.channel()
+        channel.auto_decode = False  # bodies as they were published, whatever the codec says
+        depth = channel.queue_declare(topo.dlq, passive=True).message_count
+        if depth == 0 and (late := channel.basic_get(topo.dlq, no_ack=False)) is not None:
+            # Read anyway, so a user who may not read the DLQ is told so even when it is
+            # empty; one that arrived since the count goes back, for the next listing.
+            channel.basic_reject(late.delivery_tag, requeue=True)
+        channel.tx_select()
+        page, matched, seen = [], 0, 0
+        while seen < depth:
+            taken = []
+            while len(taken) < min(batch, depth - seen):
+                if (message := channel.basic_get(topo.dlq, no_ack=False)) is None:
+                    break  # another reader holds the rest
+                taken.append(message)
+            if not taken:
+                break
+            for message in taken:
+                letter = DeadLetter.read(message, topo)
+                if keep(letter):
+                    if offset <= matched < offset + limit:
+                        page.append(letter)
+                    matched += 1
+                channel.basic_publish(_same(message), exchange="", routing_key=topo.dlq)
+                channel.basic_ack(message.delivery_tag)
+            channel.tx_commit()
+            seen += len(taken)
+        channel.close()
+    return Page(page, offset, matched, depth)
+
+
+def _same(message: amqp.Message) -> amqp.Message:
+    """A copy of ``message`` to put back: body and properties as they are, except
+    ``user_id``, which the broker accepts only as the publisher's own name: kept as the
+    ``x-user-id`` header. (py-amqp hands a bodyless message over as ``''``.)"""
+    properties = dict(message.properties)
+    if (user := properties.pop("user_id", None)) is not None:
+        properties["application_headers"] = {**(message.headers or {}), "x-user-id": user}
+    return amqp.Message(message.body or b"", **properties)
+
+
 @contextmanager
 def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[DeadLetter]]]:
     """The DLQ's messages, unsettled: the caller acks what it consumed, the rest return."""
@@ -64,7 +182,7 @@ def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[Dea
         channel.queue_declare(topo.dlq, passive=True)
         taken = []
         while (message := channel.basic_get(topo.dlq, no_ack=False)) is not None:
-            taken.append(DeadLetter(message, dict(message.headers or {})))
+            taken.append(DeadLetter.read(message, topo))
         try:
             yield channel, taken
         finally:

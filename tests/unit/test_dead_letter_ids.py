@@ -1,0 +1,53 @@
+"""Which id a dead letter is replayed by: the ``id`` header, else (a CloudEvent or plain
+envelope an upstream sent, dead-lettered as it was sent) the event id a worker reads it
+as, else its AMQP ``message_id``."""
+
+import json
+
+import amqp
+import pytest
+
+from shared.ops.dlq import DeadLetter
+from shared.topology import SERVICES
+
+NOTIFIER = SERVICES["notifier"]
+EVENT = {"id": "ev-1", "type": "user.signed_up", "source": "crm", "version": 1,
+         "payload": {"user_id": "u", "email": "a@example.com", "name": "A"}}  # fmt: skip
+STRUCTURED = {"specversion": "1.0", "id": "ev-1", "type": "user.signed_up", "source": "crm",
+              "data": EVENT["payload"]}  # fmt: skip
+BINARY = {"cloudEvents_specversion": "1.0", "cloudEvents_id": "ev-1",
+          "cloudEvents_type": "user.signed_up", "cloudEvents_source": "crm"}  # fmt: skip
+DEAD = {"x-dead-letter-reason": "task-failed", "x-original-queue": "notifier.events"}
+
+
+def letter(body: object, headers: dict, content_type: str, **props) -> DeadLetter:
+    message = amqp.Message(json.dumps(body).encode(), content_type=content_type,
+                           application_headers={**headers, **DEAD}, **props)  # fmt: skip
+    return DeadLetter.read(message, NOTIFIER)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "content_type"),
+    [
+        (STRUCTURED, {}, "application/cloudevents+json"),
+        (EVENT["payload"], BINARY, "application/json"),
+        (EVENT, {}, "application/json"),
+    ],
+    ids=["structured", "binary", "plain-envelope"],
+)
+def test_an_upstream_event_is_replayed_by_its_event_id_and_type(body, headers, content_type):
+    dead = letter(body, headers, content_type)
+    assert (dead.task_id, dead.task) == ("ev-1", "user.signed_up")
+
+
+def test_a_message_no_worker_reads_falls_back_to_its_message_id_else_has_none():
+    broken = {**STRUCTURED, "specversion": "0.3"}
+    assert letter(broken, {}, "application/cloudevents+json", message_id="m-1").task_id == "m-1"
+    assert letter(broken, {}, "application/cloudevents+json").task_id == ""
+
+
+def test_an_id_header_wins_and_a_bad_one_is_not_replaced():
+    framed = [[], {"event": EVENT}, {}]
+    celery = {"task": "user.signed_up", "id": "task-1"}
+    assert letter(framed, celery, "application/json", message_id="m-1").task_id == "task-1"
+    assert letter(framed, {**celery, "id": 7}, "application/json", message_id="m-1").task_id == ""
