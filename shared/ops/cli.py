@@ -28,6 +28,7 @@ from shared.ops.apply import apply_roles, apply_users, declare_topology, vhost_o
 from shared.ops.deployments import WORKERS
 from shared.ops.outbox import outbox_lag
 from shared.ops.plan import plan
+from shared.ops.recreate import QueueBusy, recreate
 from shared.permissions import CredentialSettings
 from shared.settings import get_settings, redact
 from shared.system import declaration
@@ -65,7 +66,7 @@ def cmd_migrate(services: tuple[str, ...]) -> int:
 
 @cli.group("topology")
 def topology_group() -> None:
-    """The broker topology: apply, plan, export."""
+    """The broker topology: apply, plan, recreate, export."""
 
 
 @topology_group.command("apply")
@@ -107,6 +108,20 @@ def cmd_topology_plan(as_json: bool) -> int:
         print(line)
     print(f"{len(drift)} difference(s) on vhost {vhost!r}" if drift else "no drift")
     return 1 if drift else 0
+
+
+@topology_group.command("recreate")
+@click.argument("queue")
+def cmd_topology_recreate(queue: str) -> int:
+    """Give a live queue the arguments it is declared with (RabbitMQ cannot change them:
+    it is deleted and declared again), keeping its messages in order. Stop the system
+    first. `topology plan` shows which queues differ."""
+    try:
+        kept = recreate(get_settings().amqp_url, queue)
+    except QueueBusy as exc:
+        return _fail(str(exc))
+    print(f"{queue}: recreated as declared, {kept} message(s) kept")
+    return 0
 
 
 @topology_group.command("export")

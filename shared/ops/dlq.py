@@ -1,18 +1,11 @@
 """Dead letters: read them with their reasons and task rows, purge them (``replay.py``
 sends them back).
 
-AMQP has no way to look at a queue's messages without taking them, and a taken message
-that goes back (a closed channel, a reject with requeue) returns to the head of a quorum
-queue: a reader that gave each one back would read the first one forever, and one that
-held them all until the end would hold the whole DLQ unacked and in memory. So a listing
-(``listed``) is one pass around the queue: it takes at most ``PASS_BATCH`` messages, puts
-an identical copy of each at the tail and acks the originals in one AMQP transaction,
-and goes on until every message that was there at the start went round once. The DLQ
-ends in the order it had, never more than a batch is unacked, and only the page asked
-for is kept. The copies are new messages: a pass costs no delivery (RabbitMQ 4.x counts
-requeued reads toward a quorum queue's delivery limit). A pass killed at any point
-leaves each message once in the queue (the transaction's publishes and acks go
-together), in the same cyclic order.
+A listing (``listed``) is one pass round the DLQ: every message that was there at the
+start moves from its head to its tail (``shared.ops.moving``: a transaction per batch of
+at most ``moving.BATCH``), and only the page asked for is kept. So the DLQ ends in the order
+it had, never more than a batch is unacked or in memory, and reading costs no delivery.
+A dead letter that arrives during a pass lands among the ones already moved.
 
 ``opened`` (the replay's read) still takes every message and settles none until the end:
 a message that is not replayed goes back to the DLQ when the channel closes.
@@ -24,17 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import amqp
 from kombu import Connection
 from sqlalchemy import Engine, text
 
 from shared import intake
+from shared.ops.moving import move
 from shared.topology import ServiceTopology
 
 #: The longest task id the audit and result tables store (Celery's own column is 155).
 TASK_ID_MAX = 155
-#: At most this many messages of a DLQ are unacked while a listing goes round it.
-PASS_BATCH = 50
 
 
 @dataclass
@@ -125,10 +116,20 @@ def listed(
     offset: int = 0,
     limit: int = 50,
     keep: Callable[[DeadLetter], bool] = lambda letter: True,
-    batch: int = PASS_BATCH,
 ) -> Page:
-    """One pass around the DLQ (see the module docstring): the dead letters ``keep``
+    """One pass round the DLQ (see the module docstring): the dead letters ``keep``
     accepts, from the ``offset``-th, at most ``limit`` of them."""
+    page: list[DeadLetter] = []
+    matched = 0
+
+    def visit(message: Any) -> None:
+        nonlocal matched
+        letter = DeadLetter.read(message, topo)
+        if keep(letter):
+            if offset <= matched < offset + limit:
+                page.append(letter)
+            matched += 1
+
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()
@@ -138,38 +139,9 @@ def listed(
             # Read anyway, so a user who may not read the DLQ is told so even when it is
             # empty; one that arrived since the count goes back, for the next listing.
             channel.basic_reject(late.delivery_tag, requeue=True)
-        channel.tx_select()
-        page, matched, seen = [], 0, 0
-        while seen < depth:
-            taken = []
-            while len(taken) < min(batch, depth - seen):
-                if (message := channel.basic_get(topo.dlq, no_ack=False)) is None:
-                    break  # another reader holds the rest
-                taken.append(message)
-            if not taken:
-                break
-            for message in taken:
-                letter = DeadLetter.read(message, topo)
-                if keep(letter):
-                    if offset <= matched < offset + limit:
-                        page.append(letter)
-                    matched += 1
-                channel.basic_publish(_same(message), exchange="", routing_key=topo.dlq)
-                channel.basic_ack(message.delivery_tag)
-            channel.tx_commit()
-            seen += len(taken)
+        move(channel, topo.dlq, topo.dlq, depth, each=visit)
         channel.close()
     return Page(page, offset, matched, depth)
-
-
-def _same(message: amqp.Message) -> amqp.Message:
-    """A copy of ``message`` to put back: body and properties as they are, except
-    ``user_id``, which the broker accepts only as the publisher's own name: kept as the
-    ``x-user-id`` header. (py-amqp hands a bodyless message over as ``''``.)"""
-    properties = dict(message.properties)
-    if (user := properties.pop("user_id", None)) is not None:
-        properties["application_headers"] = {**(message.headers or {}), "x-user-id": user}
-    return amqp.Message(message.body or b"", **properties)
 
 
 @contextmanager

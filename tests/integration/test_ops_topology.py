@@ -154,3 +154,38 @@ def test_apply_refuses_the_local_default_passwords_outside_local_mode(
     }
     assert run_ops({**env, **secrets}, "topology", "apply").returncode == 0
     assert run_ops({**env, "LOCAL_MODE": "1"}, "topology", "apply").returncode == 0
+
+
+def test_recreate_gives_a_queue_its_declared_arguments_and_keeps_its_messages_in_order(
+    stack, management, prefix, vhosts
+):
+    """A DLQ an earlier version declared without ``x-delivery-limit``: RabbitMQ cannot add
+    the argument to it, and the next `topology apply` (or worker) is refused."""
+    vhost, amqp_url = fresh_vhost(stack, management, vhosts)
+    env = {**stack.env, "AMQP_URL": amqp_url, "SERVICE_USER_PREFIX": prefix}
+    assert run_ops(env, "topology", "apply").returncode == 0
+    v = Management.q(vhost)
+    management.request("DELETE", f"/queues/{v}/notifier.dlq")
+    old = {"durable": True, "arguments": {"x-queue-type": "quorum"}}
+    management.request("PUT", f"/queues/{v}/notifier.dlq", json=old)
+    management.request("POST", f"/bindings/{v}/e/notifier.dlx/q/notifier.dlq", json={})
+    bodies = [f"dead letter {i}" for i in range(120)]
+    for body in bodies:
+        message = {"properties": {"delivery_mode": 2, "headers": {"n": body}},
+                   "routing_key": "", "payload": body, "payload_encoding": "string"}  # fmt: skip
+        management.request("POST", f"/exchanges/{v}/notifier.dlx/publish", json=message)
+    assert "argument x-delivery-limit declared" in run_ops(env, "topology", "plan").stdout
+    assert run_ops(env, "topology", "apply").returncode == 2
+
+    recreated = run_ops(env, "topology", "recreate", "notifier.dlq")
+
+    assert recreated.returncode == 0, recreated.stdout + recreated.stderr
+    assert "notifier.dlq: recreated as declared, 120 message(s) kept" in recreated.stdout
+    planned = run_ops(env, "topology", "plan")
+    assert planned.stdout.strip() == "no drift", planned.stdout
+    taken = management.request(
+        "POST", f"/queues/{v}/notifier.dlq/get",
+        json={"count": 200, "ackmode": "ack_requeue_false", "encoding": "auto"},
+    )  # fmt: skip
+    assert [m["payload"] for m in taken] == bodies
+    assert [m["properties"]["headers"]["n"] for m in taken] == bodies
