@@ -7,8 +7,9 @@ at most ``moving.BATCH``), and only the page asked for is kept. So the DLQ ends 
 it had, never more than a batch is unacked or in memory, and reading costs no delivery.
 A dead letter that arrives during a pass lands among the ones already moved.
 
-``opened`` (the replay's read) still takes every message and settles none until the end:
-a message that is not replayed goes back to the DLQ when the channel closes.
+``opened`` (the replay's read) still takes every message and holds it until the end
+(a replay acks every copy of a dead letter with its publish, and copies can be anywhere
+in the DLQ); what it did not replay then goes back to the tail, in order.
 """
 
 import getpass
@@ -21,7 +22,7 @@ from kombu import Connection
 from sqlalchemy import Engine, text
 
 from shared import intake
-from shared.ops.moving import move
+from shared.ops.moving import move, put_back
 from shared.topology import ServiceTopology
 
 #: The longest task id the audit and result tables store (Celery's own column is 155).
@@ -37,6 +38,8 @@ class DeadLetter:
     status: str | None = None
     outcome: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    #: Acked by whoever took it (a replay): not to be put back.
+    settled: bool = False
     #: What the worker read a CloudEvent or plain envelope an upstream sent as (``task``,
     #: ``id``: the event's type and id), see ``shared.intake``.
     translated: dict[str, Any] = field(default_factory=dict)
@@ -146,7 +149,10 @@ def listed(
 
 @contextmanager
 def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[DeadLetter]]]:
-    """The DLQ's messages, unsettled: the caller acks what it consumed, the rest return."""
+    """The DLQ's messages, unsettled: the caller acks what it consumed and marks it
+    ``settled``; the rest go back to the tail in order (``moving.put_back``). If the caller
+    fails, the channel closes: the broker drops what it did not commit and returns the
+    messages (out of order, none lost)."""
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()
@@ -157,6 +163,7 @@ def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[Dea
             taken.append(DeadLetter.read(message, topo))
         try:
             yield channel, taken
+            put_back(channel, [d.message for d in taken if not d.settled], topo.dlq)
         finally:
             channel.close()
 

@@ -52,6 +52,17 @@ def move(
     return moved
 
 
+def put_back(channel: Any, messages: list[amqp.Message], queue: str) -> None:
+    """Messages taken from ``queue`` and held unacked, back to its tail in the order given,
+    in one transaction (a closed channel would return them to its head, shuffled)."""
+    if messages:
+        channel.tx_select()
+        for message in messages:
+            channel.basic_publish(copy_of(message), exchange="", routing_key=queue)
+            channel.basic_ack(message.delivery_tag)
+        channel.tx_commit()
+
+
 def copy_of(message: amqp.Message) -> amqp.Message:
     """``message`` as it is (body, properties, headers), except ``user_id``, which the broker
     accepts only as the publisher's own name: kept as the ``x-user-id`` header. (py-amqp

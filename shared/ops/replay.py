@@ -201,6 +201,7 @@ def _settle(
     )
     for copy in item.copies:
         channel.basic_ack(copy.message.delivery_tag)
+        copy.settled = True
     _reached("published", crash_after)
     channel.tx_commit()
     _reached("committed", crash_after)

@@ -181,3 +181,22 @@ def test_a_dead_cloudevent_is_replayed_once_by_its_event_id(stack, clean_queues)
     finally:
         worker.stop()
     assert len(stack.smtp.to(event["payload"]["email"])) == 1
+
+
+@pytest.mark.usefixtures("db")  # the ops schema, migrated
+def test_a_replay_leaves_the_dead_letters_it_skips_in_their_order(stack, clean_queues):
+    """It holds every dead letter while it works; those it does not replay go back to the
+    tail in order, not returned by closing the channel (which shuffles 33 or more)."""
+    skipped = [str(uuid.uuid4()) for _ in range(40)]
+    for n, task_id in enumerate(skipped):  # no worker can run a task by these ids
+        put_dead_email(stack.amqp_url, str(uuid.uuid4()), "skip@example.com", id={"n": n},
+                       **{"x-marker": task_id})  # fmt: skip
+    good = str(uuid.uuid4())
+    put_dead_email(stack.amqp_url, good, "fine@example.com")
+    wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == len(skipped) + 1)
+
+    replayed = run_ops(stack.env, "dlq", "replay", "notifier")
+
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replayed: {good}" in replayed.stdout
+    assert [m.headers["x-marker"] for m in drain(stack.amqp_url, NOTIFIER.dlq)] == skipped
