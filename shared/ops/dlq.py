@@ -54,11 +54,8 @@ class DeadLetter:
     def task_id(self) -> str:
         """The id a worker runs it under, if it fits the task id columns, else ``""`` (a
         sender may have put anything there): its ``id`` header; without one (a CloudEvent
-        or plain envelope as an upstream sent it), the event id the worker translates it
-        to, else its AMQP ``message_id``."""
-        value = self.headers.get("id")
-        if "id" not in self.headers:
-            value = self.translated.get("id") or (self.message.properties or {}).get("message_id")
+        or plain envelope as an upstream sent it), the event id the worker reads it as."""
+        value = self.headers.get("id") if "id" in self.headers else self.translated.get("id")
         return value if isinstance(value, str) and len(value) <= TASK_ID_MAX else ""
 
     @property

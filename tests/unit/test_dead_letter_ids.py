@@ -1,6 +1,6 @@
 """Which id a dead letter is replayed by: the ``id`` header, else (a CloudEvent or plain
 envelope an upstream sent, dead-lettered as it was sent) the event id a worker reads it
-as, else its AMQP ``message_id``."""
+as; a message no worker reads has none (replaying it would only dead-letter it again)."""
 
 import json
 
@@ -8,6 +8,7 @@ import amqp
 import pytest
 
 from shared.ops.dlq import DeadLetter
+from shared.ops.replay import _replay_copy
 from shared.topology import SERVICES
 
 NOTIFIER = SERVICES["notifier"]
@@ -40,14 +41,18 @@ def test_an_upstream_event_is_replayed_by_its_event_id_and_type(body, headers, c
     assert (dead.task_id, dead.task) == ("ev-1", "user.signed_up")
 
 
-def test_a_message_no_worker_reads_falls_back_to_its_message_id_else_has_none():
+def test_a_message_no_worker_reads_has_no_id_to_replay_it_by():
     broken = {**STRUCTURED, "specversion": "0.3"}
-    assert letter(broken, {}, "application/cloudevents+json", message_id="m-1").task_id == "m-1"
-    assert letter(broken, {}, "application/cloudevents+json").task_id == ""
+    assert letter(broken, {}, "application/cloudevents+json", message_id="m-1").task_id == ""
+
+
+def test_a_replayed_copy_keeps_the_message_id_a_new_death_is_found_by():
+    dead = letter(STRUCTURED, {}, "application/cloudevents+json", message_id="m-1")
+    assert _replay_copy(dead, "operator").properties["message_id"] == "m-1"
 
 
 def test_an_id_header_wins_and_a_bad_one_is_not_replaced():
     framed = [[], {"event": EVENT}, {}]
     celery = {"task": "user.signed_up", "id": "task-1"}
-    assert letter(framed, celery, "application/json", message_id="m-1").task_id == "task-1"
-    assert letter(framed, {**celery, "id": 7}, "application/json", message_id="m-1").task_id == ""
+    assert letter(framed, celery, "application/json").task_id == "task-1"
+    assert letter(framed, {**celery, "id": 7}, "application/json").task_id == ""
