@@ -8,6 +8,7 @@ import amqp
 import pytest
 
 from shared.ops.dlq import DeadLetter
+from shared.ops.moving import copy_of
 from shared.ops.replay import _replay_copy
 from shared.topology import SERVICES
 
@@ -56,3 +57,15 @@ def test_an_id_header_wins_and_a_bad_one_is_not_replaced():
     celery = {"task": "user.signed_up", "id": "task-1"}
     assert letter(framed, celery, "application/json").task_id == "task-1"
     assert letter(framed, {**celery, "id": 7}, "application/json").task_id == ""
+
+
+def test_a_moved_message_is_the_same_but_for_the_user_id_the_broker_would_refuse():
+    sent = amqp.Message(
+        b"\xfe\xff", content_type="text/plain", content_encoding="utf-16", message_id="m-1",
+        user_id="signup", application_headers={"a": 1},
+    )  # fmt: skip
+    moved = copy_of(sent)
+    assert (moved.body, moved.headers) == (b"\xfe\xff", {"a": 1, "x-user-id": "signup"})
+    assert {k: v for k, v in moved.properties.items() if k != "application_headers"} == {
+        "content_type": "text/plain", "content_encoding": "utf-16", "message_id": "m-1"
+    }  # fmt: skip
