@@ -168,16 +168,18 @@ def test_apply_refuses_the_local_default_passwords_outside_local_mode(
 def test_recreate_gives_a_queue_its_declared_arguments_and_keeps_its_messages_in_order(
     stack, management, prefix, vhosts
 ):
-    """A DLQ an earlier version declared without ``x-delivery-limit``: RabbitMQ cannot add
-    the argument to it, and the next `topology apply` (or worker) is refused."""
+    """Queues an earlier version declared without ``x-delivery-limit``: RabbitMQ cannot add
+    the argument, and the next `topology apply` (or worker) is refused. Each is recreated
+    alone, whichever other queue still differs."""
     vhost, amqp_url = fresh_vhost(stack, management, vhosts)
     env = {**stack.env, "AMQP_URL": amqp_url, "SERVICE_USER_PREFIX": prefix}
     assert run_ops(env, "topology", "apply").returncode == 0
     v = Management.q(vhost)
-    management.request("DELETE", f"/queues/{v}/notifier.dlq")
     old = {"durable": True, "arguments": {"x-queue-type": "quorum"}}
-    management.request("PUT", f"/queues/{v}/notifier.dlq", json=old)
-    management.request("POST", f"/bindings/{v}/e/notifier.dlx/q/notifier.dlq", json={})
+    for queue, exchange in (("notifier.dlq", "notifier.dlx"), ("events.unrouted",) * 2):
+        management.request("DELETE", f"/queues/{v}/{queue}")
+        management.request("PUT", f"/queues/{v}/{queue}", json=old)
+        management.request("POST", f"/bindings/{v}/e/{exchange}/q/{queue}", json={})
     bodies = [f"dead letter {i}" for i in range(120)]
     for body in bodies:
         message = {"properties": {"delivery_mode": 2, "headers": {"n": body}},
@@ -190,6 +192,8 @@ def test_recreate_gives_a_queue_its_declared_arguments_and_keeps_its_messages_in
 
     assert recreated.returncode == 0, recreated.stdout + recreated.stderr
     assert "notifier.dlq: recreated as declared, 120 message(s) kept" in recreated.stdout
+    assert "events.unrouted: argument x-delivery-limit" in run_ops(env, "topology", "plan").stdout
+    assert run_ops(env, "topology", "recreate", "events.unrouted").returncode == 0
     planned = run_ops(env, "topology", "plan")
     assert planned.stdout.strip() == "no drift", planned.stdout
     taken = management.request(
