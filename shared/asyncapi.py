@@ -181,5 +181,7 @@ def _service(topo, channels: dict, operations: dict, versions, commands: dict) -
         "title": f"{topo.name}'s dead letters",
         "description": f"Every message {topo.name} could not handle, fanned out by"
         f" `{topo.dlx}`, with `x-dead-letter-reason` and the other `x-` headers.",
-        "bindings": _queue(topo.dlq, {"x-queue-type": "quorum"}, [{"exchange": topo.dlx}]),
+        "bindings": _queue(
+            topo.dlq, topo.dead_letter_queue().queue_arguments, [{"exchange": topo.dlx}]
+        ),
     }

@@ -23,6 +23,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from shared.topology import EVENTS_EXCHANGE, ServiceTopology
@@ -47,6 +48,25 @@ class Received:
 def received(message: Any) -> Any:
     """The message as it arrived (``body``, ``headers``, ``content_type``/``_encoding``)."""
     return getattr(message, "_received", None) or message
+
+
+def translated(message: Any, topo: ServiceTopology) -> dict[str, Any] | None:
+    """The ``task`` and ``id`` headers a worker runs ``message`` by when it arrives on
+    ``topo``'s events queue, if it is a CloudEvent or a plain envelope we read (the event's
+    type and id), else None: what a dead letter an upstream sent is replayed by."""
+    properties = message.properties or {}
+    arrived = SimpleNamespace(
+        body=message.body,
+        headers=dict(message.headers or {}),
+        content_type=properties.get("content_type"),
+        content_encoding=properties.get("content_encoding"),
+        delivery_info={"exchange": topo.name, "routing_key": topo.events_queue},
+    )
+    try:
+        translate(arrived, topo)
+    except MalformedMessage:
+        return None
+    return arrived.headers if received(arrived) is not arrived else None
 
 
 def translate(message: Any, topo: ServiceTopology) -> None:

@@ -65,9 +65,6 @@ class Settings(BaseSettings):
         description="The broker's consumer_timeout in seconds (rabbitmq.conf; RabbitMQ's"
         " default is 30 minutes): every task's time limit must stay below it.",
     )
-    delivery_limit: int = Field(
-        10, description="Deliveries of one message (crashes, requeues) before it is dead-lettered."
-    )
     retry_delay_scale: float = Field(
         1.0, description="Multiplies every retry delay; tests and demos shorten waits with it."
     )

@@ -12,6 +12,15 @@ Per service ``svc`` (each declared in its own package, see ``shared.system``):
 Shared: the ``events`` topic exchange (routing key = event type) whose alternate exchange
 ``events.unrouted`` keeps, in the queue of the same name, any event nobody subscribes to.
 
+The queues that keep messages for an operator (each DLQ, ``events.unrouted``) have no
+dead-letter exchange, so a message past their delivery limit is dropped. RabbitMQ 4.x
+gives a quorum queue without one a limit of 20 and counts a requeued read (``basic_get``
+then reject or a closed channel; the management UI's *Get messages*) as a delivery, so
+they carry an explicit limit no reader reaches (``KEEP_DELIVERY_LIMIT``). Not 4.x's
+"unlimited" ``-1``: RabbitMQ 3.x accepts it and drops the message on its first requeued
+read (checked on 3.10.8). The same argument on every version, so a queue declared on 3.x
+keeps it through an upgrade (an argument cannot be added to a live queue).
+
 Work queues are quorum queues: replicated on a cluster, a delivery limit so a message
 that kills its worker is dead-lettered instead of looping, at-least-once dead-lettering,
 and Celery's native delayed delivery keeps countdown retries in the broker rather than in
@@ -31,15 +40,19 @@ from shared.system import Discovered
 
 EVENTS_EXCHANGE = "events"
 UNROUTED = "events.unrouted"
+#: Deliveries of one message to a work queue's consumers before it is dead-lettered.
 DELIVERY_LIMIT = 10
+#: The delivery limit of the queues that keep messages for an operator: 2**31 - 1 requeued
+#: reads, 68 years at one a second.
+KEEP_DELIVERY_LIMIT = 2**31 - 1
+#: Arguments of the queues that keep messages for an operator (DLQs, ``events.unrouted``).
+KEEP_ARGUMENTS = {"x-queue-type": "quorum", "x-delivery-limit": KEEP_DELIVERY_LIMIT}
 
 events_exchange = Exchange(
     EVENTS_EXCHANGE, type="topic", durable=True, arguments={"alternate-exchange": UNROUTED}
 )
 unrouted_exchange = Exchange(UNROUTED, type="fanout", durable=True)
-unrouted_queue = Queue(
-    UNROUTED, exchange=unrouted_exchange, queue_arguments={"x-queue-type": "quorum"}
-)
+unrouted_queue = Queue(UNROUTED, exchange=unrouted_exchange, queue_arguments=dict(KEEP_ARGUMENTS))
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,7 @@ class ServiceTopology:
 
     def dead_letter_queue(self) -> Queue:
         dlx = Exchange(self.dlx, type="fanout", durable=True)
-        return Queue(self.dlq, exchange=dlx, queue_arguments={"x-queue-type": "quorum"})
+        return Queue(self.dlq, exchange=dlx, queue_arguments=dict(KEEP_ARGUMENTS))
 
     def queue_for(self, exchange: str, routing_key: str) -> str:
         """The work queue a message reached, from where it was published."""

@@ -28,6 +28,7 @@ from shared.ops.apply import apply_roles, apply_users, declare_topology, vhost_o
 from shared.ops.deployments import WORKERS
 from shared.ops.outbox import outbox_lag
 from shared.ops.plan import plan
+from shared.ops.recreate import QueueBusy, recreate
 from shared.permissions import CredentialSettings
 from shared.settings import get_settings, redact
 from shared.system import declaration
@@ -65,7 +66,7 @@ def cmd_migrate(services: tuple[str, ...]) -> int:
 
 @cli.group("topology")
 def topology_group() -> None:
-    """The broker topology: apply, plan, export."""
+    """The broker topology: apply, plan, recreate, export."""
 
 
 @topology_group.command("apply")
@@ -107,6 +108,20 @@ def cmd_topology_plan(as_json: bool) -> int:
         print(line)
     print(f"{len(drift)} difference(s) on vhost {vhost!r}" if drift else "no drift")
     return 1 if drift else 0
+
+
+@topology_group.command("recreate")
+@click.argument("queue")
+def cmd_topology_recreate(queue: str) -> int:
+    """Give a live queue the arguments it is declared with (RabbitMQ cannot change them:
+    it is deleted and declared again), keeping its messages in order. Stop the system
+    first. `topology plan` shows which queues differ."""
+    try:
+        kept = recreate(get_settings().amqp_url, queue)
+    except QueueBusy as exc:
+        return _fail(str(exc))
+    print(f"{queue}: recreated as declared, {kept} message(s) kept")
+    return 0
 
 
 @topology_group.command("export")
@@ -217,9 +232,10 @@ def cmd_worker_alive(service_name: str, hostname: str | None, timeout: float) ->
 def _letter_line(letter: dlq.DeadLetter) -> str:
     h = letter.headers
     return (
-        f"{letter.task_id:<36}  {h.get('task', '?')}  {h.get('x-dead-letter-reason', 'x-death')}"
+        f"{letter.task_id:<36}  {letter.task}  {h.get('x-dead-letter-reason', 'x-death')}"
         f"  attempts={h.get('x-attempts', '?')}  at={h.get('x-dead-lettered-at', '?')}"
-        f"  result={letter.status or '-'}  {h.get('x-exception-type', '')}:"
+        f"  result={letter.status or '-'}  correlation={letter.correlation_id or '-'}"
+        f"  causation={letter.causation_id or '-'}  {h.get('x-exception-type', '')}:"
         f" {str(h.get('x-exception-message', ''))[:80]}"
     )
 
@@ -228,6 +244,8 @@ def _letter_json(letter: dlq.DeadLetter) -> dict[str, Any]:
     return {
         "task_id": letter.task_id,
         "origin": letter.origin,
+        "correlation_id": letter.correlation_id,
+        "causation_id": letter.causation_id,
         "headers": letter.headers,
         "status": letter.status,
         "result": letter.result,
@@ -241,45 +259,73 @@ def dlq_group() -> None:
 
 
 ID = click.option("--id", "ids", multiple=True, help="only this task id (repeatable)")
+PAGE = [
+    click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+                 help="show at most N dead letters"),
+    click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="skip the first N (the next page: --offset OFFSET+LIMIT)"),
+]  # fmt: skip
 
 
-def _read(service_name: str, ids: tuple[str, ...], show: bool, as_json: bool) -> int:
+def _paged(command):
+    for option in reversed(PAGE):
+        command = option(command)
+    return command
+
+
+def _read(
+    service_name: str, ids: tuple[str, ...], show: bool, as_json: bool, offset: int, limit: int
+) -> int:
+    """One page of dead letters, read by one pass around the DLQ (``dlq.listed``)."""
     topo, settings = service(service_name), get_settings()
-    with dlq.opened(settings.amqp_url, topo) as (_channel, letters):
-        dlq.join_results(_engine(), topo, letters)
-        letters = [d for d in letters if not ids or d.task_id in ids]
-        if as_json:
-            _json([_letter_json(letter) for letter in letters])
-            return 0
-        print(f"{topo.dlq}: {len(letters)} dead letter(s)")
-        for letter in letters:
-            print(_letter_line(letter))
-            if show:
-                for key, value in sorted(letter.headers.items()):
-                    if key != "x-traceback":
-                        print(f"    {key}: {value}")
-                print(f"    body: {letter.message.body!s:.2000}")
-                print(f"    result row: {letter.result or 'none'}")
-                print("    " + str(letter.headers.get("x-traceback", "")).replace("\n", "\n    "))
+    page = dlq.listed(
+        settings.amqp_url, topo, offset=offset, limit=limit,
+        keep=lambda letter: not ids or letter.task_id in ids,
+    )  # fmt: skip
+    letters = page.letters
+    dlq.join_results(_engine(), topo, letters)
+    if as_json:
+        _json([_letter_json(letter) for letter in letters])
+        return 0
+    shown = f"{offset + 1}-{offset + len(letters)}" if letters else "none"
+    print(f"{topo.dlq}: {page.matched} dead letter(s), showing {shown}")
+    for letter in letters:
+        print(_letter_line(letter))
+        if show:
+            for key, value in sorted(letter.headers.items()):
+                if key != "x-traceback":
+                    print(f"    {key}: {value}")
+            print(f"    body: {letter.message.body!s:.2000}")
+            print(f"    result row: {letter.result or 'none'}")
+            print("    " + str(letter.headers.get("x-traceback", "")).replace("\n", "\n    "))
+    if offset + len(letters) < page.matched:
+        print(f"next page: --offset {offset + len(letters)} --limit {limit}")
     return 0
 
 
 @dlq_group.command("list")
 @click.argument("service_name", metavar="SERVICE")
 @ID
+@_paged
 @AS_JSON
-def cmd_dlq_list(service_name: str, ids: tuple[str, ...], as_json: bool) -> int:
-    """One line per dead letter: task, reason, attempts, result row."""
-    return _read(service_name, ids, False, as_json)
+def cmd_dlq_list(
+    service_name: str, ids: tuple[str, ...], limit: int, offset: int, as_json: bool
+) -> int:
+    """One line per dead letter: task, reason, attempts, result row, correlation and
+    causation ids. Pages: at most --limit, from --offset; the DLQ keeps its order."""
+    return _read(service_name, ids, False, as_json, offset, limit)
 
 
 @dlq_group.command("show")
 @click.argument("service_name", metavar="SERVICE")
 @ID
+@_paged
 @AS_JSON
-def cmd_dlq_show(service_name: str, ids: tuple[str, ...], as_json: bool) -> int:
+def cmd_dlq_show(
+    service_name: str, ids: tuple[str, ...], limit: int, offset: int, as_json: bool
+) -> int:
     """Everything about each dead letter: headers, body, result row, traceback."""
-    return _read(service_name, ids, True, as_json)
+    return _read(service_name, ids, True, as_json, offset, limit)
 
 
 @dlq_group.command("replay")
@@ -305,7 +351,7 @@ def cmd_dlq_replay(
     for item in done:
         letter, copies = item.letter, len(item.copies)
         print(
-            f"{item.outcome}: {letter.task_id} {letter.headers.get('task')} -> {letter.origin}"
+            f"{item.outcome}: {letter.task_id} {letter.task} -> {letter.origin}"
             + (f" ({copies} copies)" if copies > 1 else "")
         )
     replayed = sum(d.outcome in ("replayed", "would replay") for d in done)

@@ -1,12 +1,19 @@
 """Dead letters: read them with their reasons and task rows, purge them (``replay.py``
 sends them back).
 
-Reading takes every message with ``basic_get`` and settles none of them until the end: a
-message that is not replayed goes back to the DLQ when the channel closes.
+A listing (``listed``) is one pass round the DLQ: every message that was there at the
+start moves from its head to its tail (``shared.ops.moving``: a transaction per batch of
+at most ``moving.BATCH``), and only the page asked for is kept. So the DLQ ends in the order
+it had, never more than a batch is unacked or in memory, and reading costs no delivery.
+A dead letter that arrives during a pass lands among the ones already moved.
+
+``opened`` (the replay's read) still takes every message and holds it until the end
+(a replay acks every copy of a dead letter with its publish, and copies can be anywhere
+in the DLQ); what it did not replay then goes back to the tail, in order.
 """
 
 import getpass
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +21,8 @@ from typing import Any
 from kombu import Connection
 from sqlalchemy import Engine, text
 
+from shared import intake
+from shared.ops.moving import move, put_back
 from shared.topology import ServiceTopology
 
 #: The longest task id the audit and result tables store (Celery's own column is 155).
@@ -29,13 +38,41 @@ class DeadLetter:
     status: str | None = None
     outcome: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    #: Acked by whoever took it (a replay): not to be put back.
+    settled: bool = False
+    #: What the worker read a CloudEvent or plain envelope an upstream sent as (``task``,
+    #: ``id``: the event's type and id), see ``shared.intake``.
+    translated: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, message: Any, topo: ServiceTopology) -> "DeadLetter":
+        headers = dict(message.headers or {})
+        as_task = {} if "task" in headers else intake.translated(message, topo) or {}
+        return cls(message, headers, translated=as_task)
 
     @property
     def task_id(self) -> str:
-        """The ``id`` header if a worker could run a task by it (a string that fits the
-        task id columns), else ``""``: a sender may have put anything there."""
-        value = self.headers.get("id")
+        """The id a worker runs it under, if it fits the task id columns, else ``""`` (a
+        sender may have put anything there): its ``id`` header; without one (a CloudEvent
+        or plain envelope as an upstream sent it), the event id the worker reads it as."""
+        value = self.headers.get("id") if "id" in self.headers else self.translated.get("id")
         return value if isinstance(value, str) and len(value) <= TASK_ID_MAX else ""
+
+    @property
+    def task(self) -> str:
+        """The task it was sent to: its ``task`` header, else what the worker read it as."""
+        task = self.headers.get("task") or self.headers.get("x-task")
+        return str(task or self.translated.get("task") or "?")
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The ``x-correlation-id`` header: what started the chain this message is part of."""
+        return _text(self.headers.get("x-correlation-id"))
+
+    @property
+    def causation_id(self) -> str | None:
+        """The ``x-causation-id`` header: the event or command that caused this message."""
+        return _text(self.headers.get("x-causation-id"))
 
     @property
     def origin(self) -> str:
@@ -54,9 +91,65 @@ class DeadLetter:
         return str(deaths[0].get("time") or "")
 
 
+def _text(value: Any) -> str | None:
+    """A header as text (AMQP long strings arrive as bytes when not UTF-8), None if unset."""
+    if value is None or value == "":
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class Page:
+    """Dead letters ``offset`` to ``offset + len(letters)`` of the ``matched`` that a pass
+    around a DLQ of ``depth`` messages found."""
+
+    letters: list[DeadLetter]
+    offset: int
+    matched: int
+    depth: int
+
+
+def listed(
+    amqp_url: str,
+    topo: ServiceTopology,
+    *,
+    offset: int = 0,
+    limit: int = 50,
+    keep: Callable[[DeadLetter], bool] = lambda letter: True,
+) -> Page:
+    """One pass round the DLQ (see the module docstring): the dead letters ``keep``
+    accepts, from the ``offset``-th, at most ``limit`` of them."""
+    page: list[DeadLetter] = []
+    matched = 0
+
+    def visit(message: Any) -> None:
+        nonlocal matched
+        letter = DeadLetter.read(message, topo)
+        if keep(letter):
+            if offset <= matched < offset + limit:
+                page.append(letter)
+            matched += 1
+
+    with Connection(amqp_url, connect_timeout=10) as conn:
+        conn.ensure_connection(max_retries=1)
+        channel = conn.channel()
+        channel.auto_decode = False  # bodies as they were published, whatever the codec says
+        depth = channel.queue_declare(topo.dlq, passive=True).message_count
+        if depth == 0 and (late := channel.basic_get(topo.dlq, no_ack=False)) is not None:
+            # Read anyway, so a user who may not read the DLQ is told so even when it is
+            # empty; one that arrived since the count goes back, for the next listing.
+            channel.basic_reject(late.delivery_tag, requeue=True)
+        move(channel, topo.dlq, topo.dlq, depth, each=visit)
+        channel.close()
+    return Page(page, offset, matched, depth)
+
+
 @contextmanager
 def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[DeadLetter]]]:
-    """The DLQ's messages, unsettled: the caller acks what it consumed, the rest return."""
+    """The DLQ's messages, unsettled: the caller acks what it consumed and marks it
+    ``settled``; the rest go back to the tail in order (``moving.put_back``). If the caller
+    fails, the channel closes: the broker drops what it did not commit and returns the
+    messages (out of order, none lost)."""
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()
@@ -64,9 +157,10 @@ def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[Dea
         channel.queue_declare(topo.dlq, passive=True)
         taken = []
         while (message := channel.basic_get(topo.dlq, no_ack=False)) is not None:
-            taken.append(DeadLetter(message, dict(message.headers or {})))
+            taken.append(DeadLetter.read(message, topo))
         try:
             yield channel, taken
+            put_back(channel, [d.message for d in taken if not d.settled], topo.dlq)
         finally:
             channel.close()
 

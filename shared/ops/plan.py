@@ -1,9 +1,11 @@
 """``topology plan``: what differs between the declared topology and the live broker.
 
 Reads the live side through the management API: queues (type, arguments), exchanges,
-bindings, policies (none are declared: any policy on the vhost can override queue
-behaviour, so it is reported) and each service's user with its permissions. Transient
-names Celery creates per process (pidbox and reply queues, event receivers) are ignored.
+bindings, policies and operator policies (none are declared: any policy on the vhost can
+override queue behaviour, so it is reported; an operator policy's ``delivery-limit``, for
+one, lowers a DLQ's and drops dead letters that are read often) and each service's user
+with its permissions. Transient names Celery creates per process (pidbox and reply
+queues, event receivers) are ignored.
 """
 
 import re
@@ -126,9 +128,11 @@ def plan(management: Management, vhost: str, creds: CredentialSettings) -> list[
         management.collection("bindings", vhost),
         set(_durable(live_queues)),
     )
-    drift += [
-        f"+ policy {p['name']}: pattern {p['pattern']!r} applies {p['definition']}, not declared"
-        for p in management.collection("policies", vhost)
-    ]
+    for kind, collection in (("policy", "policies"), ("operator policy", "operator-policies")):
+        drift += [
+            f"+ {kind} {p['name']}: pattern {p['pattern']!r} applies {p['definition']},"
+            " not declared"
+            for p in management.collection(collection, vhost)
+        ]
     drift += _diff_users(management, vhost, access(vhost, creds))
     return drift

@@ -103,6 +103,7 @@ def _replay_copy(letter: DeadLetter, user: str) -> amqp.Message:
         content_type=props.get("content_type"),
         content_encoding=props.get("content_encoding"),
         correlation_id=props.get("correlation_id"),
+        message_id=props.get("message_id"),
         reply_to=props.get("reply_to"),
         application_headers=headers,
         delivery_mode=2,
@@ -206,6 +207,7 @@ def _settle(
     )
     for copy in item.copies:
         channel.basic_ack(copy.message.delivery_tag)
+        copy.settled = True
     _reached("published", crash_after)
     channel.tx_commit()
     _reached("committed", crash_after)

@@ -1,0 +1,76 @@
+"""``topology recreate QUEUE``: a live queue declared with other arguments (by an earlier
+version, or by hand) gets the ones it is declared with now, and keeps its messages.
+
+RabbitMQ cannot change a queue's arguments, and while they differ every declaration of
+the queue is refused (PRECONDITION_FAILED): ``topology apply``, a worker starting, a
+publisher. So its messages move aside to ``QUEUE.recreating`` (``shared.ops.moving``: in
+order, a transaction per batch), the queue is deleted only if empty and unconsumed
+(``QueueBusy`` otherwise: quorum queues refuse ``if_empty``), it alone is declared again
+with its bindings (other queues may still differ), and the messages move back. Killed at
+any point, each message is in one of the two queues once; running it again finishes the
+job (``topology plan`` shows a ``QUEUE.recreating`` left behind). Run it with the system
+stopped: a message routed to the queue between its deletion and its declaration has
+nowhere to go.
+"""
+
+from typing import Any
+
+import amqp.exceptions
+from kombu import Connection
+from kombu.transport.native_delayed_delivery import (
+    bind_queue_to_native_delayed_delivery_exchange,
+)
+
+from shared.ops.moving import move
+from shared.topology import KEEP_ARGUMENTS, SERVICES, unrouted_queue
+
+
+class QueueBusy(Exception):
+    """A queue that still has messages or consumers after its messages moved aside."""
+
+
+def recreate(amqp_url: str, name: str) -> int:
+    """Recreate queue ``name`` as declared; how many messages it kept."""
+    work = {q.name: q for t in SERVICES.values() for q in t.work_queues()}
+    kept = [unrouted_queue, *(t.dead_letter_queue() for t in SERVICES.values())]
+    queues = {**work, **{q.name: q for q in kept}}
+    if name not in queues:
+        raise KeyError(f"no declared queue {name!r}; declared: {', '.join(sorted(queues))}")
+    queue = queues[name]
+    aside = f"{name}.recreating"
+    with Connection(amqp_url, connect_timeout=10) as conn:
+        conn.ensure_connection(max_retries=1)
+        channel = conn.channel()
+        channel.auto_decode = False  # the copies are the bytes as they were sent
+        channel.queue_declare(aside, durable=True, auto_delete=False, arguments=KEEP_ARGUMENTS)
+        if not _as_declared(conn, name, dict(queue.queue_arguments or {})):
+            move(channel, name, aside)
+            _delete_if_idle(channel, name)
+        queue.bind(channel).declare()  # its exchange(s), itself, its bindings
+        if name in work:  # and its route from Celery's delay levels
+            bind_queue_to_native_delayed_delivery_exchange(conn, queue)
+        moved_back = move(channel, aside, name)
+        _delete_if_idle(channel, aside)
+    return moved_back
+
+
+def _delete_if_idle(channel: Any, name: str) -> None:
+    """Delete an empty queue nobody consumes; ``QueueBusy`` (nothing deleted) otherwise."""
+    live = channel.queue_declare(name, passive=True)
+    if live.message_count or live.consumer_count:
+        raise QueueBusy(
+            f"{name} still has {live.message_count} message(s) and {live.consumer_count}"
+            " consumer(s): stop the system, then run `topology recreate` again"
+        )
+    channel.queue_delete(name)
+
+
+def _as_declared(conn: Connection, name: str, arguments: dict[str, Any]) -> bool:
+    """Whether ``name`` is live with ``arguments`` (declared now if it was missing)."""
+    channel = conn.channel()
+    try:
+        channel.queue_declare(name, durable=True, auto_delete=False, arguments=arguments)
+    except amqp.exceptions.PreconditionFailed:
+        return False  # the broker closed the channel
+    channel.close()
+    return True
