@@ -52,7 +52,7 @@ def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, la
             start = time.perf_counter()
             for started in starting:
                 started.result()
-        cpu = sum(cpu_seconds(w.proc.pid) for w in workers)
+        cpu = {w.service: cpu_seconds(w.proc.pid) for w in workers}
 
         def reported() -> int:
             with engine.connect() as conn:
@@ -62,7 +62,7 @@ def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, la
         wait_for(lambda: len(sink.messages) >= count and reported() >= count, 900, 0.05)
         elapsed = time.perf_counter() - start
         memory = sum(rss_mb(w.proc.pid) for w in workers)
-        cpu = sum(cpu_seconds(w.proc.pid) for w in workers) - cpu
+        cpu = {w.service: cpu_seconds(w.proc.pid) - cpu[w.service] for w in workers}
         received = sink.since(0)  # one snapshot for both counts below
         delivered = {to for m in received for to in m["to"]}
         missing = len(set(emails) - delivered)
@@ -73,7 +73,8 @@ def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, la
         sink.stop()
         engine.dispose()
     note = (f"{count} events, missing {missing}, duplicate e-mails {duplicates}, "
-            f"workers' CPU {1000 * cpu / count:.1f} ms/event")  # fmt: skip
+            "workers' CPU per event " + ", ".join(f"{name} {1000 * seconds / count:.1f} ms"
+                                                  for name, seconds in cpu.items()))  # fmt: skip
     return Row(label, count / elapsed, note, memory)
 
 

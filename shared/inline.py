@@ -13,13 +13,17 @@ as before), so everything that made a handler its own task still holds:
 - its dead letter: a final failure runs its ``on_failure`` and puts in the DLQ the message
   the handler's task would have had (``x-task`` the handler, ``x-original-queue``
   ``svc.tasks``), so a replay runs that handler alone;
-- a failure only the broker can settle (the broker itself away, the result not stored)
-  fails the entry task, which requeues or retries the whole event: handlers are idempotent.
+- a failure only the broker can settle (the broker itself away, the result not stored, a
+  ``Reject(requeue=True)``) fails the entry task, which requeues or retries the whole
+  event: handlers are idempotent.
 
 What cannot be inlined keeps its own message: a handler with ``rate_limit`` or ``expires``
 (the broker and the worker enforce those per message). Time limits are per message too:
-the entry task takes the strictest of its handlers' (``adopt_time_limits``), so a hung
-send is still interrupted and retried.
+the entry task's are the sum of its handlers' (``share_time_limits``), so a hung send is
+still interrupted and retried, and a slow first handler does not leave the next one less
+than its own budget. A hard time limit kills the whole entry task: the event, not one
+handler's message, is then dead-lettered (``time-limit``); replayed, every handler runs
+again and the ones already done find their work done.
 """
 
 from typing import Any
@@ -29,7 +33,7 @@ from celery.app.trace import trace_task
 from celery.exceptions import BackendStoreError
 from kombu.serialization import dumps
 
-from shared.deadletter import BROKER_AWAY, dead_letter, reason_for
+from shared.deadletter import BROKER_AWAY, dead_letter, is_final, reason_for
 
 #: Task options the worker enforces per message: a handler with one keeps its own message.
 PER_MESSAGE = ("rate_limit", "expires")
@@ -40,11 +44,17 @@ def can_inline(task: Any) -> bool:
     return not any(getattr(task, option, None) for option in PER_MESSAGE)
 
 
-def adopt_time_limits(entry: Any, handler: Any) -> None:
-    """Give ``entry`` the stricter of its own and ``handler``'s soft and hard time limits."""
-    for limit in ("soft_time_limit", "time_limit"):
-        values = [v for v in (getattr(entry, limit), getattr(handler, limit)) if v]
-        setattr(entry, limit, min(values) if values else None)
+def share_time_limits(entry: Any, handlers: list[Any]) -> None:
+    """Give ``entry`` the sum of its inline ``handlers``' soft and hard time limits (one
+    time budget for all, as large as theirs together), at most the app's own limits
+    (``TASK_TIME_LIMIT`` stays below the broker's ``consumer_timeout``). None if any
+    handler has none."""
+    conf = entry.app.conf
+    for limit, ceiling in (("soft_time_limit", conf.task_soft_time_limit),
+                           ("time_limit", conf.task_time_limit)):  # fmt: skip
+        values = [getattr(handler, limit) for handler in handlers]
+        total = sum(values) if values and all(values) else None
+        setattr(entry, limit, min(total, ceiling) if total and ceiling else total)
 
 
 def run_inline(entry: Any, handler: Any, kwargs: dict[str, Any], task_id: str) -> None:
@@ -56,8 +66,8 @@ def run_inline(entry: Any, handler: Any, kwargs: dict[str, Any], task_id: str) -
     if info is None or info.state in (states.RETRY, states.IGNORED):
         return  # done, or its retry is already published
     exc = info.retval
-    if isinstance(exc, (*BROKER_AWAY, BackendStoreError)):
-        raise exc
+    if not is_final(exc) or isinstance(exc, (*BROKER_AWAY, BackendStoreError)):
+        raise exc  # settled by the entry task's own message (requeued, retried)
     traceback = getattr(traced.retval, "traceback", None) if info.state == states.FAILURE else None
     dead_letter(entry.app, HandlerMessage.of(handler, task_id, kwargs, request),
                 reason=reason_for(exc), exc=exc, traceback=traceback)  # fmt: skip

@@ -37,7 +37,7 @@ from shared.app import create_celery_app
 from shared.contracts import Command, Event
 from shared.db import Database
 from shared.evolution import UnsupportedVersion, contract_of, read_as
-from shared.inline import adopt_time_limits, can_inline, run_inline
+from shared.inline import can_inline, run_inline, share_time_limits
 from shared.retry import RetryPolicy, checked_task_options
 from shared.settings import Settings, get_settings
 from shared.topology import ServiceTopology, declare_service, service
@@ -119,8 +119,8 @@ class Service:
                 self._handlers[event_type] = []
                 self._entries[event_type] = self._entry_task(event_cls)
             self._handlers[event_type].append((task, event_cls))
-            if can_inline(task):
-                adopt_time_limits(self._entries[event_type], task)
+            inline = [t for t, _ in self._handlers[event_type] if can_inline(t)]
+            share_time_limits(self._entries[event_type], inline)
             return handler
 
         return decorate
