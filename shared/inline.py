@@ -20,8 +20,8 @@ as before), so everything that made a handler its own task still holds:
 What cannot be inlined keeps its own message: a handler with ``rate_limit`` or ``expires``
 (the broker and the worker enforce those per message). Time limits are per message too:
 the entry task's are the sum of its handlers' (``share_time_limits``), so a hung send is
-still interrupted and retried, and a slow first handler does not leave the next one less
-than its own budget. A hard time limit kills the whole entry task: the event, not one
+still interrupted and retried, and handlers that each keep within their own limits
+never meet the shared one. A hard time limit kills the whole entry task: the event, not one
 handler's message, is then dead-lettered (``time-limit``); replayed, every handler runs
 again and the ones already done find their work done.
 """
