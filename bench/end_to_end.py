@@ -6,14 +6,20 @@ every signup in the reports read model). Every guarantee is on: outbox-style con
 publishing, late acks, quorum queues, idempotent deliveries, results in PostgreSQL.
 """
 
+import argparse
+import os
+import sys
+import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from bench.measure import Row, ready_messages, rss_mb
-from bench.setup import BenchEnv
+from bench.measure import Row, drain_with_worker, ready_messages, rss_mb
+from bench.setup import BenchEnv, bench_env
 from infra.processes import Worker, wait_for
 from infra.smtp_sink import SmtpSink
 from shared.contracts import UserSignedUp
@@ -37,10 +43,16 @@ def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, la
         Worker(name, env.env(**extra), logs, *worker_args) for name in ("notifier", "reports")
     ]
     try:
-        for worker in workers:
-            worker.start()
-        wait_for(lambda: ready_messages(env.amqp_url, "notifier.events") < count, 60, 0.01)
-        start = time.perf_counter()
+        # Both start at once and the clock runs from the first event either takes: started
+        # one after the other, the first would drain events before the clock starts.
+        with ThreadPoolExecutor(len(workers)) as pool:
+            starting = [pool.submit(worker.start) for worker in workers]
+            wait_for(lambda: any(ready_messages(env.amqp_url, f"{w.service}.events") < count
+                                 for w in workers), 120, 0.01)  # fmt: skip
+            start = time.perf_counter()
+            for started in starting:
+                started.result()
+        cpu = {w.service: cpu_seconds(w.proc.pid) for w in workers}
 
         def reported() -> int:
             with engine.connect() as conn:
@@ -50,6 +62,7 @@ def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, la
         wait_for(lambda: len(sink.messages) >= count and reported() >= count, 900, 0.05)
         elapsed = time.perf_counter() - start
         memory = sum(rss_mb(w.proc.pid) for w in workers)
+        cpu = {w.service: cpu_seconds(w.proc.pid) - cpu[w.service] for w in workers}
         received = sink.since(0)  # one snapshot for both counts below
         delivered = {to for m in received for to in m["to"]}
         missing = len(set(emails) - delivered)
@@ -59,5 +72,57 @@ def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, la
             worker.stop()
         sink.stop()
         engine.dispose()
-    note = f"{count} events, missing {missing}, duplicate e-mails {duplicates}"
+    note = (f"{count} events, missing {missing}, duplicate e-mails {duplicates}, "
+            "workers' CPU per event " + ", ".join(f"{name} {1000 * seconds / count:.1f} ms"
+                                                  for name, seconds in cpu.items()))  # fmt: skip
     return Row(label, count / elapsed, note, memory)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process and its live children (the pool) have used."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    ticks = 0
+    for process in [pid, *map(int, children)]:
+        with suppress(FileNotFoundError):  # a child that exited meanwhile
+            stat = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(stat[11]) + int(stat[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def plain_celery(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> float:
+    """Plain Celery's tasks/s in the same run: the baseline the end-to-end row is read against."""
+    os.environ.update(AMQP_URL=env.amqp_url, DATABASE_URL=env.database_url)
+    from bench.plain_app import noop
+
+    for i in range(count):
+        noop.delay(i)
+    seconds, _ = drain_with_worker(
+        noop.run.__module__, "plain.tasks", env.env(), count, worker_args, logs / "plain.log"
+    )
+    return count / seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1000, help="signups published")
+    parser.add_argument("--tasks", type=int, default=5000, help="plain Celery tasks (baseline)")
+    parser.add_argument("--pool", default="prefork")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=4, help="worker_prefetch_multiplier")
+    args = parser.parse_args()
+    worker_args = [f"--pool={args.pool}", f"--concurrency={args.concurrency}",
+                   f"--prefetch-multiplier={args.prefetch}"]  # fmt: skip
+    logs = Path(tempfile.mkdtemp(prefix="eventful-e2e-"))
+    print(f"end to end: {args.events} events, {' '.join(worker_args)}; worker logs in {logs}")
+    with bench_env(Settings()) as env:
+        baseline = plain_celery(env, args.tasks, worker_args, logs)
+        print(f"plain Celery (defaults): {baseline:,.0f} tasks/s", flush=True)
+        row = end_to_end(env, args.events, worker_args, logs, "end to end: event -> e-mail")
+    ratio = row.per_second / baseline
+    print(f"{row.name}: {row.per_second:,.1f} events/s ({ratio:.3f}x plain Celery), "
+          f"{row.detail}, workers {row.rss_mb:.0f} MiB")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

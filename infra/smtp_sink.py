@@ -60,7 +60,11 @@ class SmtpSink:
             return "451 client went away before the answer"  # like a real MTA: not accepted
         with self._lock:
             self.messages.append(
-                {"to": list(envelope.rcpt_tos), "data": envelope.content.decode(errors="replace")}
+                {
+                    "to": list(envelope.rcpt_tos),
+                    "data": envelope.content.decode(errors="replace"),
+                    "peer": session.peer,  # the client's (host, port): one per connection
+                }
             )
         return "250 OK"
 

@@ -10,9 +10,10 @@
 
 Each handler is its own task (``mail.send_welcome_email``) with its own retry policy.
 An event arrives as one task named after its type (``user.signed_up``) on ``mail.events``;
-that entry task validates the envelope and dispatches one task per handler to
-``mail.tasks``, ids derived from the event id so a redelivered event dispatches the
-same ids again. Handlers name their dependencies as parameters, resolved once at
+that entry task validates the envelope and runs each handler as its own task, inside
+itself (``shared.inline``: retries and dead letters are still the handler's, on
+``mail.tasks``), ids derived from the event id so a redelivered event runs the same ids
+again. Handlers name their dependencies as parameters, resolved once at
 registration: ``task`` (the bound Celery task), ``session`` (a transaction that commits
 when the handler returns), ``db`` (the service's database), ``publish``/``send`` (emit an
 event, send a command), and any name given in ``dependencies`` (a factory, called once
@@ -36,6 +37,7 @@ from shared.app import create_celery_app
 from shared.contracts import Command, Event
 from shared.db import Database
 from shared.evolution import UnsupportedVersion, contract_of, read_as
+from shared.inline import can_inline, run_inline, share_time_limits
 from shared.retry import RetryPolicy, checked_task_options
 from shared.settings import Settings, get_settings
 from shared.topology import ServiceTopology, declare_service, service
@@ -86,6 +88,7 @@ class Service:
         self._routes: dict[str, str] = {}
         #: Per event type, each handler's task and the contract (version) it was written for.
         self._handlers: dict[str, list[tuple[Any, type[Event]]]] = {}
+        self._entries: dict[str, Any] = {}
         #: Each handler of an event or command, by task name (``shared.testing`` runs them).
         self.handlers: dict[str, Handler] = {}
         #: Each task's retry policy, by task name (read by the startup check).
@@ -114,8 +117,10 @@ class Service:
             task = self._task(handler, event_cls, "event", self.topology.tasks_queue, options)
             if event_type not in self._handlers:
                 self._handlers[event_type] = []
-                self._entry_task(event_cls)
+                self._entries[event_type] = self._entry_task(event_cls)
             self._handlers[event_type].append((task, event_cls))
+            inline = [t for t, _ in self._handlers[event_type] if can_inline(t)]
+            share_time_limits(self._entries[event_type], inline)
             return handler
 
         return decorate
@@ -172,11 +177,12 @@ class Service:
         self.retry_policies[owner] = policy
         return {**checked_task_options(owner, options), **policy.task_options()}
 
-    def _entry_task(self, event_cls: type[Event]) -> None:
+    def _entry_task(self, event_cls: type[Event]) -> Any:
         """The task named after the event type: validates the event under the contract of
         the version it carries, then hands each handler the event in the version that
         handler was written for (``shared.evolution``), or dead-letters the whole event
-        (``unsupported-version``) before dispatching anything."""
+        (``unsupported-version``) before running anything. Each handler runs as its own
+        task, inside this one (``shared.inline``) unless its options need a message."""
         event_type = event_cls.model_fields["type"].default
         self._routes[event_type] = self.topology.events_queue
 
@@ -189,10 +195,14 @@ class Service:
             except UnsupportedVersion as exc:
                 raise Reject(exc, requeue=False) from None
             for handler_task, message in shaped:
-                handler_task.apply_async(
-                    kwargs={"event": message.model_dump(mode="json")},
-                    task_id=str(uuid5(NAMESPACE_URL, f"{event.id}/{handler_task.name}")),
-                )
+                kwargs = {"event": message.model_dump(mode="json")}
+                task_id = str(uuid5(NAMESPACE_URL, f"{event.id}/{handler_task.name}"))
+                if can_inline(handler_task):
+                    run_inline(task, handler_task, kwargs, task_id)
+                else:
+                    handler_task.apply_async(kwargs=kwargs, task_id=task_id)
+
+        return dispatch
 
     def _task(
         self,

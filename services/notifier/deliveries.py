@@ -1,10 +1,11 @@
 """The delivery ledger: a send happens at most once per key, and its outcome is recorded.
 
-A delivery is claimed (row inserted, then locked with ``SELECT ... FOR UPDATE``) in the same
-transaction that records its outcome, and the lock is held while the provider is called.
-So duplicates of one event or command (redelivery, a publisher sending the same event
-three times, a replayed dead letter) serialise on the row: the first sends and commits
-``sent``, the others wait for it and then find ``sent`` and send nothing.
+A delivery is claimed (row inserted, or the existing one locked: ``INSERT ... ON CONFLICT
+DO UPDATE``) in the same transaction that records its outcome, and the lock is held while
+the provider is called. So duplicates of one event or command (redelivery, a publisher
+sending the same event three times, a replayed dead letter) serialise on the row: the
+first sends and commits ``sent``, the others wait for it and then find ``sent`` and send
+nothing.
 
 The crash window: a worker that dies after the provider accepted the message but before
 the commit leaves the row as it was, and the redelivered task sends again. We choose that
@@ -23,7 +24,6 @@ from typing import Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
@@ -178,22 +178,23 @@ class Deliveries:
 
     @staticmethod
     def _claim(session, delivery: Delivery) -> str:
-        session.execute(
-            insert(deliveries)
-            .values(
-                id=delivery.key,
-                kind=delivery.kind,
-                channel=delivery.channel,
-                recipient=delivery.recipient,
-                status="pending",
-                task_id=delivery.task_id,
-                caused_by=delivery.caused_by,
-                created_at=datetime.now(UTC),
-            )
-            .on_conflict_do_nothing()
+        """Insert the row, or lock the one there (waiting for a transaction that holds it):
+        its status either way, in one round trip. The no-op ``DO UPDATE`` is what takes
+        the lock; ``DO NOTHING`` would neither lock nor return the row."""
+        statement = insert(deliveries).values(
+            id=delivery.key,
+            kind=delivery.kind,
+            channel=delivery.channel,
+            recipient=delivery.recipient,
+            status="pending",
+            task_id=delivery.task_id,
+            caused_by=delivery.caused_by,
+            created_at=datetime.now(UTC),
         )
         return session.execute(
-            select(deliveries.c.status).where(deliveries.c.id == delivery.key).with_for_update()
+            statement.on_conflict_do_update(
+                index_elements=[deliveries.c.id], set_={"status": deliveries.c.status}
+            ).returning(deliveries.c.status)
         ).scalar_one()
 
     @staticmethod

@@ -1,0 +1,118 @@
+"""Running an event's handlers inside its entry task, each as its own task would run.
+
+The entry task used to publish one task per handler (a message, a confirm, a consume and
+an ack each): most of an event's cost. Now it runs each handler's first attempt itself,
+through Celery's tracer under the handler task's own name and id (``<event id>/<task>``,
+as before), so everything that made a handler its own task still holds:
+
+- its result row (STARTED, SUCCESS, RETRY, FAILURE) under its own task id and name, its
+  log lines and metrics;
+- its retry policy: ``autoretry_for``, ``task.retry`` and ``retry_after_outage`` publish
+  the handler's own retry to the service's queue, exactly as after a failed first attempt
+  of its own message; later attempts are that message;
+- its dead letter: a final failure runs its ``on_failure`` and puts in the DLQ the message
+  the handler's task would have had (``x-task`` the handler, ``x-original-queue``
+  ``svc.tasks``), so a replay runs that handler alone;
+- a failure only the broker can settle (the broker itself away, the result not stored, a
+  ``Reject(requeue=True)``) fails the entry task, which requeues or retries the whole
+  event: handlers are idempotent.
+
+What cannot be inlined keeps its own message: a handler with ``rate_limit`` or ``expires``
+(the broker and the worker enforce those per message). Time limits are per message too:
+the entry task's are the sum of its handlers' (``share_time_limits``), so a hung send is
+still interrupted and retried, and handlers that each keep within their own limits
+never meet the shared one. A hard time limit kills the whole entry task: the event, not one
+handler's message, is then dead-lettered (``time-limit``); replayed, every handler runs
+again and the ones already done find their work done.
+"""
+
+from typing import Any
+
+from celery import states
+from celery.app.trace import trace_task
+from celery.exceptions import BackendStoreError
+from kombu.serialization import dumps
+
+from shared.deadletter import BROKER_AWAY, dead_letter, is_final, reason_for
+
+#: Task options the worker enforces per message: a handler with one keeps its own message.
+PER_MESSAGE = ("rate_limit", "expires")
+
+
+def can_inline(task: Any) -> bool:
+    """Whether ``task`` may run inside its event's entry task."""
+    return not any(getattr(task, option, None) for option in PER_MESSAGE)
+
+
+def share_time_limits(entry: Any, handlers: list[Any]) -> None:
+    """Give ``entry`` the sum of its inline ``handlers``' soft and hard time limits (one
+    time budget for all, as large as theirs together), at most the app's own limits
+    (``TASK_TIME_LIMIT`` stays below the broker's ``consumer_timeout``). None if any
+    handler has none."""
+    conf = entry.app.conf
+    for limit, ceiling in (("soft_time_limit", conf.task_soft_time_limit),
+                           ("time_limit", conf.task_time_limit)):  # fmt: skip
+        values = [getattr(handler, limit) for handler in handlers]
+        total = sum(values) if values and all(values) else None
+        setattr(entry, limit, min(total, ceiling) if total and ceiling else total)
+
+
+def run_inline(entry: Any, handler: Any, kwargs: dict[str, Any], task_id: str) -> None:
+    """Run ``handler``'s first attempt inside ``entry`` (the running entry task)."""
+    request = _request(entry.request, handler, task_id, kwargs)
+    traced = trace_task(handler, task_id, (), kwargs, request, app=handler.app,
+                        hostname=entry.request.hostname)  # fmt: skip
+    info = traced.info
+    if info is None or info.state in (states.RETRY, states.IGNORED):
+        return  # done, or its retry is already published
+    exc = info.retval
+    if not is_final(exc) or isinstance(exc, (*BROKER_AWAY, BackendStoreError)):
+        raise exc  # settled by the entry task's own message (requeued, retried)
+    traceback = getattr(traced.retval, "traceback", None) if info.state == states.FAILURE else None
+    dead_letter(entry.app, HandlerMessage.of(handler, task_id, kwargs, request),
+                reason=reason_for(exc), exc=exc, traceback=traceback)  # fmt: skip
+
+
+def _request(parent: Any, handler: Any, task_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The request of the handler's first attempt, as a worker would build it from the
+    message the entry task used to publish."""
+    topo = handler.app.conf.service_topology
+    delivery = parent.delivery_info or {}
+    return {
+        "id": task_id,
+        "task": handler.name,
+        "retries": 0,
+        "is_eager": False,
+        "hostname": parent.hostname,
+        "root_id": parent.root_id or parent.id,
+        "parent_id": parent.id,
+        "correlation_id": task_id,
+        "headers": {},
+        "kwargs": kwargs,
+        "delivery_info": {
+            "exchange": topo.name,
+            "routing_key": topo.tasks_queue,
+            "priority": delivery.get("priority"),
+            "redelivered": delivery.get("redelivered"),
+        },
+    }
+
+
+class HandlerMessage:
+    """The message a handler's task would have been, for its dead letter."""
+
+    def __init__(self, headers: dict, properties: dict, body: bytes, delivery: dict) -> None:
+        self.headers, self.properties, self.delivery_info = headers, properties, delivery
+        self.body = self.wire_body = body
+        self.content_type, self.content_encoding = "application/json", "utf-8"
+
+    @classmethod
+    def of(cls, handler: Any, task_id: str, kwargs: dict, request: dict) -> "HandlerMessage":
+        message = handler.app.amqp.as_task_v2(
+            task_id, handler.name, kwargs=kwargs,
+            root_id=request["root_id"], parent_id=request["parent_id"],
+        )  # fmt: skip
+        _, _, body = dumps(message.body, serializer="json")
+        body = body.encode() if isinstance(body, str) else body
+        return cls(dict(message.headers), dict(message.properties), body,
+                   dict(request["delivery_info"]))  # fmt: skip
