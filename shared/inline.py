@@ -34,6 +34,7 @@ from celery.exceptions import BackendStoreError
 from kombu.serialization import dumps
 
 from shared.deadletter import BROKER_AWAY, dead_letter, is_final, reason_for
+from shared.tracing import CAUSATION, CORRELATION
 
 #: Task options the worker enforces per message: a handler with one keeps its own message.
 PER_MESSAGE = ("rate_limit", "expires")
@@ -78,7 +79,10 @@ def _request(parent: Any, handler: Any, task_id: str, kwargs: dict[str, Any]) ->
     message the entry task used to publish."""
     topo = handler.app.conf.service_topology
     delivery = parent.delivery_info or {}
+    own = parent.headers or {}
+    ids = {CORRELATION: own.get(CORRELATION) or parent.id, CAUSATION: parent.id}
     return {
+        **ids,
         "id": task_id,
         "task": handler.name,
         "retries": 0,
@@ -87,7 +91,7 @@ def _request(parent: Any, handler: Any, task_id: str, kwargs: dict[str, Any]) ->
         "root_id": parent.root_id or parent.id,
         "parent_id": parent.id,
         "correlation_id": task_id,
-        "headers": {},
+        "headers": ids,
         "kwargs": kwargs,
         "delivery_info": {
             "exchange": topo.name,
@@ -114,5 +118,6 @@ class HandlerMessage:
         )  # fmt: skip
         _, _, body = dumps(message.body, serializer="json")
         body = body.encode() if isinstance(body, str) else body
-        return cls(dict(message.headers), dict(message.properties), body,
+        headers = {**message.headers, **request["headers"]}
+        return cls(headers, dict(message.properties), body,
                    dict(request["delivery_info"]))  # fmt: skip

@@ -129,7 +129,6 @@ def test_one_signup_is_one_trace_from_the_http_request_through_notifier_to_repor
         "POST /users/signup",
         "apply_async/user.signed_up",
         "run/user.signed_up",
-        "apply_async/notifier.send_welcome_email",
         "run/notifier.send_welcome_email",
         "apply_async/notification.sent",
         "run/notification.sent",
@@ -154,6 +153,8 @@ def test_one_signup_is_one_trace_from_the_http_request_through_notifier_to_repor
         assert span.attributes["eventful.task_id"]
     assert entry["notifier"].attributes["eventful.task_id"] == event_id
     assert welcome.attributes["eventful.causation_id"] == event_id
+    # Handlers run inside their event's entry task: each its own run span, child of the entry's.
+    assert welcome.parent_id == entry["notifier"].span_id
     assert recorded.attributes["eventful.correlation_id"] == event_id
     sent_event = recorded.attributes["eventful.event_id"]
     (sent_publish,) = spans["apply_async/notification.sent"]
