@@ -20,7 +20,6 @@ from shared.db import migrate
 from shared.ops.cli import OPS_MIGRATIONS
 from shared.ops.dlq import depth
 from shared.topology import SERVICES
-from tests.integration import test_ops_isolation
 from tests.support import JSON, drain, publish_raw, wait_for
 
 DOCUMENT = {
@@ -30,7 +29,6 @@ DOCUMENT = {
 }  # fmt: skip
 
 #: Per-service users and roles for this module (created by ``topology apply``).
-creds = test_ops_isolation.creds
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,9 @@ import pytest
 
 from shared.management import Management
 from shared.ops.apply import apply_users
-from tests.integration import test_ops_isolation
 from tests.integration.test_ops_isolation import as_service, publish_event
 
 #: Per-service users and roles for this module (created by ``topology apply``).
-creds = test_ops_isolation.creds
 
 
 class AttackAfterEachStep(Management):
