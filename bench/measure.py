@@ -1,24 +1,64 @@
-"""The measurements: raw AMQP, and draining N tasks through a real worker process."""
+"""The measurements: raw AMQP, and draining N tasks through a real worker process; and
+``Row``, the one shape every row of ``make bench`` has (in the run, in the JSON, in the
+README's table and in the chart)."""
 
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import amqp
 from kombu import Connection
 
 from infra.processes import ROOT, wait_for
 
+#: Row keys the ratios refer to: plain Celery's tasks/s, publish rate and worker RSS.
+PLAIN = "plain"
+PLAIN_PUBLISH = "plain-publish"
+PLAIN_RSS = "plain-rss"
+
 
 @dataclass
 class Row:
+    """One measured figure. ``name`` says exactly what was measured (the label the README
+    and the chart show); ``per_second`` is the figure in ``unit``; its ratio is taken to the
+    row keyed ``baseline`` in the same run (None: no ratio). ``better`` says which way is
+    good ("higher" for rates, "lower" for memory and latency); ``target``, the ratio the
+    row must reach (at least, or at most when lower is better). ``rss_mb``: the worker's
+    resident memory (main process and its pool children) while it ran, when there was
+    one. ``extra``: any further figures (p50/p99, counts), JSON values only."""
+
     name: str
     per_second: float
-    detail: str
+    detail: str = ""
     rss_mb: float | None = None
+    key: str = ""
+    unit: str = "tasks/s"
+    baseline: str | None = PLAIN
+    better: str = "higher"
+    target: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.name
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def with_ratios(rows: list[Row]) -> list[dict[str, Any]]:
+    """Each row as JSON with ``ratio``: its figure over its baseline row's (None when it
+    has no baseline, or the baseline did not run)."""
+    by_key = {row.key: row for row in rows}
+    out = []
+    for row in rows:
+        base = by_key.get(row.baseline) if row.baseline else None
+        ratio = row.per_second / base.per_second if base and base.per_second else None
+        out.append({**row.to_json(), "ratio": ratio})
+    return out
 
 
 def raw_amqp(amqp_url: str, count: int, queue: str = "bench.raw") -> tuple[Row, Row]:
@@ -45,8 +85,7 @@ def raw_amqp(amqp_url: str, count: int, queue: str = "bench.raw") -> tuple[Row, 
 
         def on_message(message):
             received["n"] += 1
-            if received["n"] % 100 == 0 or received["n"] == count:
-                channel.basic_ack(message.delivery_tag, multiple=True)
+            channel.basic_ack(message.delivery_tag)  # one ack per message, as a worker acks
 
         channel.basic_qos(0, 1000, False)
         start = time.perf_counter()
@@ -56,9 +95,11 @@ def raw_amqp(amqp_url: str, count: int, queue: str = "bench.raw") -> tuple[Row, 
         consumed = time.perf_counter() - start
         channel.queue_delete(queue)
     return (
-        Row("raw AMQP publish (confirms)", count / published, f"{count} persistent msgs"),
-        Row("raw AMQP consume (manual ack)", count / consumed, "prefetch 1000"),
-    )
+        Row("raw AMQP publish (pipelined confirms)", count / published,
+            f"{count} persistent messages, quorum queue", key="raw-publish", unit="msgs/s"),
+        Row("raw AMQP consume (one ack per message)", count / consumed,
+            "prefetch 1000", key="raw-consume", unit="msgs/s"),
+    )  # fmt: skip
 
 
 def ready_messages(amqp_url: str, queue: str) -> int:

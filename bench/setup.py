@@ -32,7 +32,8 @@ class BenchEnv:
 def bench_env(settings: Settings) -> Iterator[BenchEnv]:
     suffix = uuid4().hex[:8]
     vhost = f"bench-{suffix}"
-    management = Management(settings.rabbitmq_management_url)
+    # Creating a vhost takes seconds on a broker that holds many (other runs, tests).
+    management = Management(settings.rabbitmq_management_url, timeout=90)
     management.put_vhost(vhost)
     base = urlsplit(settings.amqp_urls[0])
     management.grant(vhost, base.username or "guest")
