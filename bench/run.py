@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -209,6 +210,7 @@ def run_rows(bench: Bench, selected: list[tuple[str, RowFunction, bool]]) -> Non
         try:
             new = function(bench)
         except Exception as exc:  # one broken row must not lose the others
+            traceback.print_exc()
             print(f"[{i}/{len(selected)}] {name}: FAILED {exc!r}", flush=True)
             continue
         bench.rows += new
