@@ -114,6 +114,22 @@ def rss_mb(pid: int) -> float:
     return sum(int(x) for x in out.split()) / 1024
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional memory of a process and its children: each page shared after fork
+    counted once in all, where RSS counts it in every process."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid), "-p", str(pid)],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    total = 0
+    for child in out.split():
+        try:
+            rollup = Path(f"/proc/{child}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in rollup.splitlines()
+                     if line.startswith("Pss:"))  # fmt: skip
+    return total / 1024
+
+
 def drain_with_worker(
     app: str,
     queue: str,
@@ -122,9 +138,9 @@ def drain_with_worker(
     worker_args: list[str],
     log: Path,
     done: Callable[[], bool] | None = None,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Start a worker on a queue holding ``count`` messages; seconds from its first message
-    until ``done`` (default: the queue is empty), and the worker's RSS."""
+    until ``done`` (default: the queue is empty), and the worker's RSS and PSS."""
     cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-l", "WARNING",
            "--without-gossip", "--without-mingle", *worker_args]  # fmt: skip
     with open(log, "wb") as out:
@@ -135,8 +151,8 @@ def drain_with_worker(
         wait_for(done or (lambda: ready_messages(env["AMQP_URL"], queue) == 0),
                  timeout=600, interval=0.02)  # fmt: skip
         elapsed = time.perf_counter() - start
-        memory = rss_mb(proc.pid)
+        memory = rss_mb(proc.pid), pss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
-    return elapsed, memory
+    return elapsed, *memory

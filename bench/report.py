@@ -116,7 +116,7 @@ def chart(document: dict[str, Any], png: Path) -> Path:
             y = bar.get_y()
             ax.plot([row["target"]] * 2, [y, y + bar.get_height()], color="black", linewidth=2)
     ax.set_xlabel("ratio to its baseline in the same run (log scale; black tick: target)")
-    ax.set_title(f"make bench, {document.get('finished', '')[:16]} — "
+    ax.set_title(f"make bench, {document.get('finished', '')[:16]}\n"
                  f"{document.get('configuration', {}).get('summary', '')}", fontsize=9)  # fmt: skip
     ax.set_xlim(min(ratios) / 2, max(ratios) * 6)
     fig.tight_layout()

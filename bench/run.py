@@ -103,14 +103,15 @@ def plain_rows(bench: Bench) -> list[Row]:
     """Plain Celery with its defaults: early ack, no confirms, results ignored."""
     plain_app, _ = _apps(bench)
     rate = publish(plain_app.noop, bench.args.tasks)
-    seconds, rss = drain(bench, plain_app.noop, "plain.tasks")
+    seconds, rss, pss = drain(bench, plain_app.noop, "plain.tasks")
     return [
         Row("producer: plain Celery delay() (no confirms)", rate, key=PLAIN_PUBLISH,
             unit="publishes/s", baseline=PLAIN_PUBLISH),
         Row("plain Celery (defaults, results ignored)", bench.args.tasks / seconds,
             "early ack, no confirms, classic queue", rss, key=PLAIN),
-        Row("worker RSS: plain Celery", rss, "main process + pool", key=PLAIN_RSS,
-            unit="MiB", baseline=PLAIN_RSS, better="lower"),
+        Row("worker RSS: plain Celery", rss, f"main process + pool; PSS {pss:.0f} MiB",
+            key=PLAIN_RSS, unit="MiB", baseline=PLAIN_RSS, better="lower",
+            extra={"pss_mb": pss}),
     ]  # fmt: skip
 
 
@@ -121,7 +122,7 @@ def project_no_result_rows(bench: Bench) -> list[Row]:
     _, platform_app = _apps(bench)
     with confirmed_batch(platform_app.app):
         rate = publish(platform_app.noop_no_result, bench.args.tasks)
-    seconds, rss = drain(bench, platform_app.noop_no_result, "reports.tasks")
+    seconds, rss, _ = drain(bench, platform_app.noop_no_result, "reports.tasks")
     return [
         Row("producer: this project, delay() in confirmed_batch (pipelined confirms)", rate,
             "every publish confirmed at the block's end", key="project-publish-batched",
@@ -145,7 +146,7 @@ def project_stored_rows(bench: Bench) -> list[Row]:
 
     rate = publish(platform_app.noop, count)
     try:
-        seconds, rss = drain(bench, platform_app.noop, "reports.tasks", done=all_stored)
+        seconds, rss, pss = drain(bench, platform_app.noop, "reports.tasks", done=all_stored)
     finally:
         engine.dispose()
     return [
@@ -155,7 +156,8 @@ def project_stored_rows(bench: Bench) -> list[Row]:
         Row("this project, all guarantees (result stored)", count / seconds,
             "+ STARTED/SUCCESS rows in PostgreSQL", rss, key="project-stored",
             target=STORED_TARGET),
-        Row("worker RSS: this project (all guarantees)", rss, "main process + pool",
+        Row("worker RSS: this project (all guarantees)", rss,
+            f"main process + pool; PSS {pss:.0f} MiB", extra={"pss_mb": pss},
             key="project-rss", unit="MiB", baseline=PLAIN_RSS, better="lower",
             target=RSS_TARGET),
     ]  # fmt: skip
