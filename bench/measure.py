@@ -143,16 +143,24 @@ def drain_with_worker(
     until ``done`` (default: the queue is empty), and the worker's RSS and PSS."""
     cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-l", "WARNING",
            "--without-gossip", "--without-mingle", *worker_args]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: ready_messages(env["AMQP_URL"], queue) < count, timeout=60, interval=0.01)
-        start = time.perf_counter()
-        wait_for(done or (lambda: ready_messages(env["AMQP_URL"], queue) == 0),
-                 timeout=600, interval=0.02)  # fmt: skip
-        elapsed = time.perf_counter() - start
-        memory = rss_mb(proc.pid), pss_mb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    # One connection for all the polling: a new one per poll (a full AMQP handshake, 50
+    # times a second) loads the broker being measured, and times out on a busy machine.
+    with Connection(env["AMQP_URL"]) as conn:
+        channel = conn.channel()
+
+        def ready() -> int:
+            return channel.queue_declare(queue, passive=True).message_count
+
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            wait_for(lambda: ready() < count, timeout=60, interval=0.01)
+            start = time.perf_counter()
+            wait_for(done or (lambda: ready() == 0), timeout=600, interval=0.02)
+            elapsed = time.perf_counter() - start
+            memory = rss_mb(proc.pid), pss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
     return elapsed, *memory

@@ -138,11 +138,11 @@ def project_stored_rows(bench: Bench) -> list[Row]:
     _, platform_app = _apps(bench)
     count = bench.args.tasks
     engine = create_engine(bench.env.database_url)
+    sql = text("SELECT count(*) FROM reports.celery_taskmeta WHERE status = 'SUCCESS'")
 
     def all_stored() -> bool:
         with engine.connect() as conn:
-            sql = "SELECT count(*) FROM reports.celery_taskmeta WHERE status = 'SUCCESS'"
-            return conn.execute(text(sql)).scalar() == count
+            return conn.execute(sql).scalar() == count
 
     rate = publish(platform_app.noop, count)
     try:
