@@ -191,6 +191,7 @@ def create_celery_app(
         result_extended=True,
         result_expires=settings.result_expires,
         result_synchronous_commit=settings.result_synchronous_commit,
+        result_write_delay=settings.result_write_delay,
         chord_timeout=settings.chord_timeout,
         result_backend_always_retry=True,
         result_backend_max_retries=10,

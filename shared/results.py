@@ -14,7 +14,8 @@ work. STARTED rows wait ``STARTED_DELAY`` in a per-process buffer and are writte
 one statement by a background thread; a final state that arrives first replaces its
 STARTED row. A SUCCESS no workflow reads (not a group or chord member) goes through the
 same buffer: the worker acks the message without waiting for that round trip to
-PostgreSQL, the row follows within ``STARTED_DELAY``, is tried again while the database
+PostgreSQL, the row follows within ``result_write_delay`` (``RESULT_WRITE_DELAY``,
+``STARTED_DELAY`` by default), is tried again while the database
 is away, and a pool process writes what it holds before it exits; a process killed in
 those milliseconds loses the row (the task reads STARTED or PENDING), never a message.
 FAILURE, REVOKED and every final state of a group or chord member are written before
@@ -39,6 +40,8 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -80,18 +83,21 @@ class PendingRows:
     these rows but does not lose them while the process lives; ``flush`` writes what is
     pending before a pool process exits."""
 
-    def __init__(self, write) -> None:
+    def __init__(self, write, delay: float = STARTED_DELAY) -> None:
         self.write = write
-        self.pending: dict[str, dict] = {}
+        self.delay = delay
+        self.pending: dict[str, dict | Callable[[], dict]] = {}
         self.lock = threading.Lock()  # held while a batch is in flight
         self.wake = threading.Event()
         threading.Thread(target=self._run, name="pending-rows", daemon=True).start()
         self.pid = os.getpid()
         _buffers.append(self)
 
-    def add(self, task_id: str, row: dict) -> None:
+    def add(self, task_id: str, row: dict | Callable[[], dict]) -> None:
+        """Queue ``row``; a callable (a STARTED row) is built only if still pending when the
+        batch goes out: a short task's final row usually replaces it before that."""
         queued = self.pending.get(task_id)
-        if queued is None or queued["status"] not in FINAL:
+        if queued is None or callable(queued) or queued["status"] not in FINAL:
             self.pending[task_id] = row
         self.wake.set()
 
@@ -103,16 +109,17 @@ class PendingRows:
     def flush(self) -> bool:
         """Write what is pending now; False when the database refused it (kept pending)."""
         with self.lock:
-            rows, self.pending = self.pending, {}
-            if not rows:
+            queued, self.pending = self.pending, {}
+            if not queued:
                 return True
             try:
+                rows = {task: row() if callable(row) else row for task, row in queued.items()}
                 self.write(rows)
                 return True
             except Exception:
                 logger.warning("could not write %d result rows; kept to try again",
-                               len(rows), exc_info=True)  # fmt: skip
-                for task_id, row in rows.items():
+                               len(queued), exc_info=True)  # fmt: skip
+                for task_id, row in queued.items():
                     self.add(task_id, row)
                 return False
 
@@ -120,7 +127,7 @@ class PendingRows:
         while True:
             self.wake.wait()
             self.wake.clear()
-            threading.Event().wait(STARTED_DELAY)
+            threading.Event().wait(self.delay)
             if not self.flush():
                 threading.Event().wait(RETRY_INTERVAL)
                 self.wake.set()
@@ -148,7 +155,8 @@ class PostgresBackend(DatabaseBackend):
 
     def _started_rows(self) -> PendingRows:
         if self._started is None or self._started_pid != os.getpid():
-            self._started = PendingRows(self._upsert)
+            delay = self.app.conf.get("result_write_delay", STARTED_DELAY)
+            self._started = PendingRows(self._upsert, delay)
             self._started_pid = os.getpid()
         return self._started
 
@@ -191,10 +199,11 @@ class PostgresBackend(DatabaseBackend):
         return row
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
-        row = self._row(result, state, traceback, request)
         if state == states.STARTED:
-            self._started_rows().add(task_id, row)
-        elif state == states.RETRY:
+            self._started_rows().add(task_id, partial(self._row, result, state, traceback, request))
+            return result
+        row = self._row(result, state, traceback, request)
+        if state == states.RETRY:
             self._note_retry(task_id, row)
         elif state == states.SUCCESS and write_behind(request):
             self._started_rows().add(task_id, row)
