@@ -96,7 +96,7 @@ def plain_celery(env: BenchEnv, count: int, worker_args: list[str], logs: Path) 
 
     for i in range(count):
         noop.delay(i)
-    seconds, _ = drain_with_worker(
+    seconds, *_ = drain_with_worker(
         noop.run.__module__, "plain.tasks", env.env(), count, worker_args, logs / "plain.log"
     )
     return count / seconds

@@ -5,6 +5,7 @@ from shared.service import Service
 
 service = Service("reports")
 app = service.celery
+app.conf.broker_connection_timeout = 30  # as bench/plain_app.py
 
 
 @app.task(name="reports.bench_noop", shared=False)

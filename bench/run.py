@@ -1,80 +1,232 @@
 """`make bench`: the project's throughput beside plain Celery and raw AMQP, in one run.
 
 Every row runs on this machine against the same RabbitMQ and PostgreSQL, in a private
-vhost and database, so the ratios hold even when the machine is noisy. A row's tasks are
-published first, then one worker drains them: the figure is tasks per second from the
-worker's first message to the last task done.
+vhost and database, so the ratios hold even when the machine is noisy. A Celery row's
+tasks are published first (the producer rows time that), then one worker drains them:
+the figure is tasks per second from the worker's first message to the last task done.
+
+Rows come from row functions (``ROWS``): each takes the run (``Bench``) and returns
+``bench.measure.Row``s; progress is printed as each starts and ends, and the results go
+to JSON (``--out``) with a PNG chart beside it (``bench/report.py``).
 """
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from bench import report
 from bench.end_to_end import end_to_end
-from bench.measure import Row, drain_with_worker, raw_amqp
+from bench.measure import (
+    PLAIN,
+    PLAIN_PUBLISH,
+    PLAIN_RSS,
+    Row,
+    drain_with_worker,
+    raw_amqp,
+    with_ratios,
+)
 from bench.setup import BenchEnv, bench_env
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 CLUSTER = (5681, 5682, 5683)
 
+#: The issue's targets: ratios to plain Celery in the same run.
+PRODUCER_TARGET = 0.60
+STORED_TARGET = 0.60
+RSS_TARGET = 1.5
 
-def task_row(
-    name: str, task, queue: str, env: BenchEnv, count: int, worker_args: list[str], logs: Path,
-    done: Callable[[], bool] | None = None,
-) -> Row:  # fmt: skip
-    """Publish ``count`` calls of ``task``, then drain them with one worker of its app."""
+
+@dataclass
+class Bench:
+    """What a row function gets: the run's options, its private vhost and database (``env``;
+    None for rows that bring their own), where worker logs go, and the rows so far."""
+
+    args: argparse.Namespace
+    settings: Settings
+    logs: Path
+    env: BenchEnv | None = None
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def worker_args(self) -> list[str]:
+        a = self.args
+        return [f"--pool={a.pool}", f"--concurrency={a.concurrency}",
+                f"--prefetch-multiplier={a.prefetch}"]  # fmt: skip
+
+
+RowFunction = Callable[[Bench], list[Row]]
+
+
+def publish(task, count: int) -> float:
+    """``task.delay(i)`` for i < count; publishes per second."""
     start = time.perf_counter()
     for i in range(count):
         task.delay(i)
-    publish = count / (time.perf_counter() - start)
-    seconds, rss = drain_with_worker(
-        task.run.__module__, queue, env.env(), count, worker_args,
-        logs / f"{task.name}.log", done=done,
+    return count / (time.perf_counter() - start)
+
+
+def drain(bench: Bench, task, queue: str, done: Callable[[], bool] | None = None):
+    assert bench.env is not None
+    return drain_with_worker(
+        task.run.__module__, queue, bench.env.env(), bench.args.tasks, bench.worker_args,
+        bench.logs / f"{task.name}.log", done=done,
     )  # fmt: skip
-    return Row(name, count / seconds, f"publish {publish:,.0f}/s", rss)
 
 
-def celery_rows(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> list[Row]:
-    """Plain Celery, then the same trivial task through the platform without and with its
-    result stored (STARTED and SUCCESS rows in PostgreSQL)."""
-    os.environ.update(AMQP_URL=env.amqp_url, DATABASE_URL=env.database_url)
-    from bench.plain_app import noop as plain
-    from bench.platform_app import noop, noop_no_result
+def _apps(bench: Bench):
+    """The bench's two Celery apps, configured for the run's vhost and database."""
+    assert bench.env is not None
+    os.environ.update(AMQP_URL=bench.env.amqp_url, DATABASE_URL=bench.env.database_url)
+    get_settings.cache_clear()
+    from bench import plain_app, platform_app
 
-    engine = create_engine(env.database_url)
+    return plain_app, platform_app
+
+
+def raw_rows(bench: Bench) -> list[Row]:
+    assert bench.env is not None
+    return list(raw_amqp(bench.env.amqp_url, bench.args.messages))
+
+
+def plain_rows(bench: Bench) -> list[Row]:
+    """Plain Celery with its defaults: early ack, no confirms, results ignored."""
+    plain_app, _ = _apps(bench)
+    rate = publish(plain_app.noop, bench.args.tasks)
+    seconds, rss, pss = drain(bench, plain_app.noop, "plain.tasks")
+    return [
+        Row("producer: plain Celery delay() (no confirms)", rate, key=PLAIN_PUBLISH,
+            unit="publishes/s", baseline=PLAIN_PUBLISH),
+        Row("plain Celery (defaults, results ignored)", bench.args.tasks / seconds,
+            "early ack, no confirms, classic queue", rss, key=PLAIN),
+        Row("worker RSS: plain Celery", rss, f"main process + pool; PSS {pss:.0f} MiB",
+            key=PLAIN_RSS, unit="MiB", baseline=PLAIN_RSS, better="lower",
+            extra={"pss_mb": pss}),
+    ]  # fmt: skip
+
+
+def project_no_result_rows(bench: Bench) -> list[Row]:
+    """The platform's task without its result stored; published in a ``confirmed_batch``."""
+    from shared.confirms import confirmed_batch
+
+    _, platform_app = _apps(bench)
+    with confirmed_batch(platform_app.app):
+        rate = publish(platform_app.noop_no_result, bench.args.tasks)
+    seconds, rss, _ = drain(bench, platform_app.noop_no_result, "reports.tasks")
+    return [
+        Row("producer: this project, delay() in confirmed_batch (pipelined confirms)", rate,
+            "every publish confirmed at the block's end", key="project-publish-batched",
+            unit="publishes/s", baseline=PLAIN_PUBLISH, target=PRODUCER_TARGET),
+        Row("this project, result not stored", bench.args.tasks / seconds,
+            "acks_late, confirms, quorum queue, dead-lettering", rss, key="project-no-result"),
+    ]  # fmt: skip
+
+
+def project_stored_rows(bench: Bench) -> list[Row]:
+    """All guarantees: STARTED and SUCCESS rows in PostgreSQL; each publish confirmed."""
+    assert bench.env is not None
+    _, platform_app = _apps(bench)
+    count = bench.args.tasks
+    engine = create_engine(bench.env.database_url)
+    sql = text("SELECT count(*) FROM reports.celery_taskmeta WHERE status = 'SUCCESS'")
 
     def all_stored() -> bool:
         with engine.connect() as conn:
-            sql = "SELECT count(*) FROM reports.celery_taskmeta WHERE status = 'SUCCESS'"
-            return conn.execute(text(sql)).scalar() == count
+            return conn.execute(sql).scalar() == count
 
-    rows = [
-        task_row("plain Celery (defaults)", plain, "plain.tasks", env, count, worker_args, logs),
-        task_row("this project, result not stored", noop_no_result, "reports.tasks", env, count,
-                 worker_args, logs),
-        task_row("this project, all guarantees", noop, "reports.tasks", env, count, worker_args,
-                 logs, done=all_stored),
+    rate = publish(platform_app.noop, count)
+    try:
+        seconds, rss, pss = drain(bench, platform_app.noop, "reports.tasks", done=all_stored)
+    finally:
+        engine.dispose()
+    return [
+        Row("producer: this project, delay() confirmed one by one", rate,
+            "each publish waits for its confirm", key="project-publish-each",
+            unit="publishes/s", baseline=PLAIN_PUBLISH),
+        Row("this project, all guarantees (result stored)", count / seconds,
+            "+ STARTED/SUCCESS rows in PostgreSQL", rss, key="project-stored",
+            target=STORED_TARGET),
+        Row("worker RSS: this project (all guarantees)", rss,
+            f"main process + pool; PSS {pss:.0f} MiB", extra={"pss_mb": pss},
+            key="project-rss", unit="MiB", baseline=PLAIN_RSS, better="lower",
+            target=RSS_TARGET),
     ]  # fmt: skip
-    engine.dispose()
-    return rows
 
 
-def print_table(rows: list[Row], baseline: float) -> None:
-    print(f"\n{'row':<34} {'per second':>11} {'vs plain Celery':>16} {'worker RSS':>11}  notes")
-    for row in rows:
-        rss = f"{row.rss_mb:.0f} MiB" if row.rss_mb else "-"
-        ratio = row.per_second / baseline
-        print(f"{row.name:<34} {row.per_second:>11,.0f} {ratio:>15.2f}x {rss:>11}  {row.detail}")
+def end_to_end_rows(bench: Bench) -> list[Row]:
+    assert bench.env is not None
+    a = bench.args
+    return [end_to_end(bench.env, a.events, bench.worker_args, bench.logs,
+                       "end to end: event -> e-mail")]  # fmt: skip
 
 
-def main() -> int:
+def cluster_rows(bench: Bench) -> list[Row]:
+    """The end-to-end row again, the broker being the 3-node cluster (quorum queues
+    replicated to 3 nodes); the cluster is brought up for the run and down after it."""
+    subprocess.run(["bash", "infra/cluster.sh", "up"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        cluster = bench.settings.model_copy(
+            update={
+                "amqp_url": ";".join(f"amqp://guest:guest@127.0.0.1:{p}//" for p in CLUSTER),
+                "rabbitmq_management_url": ";".join(
+                    f"http://guest:guest@127.0.0.1:{p + 10000}" for p in CLUSTER
+                ),
+            }
+        )
+        with bench_env(cluster) as env:
+            a = bench.args
+            return [end_to_end(env, a.events, bench.worker_args, bench.logs,
+                               "end to end on 3-node cluster")]  # fmt: skip
+    finally:
+        subprocess.run(["bash", "infra/cluster.sh", "down"], check=False)
+
+
+#: (name, row function, runs in the run's private vhost and database): the order of the
+#: table. A new row is a function added here; its rows' ``baseline`` names the row keyed
+#: ``PLAIN`` (plain Celery tasks/s) or any other key to get a ratio.
+ROWS: list[tuple[str, RowFunction, bool]] = [
+    ("raw", raw_rows, True),
+    ("plain", plain_rows, True),
+    ("no-result", project_no_result_rows, True),
+    ("stored", project_stored_rows, True),
+    ("end-to-end", end_to_end_rows, True),
+    ("cluster", cluster_rows, False),
+]
+
+
+def run_rows(bench: Bench, selected: list[tuple[str, RowFunction, bool]]) -> None:
+    """Run each row function, printing when it starts and each row it gives when it ends."""
+    for i, (name, function, _) in enumerate(selected, 1):
+        print(f"[{i}/{len(selected)}] {name}: started {datetime.now(UTC):%H:%M:%S}", flush=True)
+        start = time.perf_counter()
+        try:
+            new = function(bench)
+        except Exception as exc:  # one broken row must not lose the others
+            traceback.print_exc()
+            print(f"[{i}/{len(selected)}] {name}: FAILED {exc!r}", flush=True)
+            continue
+        bench.rows += new
+        ratios = {r["key"]: r["ratio"] for r in with_ratios(bench.rows)}
+        for row in new:
+            ratio = ratios[row.key]
+            shown = f" ({ratio:.2f}x)" if ratio is not None else ""
+            print(f"    {row.name}: {row.per_second:,.1f} {row.unit}{shown}", flush=True)
+        print(f"[{i}/{len(selected)}] {name}: done in {time.perf_counter() - start:.1f} s",
+              flush=True)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = [name for name, _, _ in ROWS]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per Celery row")
     parser.add_argument("--messages", type=int, default=20000, help="raw AMQP messages")
@@ -85,46 +237,39 @@ def main() -> int:
     parser.add_argument(
         "--cluster", action="store_true", help="also end to end on a 3-node cluster"
     )
-    args = parser.parse_args()
-    worker_args = [f"--pool={args.pool}", f"--concurrency={args.concurrency}",
-                   f"--prefetch-multiplier={args.prefetch}"]  # fmt: skip
-    settings = Settings()
-    logs = Path(tempfile.mkdtemp(prefix="eventful-bench-"))
-    print(f"configuration: {args.tasks} tasks/row, {args.messages} raw messages, pool "
-          f"{args.pool}, concurrency {args.concurrency}, prefetch multiplier {args.prefetch}, "
-          f"quorum queues (raw and project), classic queue (plain Celery), "
-          f"{os.cpu_count()} CPUs; worker logs in {logs}")  # fmt: skip
-    with bench_env(settings) as env:
-        rows = list(raw_amqp(env.amqp_url, args.messages))
-        celery = celery_rows(env, args.tasks, worker_args, logs)
-        baseline = celery[0]
-        rows += [
-            *celery,
-            end_to_end(env, args.events, worker_args, logs, "end to end: event -> e-mail"),
-        ]
+    parser.add_argument("--only", default="", help=f"comma-separated rows of {names}")
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results JSON")
+    args = parser.parse_args(argv)
+    only = set(filter(None, args.only.split(","))) or set(names) - {"cluster"}
     if args.cluster:
-        rows.append(on_cluster(settings, args.events, worker_args, logs))
-    print_table(rows, baseline.per_second)
+        only.add("cluster")
+    selected = [entry for entry in ROWS if entry[0] in only]
+    bench = Bench(args, Settings(), Path(tempfile.mkdtemp(prefix="eventful-bench-")))
+    summary = (f"{args.tasks} tasks/row, {args.messages} raw messages, {args.events} events, "
+               f"pool {args.pool}, concurrency {args.concurrency}, prefetch multiplier "
+               f"{args.prefetch}, {os.cpu_count()} CPUs")  # fmt: skip
+    print(f"configuration: {summary}; quorum queues (raw and project), classic queue "
+          f"(plain Celery); worker logs in {bench.logs}", flush=True)  # fmt: skip
+    started = datetime.now(UTC)
+    inside = [entry for entry in selected if entry[2]]
+    if inside:
+        with bench_env(bench.settings) as env:
+            bench.env = env
+            run_rows(bench, inside)
+    run_rows(bench, [entry for entry in selected if not entry[2]])
+    command = shlex.join(["python", "-m", "bench.run", *(argv or sys.argv[1:])])
+    meta = {
+        "command": command,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "configuration": {**{k: str(v) for k, v in vars(args).items()}, "summary": summary},
+    }
+    out = args.out.resolve()
+    document = report.write(out, bench.rows, meta)
+    png = report.chart(document, out.with_suffix(".png"))
+    print("\n" + report.text_table(document))
+    print(f"\nresults: {out}\nchart:   {png}")
     return 0
-
-
-def on_cluster(settings: Settings, count: int, worker_args: list[str], logs: Path) -> Row:
-    """The end-to-end row again, the broker being the 3-node cluster (quorum queues
-    replicated to 3 nodes); the cluster is brought up for the run and down after it."""
-    subprocess.run(["bash", "infra/cluster.sh", "up"], check=True, stdout=subprocess.DEVNULL)
-    try:
-        cluster = settings.model_copy(
-            update={
-                "amqp_url": ";".join(f"amqp://guest:guest@127.0.0.1:{p}//" for p in CLUSTER),
-                "rabbitmq_management_url": ";".join(
-                    f"http://guest:guest@127.0.0.1:{p + 10000}" for p in CLUSTER
-                ),
-            }
-        )
-        with bench_env(cluster) as env:
-            return end_to_end(env, count, worker_args, logs, "end to end on 3-node cluster")
-    finally:
-        subprocess.run(["bash", "infra/cluster.sh", "down"], check=False)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,14 @@ class BenchEnv:
 def bench_env(settings: Settings) -> Iterator[BenchEnv]:
     suffix = uuid4().hex[:8]
     vhost = f"bench-{suffix}"
-    management = Management(settings.rabbitmq_management_url)
-    put_scratch_vhost(management, vhost)
-    base = urlsplit(settings.amqp_urls[0])
-    management.grant(vhost, base.username or "guest")
+    # Creating a vhost takes seconds on a broker that holds many (other runs, tests).
+    management = Management(settings.rabbitmq_management_url, timeout=90)
     database_url = make_url(settings.database_url).set(database=f"eventful_bench_{suffix}")
     database_url = database_url.render_as_string(hide_password=False)
-    try:
+    try:  # a PUT that timed out may still create the vhost: remove it whatever happened
+        put_scratch_vhost(management, vhost)
+        base = urlsplit(settings.amqp_urls[0])
+        management.grant(vhost, base.username or "guest")
         ensure_database(database_url)
         for name in SERVICES:
             migrate(database_url, name)

@@ -60,7 +60,7 @@ def tracing_rows(
                 for i in range(count):
                     noop.delay(i)
                 used: list[float] = []
-                seconds, memory[label] = drain_with_worker(
+                seconds, memory[label], _ = drain_with_worker(
                     noop.run.__module__, QUEUE, env.env(**extra), count, worker_args,
                     logs / f"tracing-{label}-{n}.log", done=lambda t=target: stored() >= t,
                     cpu=used,

@@ -3,6 +3,7 @@
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from celery import Celery, Task, bootsteps
@@ -11,6 +12,7 @@ from celery.exceptions import Retry
 
 from shared.allowed import broker_user, stamped
 from shared.check import StartupCheck
+from shared.confirms import current as current_batch
 from shared.contracts import Command, event_types
 from shared.logs import use_json_logs
 from shared.settings import Settings
@@ -130,6 +132,16 @@ class DeclareTopology(bootsteps.StartStopStep):
             channel.close()
 
 
+class ServiceCelery(Celery):
+    """Celery whose publishes join the thread's ``shared.confirms.confirmed_batch``."""
+
+    def producer_or_acquire(self, producer=None):
+        batch = current_batch(self) if producer is None else None
+        if batch is not None:
+            return nullcontext(batch.producer)
+        return super().producer_or_acquire(producer)
+
+
 def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..., Any]:
     """Routing as data: own tasks to own queues, events to ``events``, commands to their owner.
 
@@ -159,7 +171,7 @@ def create_celery_app(
     topo: ServiceTopology, settings: Settings, own_queues: dict[str, str]
 ) -> Celery:
     """A Celery app bound to the service's own queues, schema and control namespace."""
-    app = Celery(topo.name, task_cls=ServiceTask)
+    app = ServiceCelery(topo.name, task_cls=ServiceTask)
     route = router_for(topo, own_queues)
 
     def route_stamped(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -180,6 +192,7 @@ def create_celery_app(
         result_extended=True,
         result_expires=settings.result_expires,
         result_synchronous_commit=settings.result_synchronous_commit,
+        result_write_delay=settings.result_write_delay,
         chord_timeout=settings.chord_timeout,
         result_backend_always_retry=True,
         result_backend_max_retries=10,

@@ -5,8 +5,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
@@ -78,6 +76,11 @@ def migrate(database_url: str, service_name: str, migrations: Path | None = None
 
 
 def _upgrade(database_url: str, schema: str, location: Path, version_table: str) -> None:
+    # Imported here: alembic (with mako and pygments) is about 10 MiB a worker process
+    # would carry without ever migrating.
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(location))
     config.set_main_option("sqlalchemy.url", database_url)

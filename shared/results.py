@@ -11,8 +11,15 @@ groups, chords and cleanup are Celery's own code on the same tables.
 
 A task writes STARTED and then its final state; for a short task the first is wasted
 work. STARTED rows wait ``STARTED_DELAY`` in a per-process buffer and are written in
-one statement by a background thread; a final state that arrives first cancels its
-STARTED row. Final states are always written before the worker acks the message.
+one statement by a background thread; a final state that arrives first replaces its
+STARTED row. A SUCCESS no workflow reads (not a group or chord member) goes through the
+same buffer: the worker acks the message without waiting for that round trip to
+PostgreSQL, the row follows within ``result_write_delay`` (``RESULT_WRITE_DELAY``,
+``STARTED_DELAY`` by default), is tried again while the database
+is away, and a pool process writes what it holds before it exits; a process killed in
+those milliseconds loses the row (the task reads STARTED or PENDING), never a message.
+FAILURE, REVOKED and every final state of a group or chord member are written before
+the ack (the latter durably, below).
 
 Rows a workflow waits on are committed durably: the final state of a group or chord
 member (``chord_unlock`` completes a chord only when it reads every member's row as
@@ -33,6 +40,8 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +49,7 @@ from celery import states
 from celery.backends.database import DatabaseBackend
 from celery.exceptions import BackendStoreError, MaxRetriesExceededError, Reject
 from celery.result import result_from_tuple
+from celery.signals import worker_process_shutdown, worker_shutdown
 from kombu.utils.encoding import ensure_bytes
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.dialects.postgresql import insert
@@ -47,43 +57,80 @@ from sqlalchemy.exc import DBAPIError
 
 SKIPPED = {"id", "task_id", "children", "stamps"}
 STARTED_DELAY = 0.02
+RETRY_INTERVAL = 1.0
 FINAL = sorted(states.READY_STATES)  # SUCCESS, FAILURE, REVOKED
 CHORD_TIMEOUT = 3600
 logger = logging.getLogger(__name__)
 
 
-class StartedRows:
-    """STARTED rows waiting to be written; a final state for the same task cancels one."""
+_buffers: list["PendingRows"] = []  # this process's, flushed when it shuts down
 
-    def __init__(self, write) -> None:
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def flush_all(**_: Any) -> None:
+    """A pool process (or a threads/solo worker) exiting writes its pending rows first."""
+    for rows in _buffers:
+        if rows.pid == os.getpid():  # not a parent's, inherited through fork
+            rows.flush()
+
+
+class PendingRows:
+    """Rows waiting to be written together by a background thread: STARTED rows, and the
+    final rows of tasks no workflow reads. A later row for a task replaces its pending
+    one, except that nothing replaces a final state. A batch the database refused stays
+    pending and is tried again (every ``RETRY_INTERVAL`` s), so a database outage delays
+    these rows but does not lose them while the process lives; ``flush`` writes what is
+    pending before a pool process exits."""
+
+    def __init__(self, write, delay: float = STARTED_DELAY) -> None:
         self.write = write
-        self.pending: dict[str, dict] = {}
+        self.delay = delay
+        self.pending: dict[str, dict | Callable[[], dict]] = {}
         self.lock = threading.Lock()  # held while a batch is in flight
         self.wake = threading.Event()
-        threading.Thread(target=self._run, name="started-rows", daemon=True).start()
+        threading.Thread(target=self._run, name="pending-rows", daemon=True).start()
+        self.pid = os.getpid()
+        _buffers.append(self)
 
-    def add(self, task_id: str, row: dict) -> None:
-        self.pending[task_id] = row
+    def add(self, task_id: str, row: dict | Callable[[], dict]) -> None:
+        """Queue ``row``; a callable (a STARTED row) is built only if still pending when the
+        batch goes out: a short task's final row usually replaces it before that."""
+        queued = self.pending.get(task_id)
+        if queued is None or callable(queued) or queued["status"] not in FINAL:
+            self.pending[task_id] = row
         self.wake.set()
 
     def cancel(self, task_id: str) -> None:
-        """Drop a pending STARTED row; wait for one in flight, so it cannot land last."""
+        """Drop a pending row; wait for one in flight, so it cannot land last."""
         with self.lock:
             self.pending.pop(task_id, None)
+
+    def flush(self) -> bool:
+        """Write what is pending now; False when the database refused it (kept pending)."""
+        with self.lock:
+            queued, self.pending = self.pending, {}
+            if not queued:
+                return True
+            try:
+                rows = {task: row() if callable(row) else row for task, row in queued.items()}
+                self.write(rows)
+                return True
+            except Exception:
+                logger.warning("could not write %d result rows; kept to try again",
+                               len(queued), exc_info=True)  # fmt: skip
+                for task_id, row in queued.items():
+                    self.add(task_id, row)
+                return False
 
     def _run(self) -> None:
         while True:
             self.wake.wait()
             self.wake.clear()
-            threading.Event().wait(STARTED_DELAY)
-            with self.lock:
-                rows, self.pending = self.pending, {}
-                if not rows:
-                    continue
-                try:
-                    self.write(rows)
-                except Exception:
-                    logger.warning("could not write %d STARTED rows", len(rows), exc_info=True)
+            threading.Event().wait(self.delay)
+            if not self.flush():
+                threading.Event().wait(RETRY_INTERVAL)
+                self.wake.set()
 
 
 class ChordTimeout(Exception):
@@ -94,7 +141,7 @@ class PostgresBackend(DatabaseBackend):
     _engines: dict[bool, Engine] = {}
     _engine_pid = 0
     _statement = None
-    _started: StartedRows | None = None
+    _started: PendingRows | None = None
     _started_pid = 0
 
     def mark_as_failure(self, task_id, exc, *args, **kwargs):
@@ -106,11 +153,17 @@ class PostgresBackend(DatabaseBackend):
             return None
         return super().mark_as_failure(task_id, exc, *args, **kwargs)
 
-    def _started_rows(self) -> StartedRows:
+    def _started_rows(self) -> PendingRows:
         if self._started is None or self._started_pid != os.getpid():
-            self._started = StartedRows(self._upsert)
+            delay = self.app.conf.get("result_write_delay", STARTED_DELAY)
+            self._started = PendingRows(self._upsert, delay)
             self._started_pid = os.getpid()
         return self._started
+
+    def flush_pending(self) -> None:
+        """Write this process's pending rows now (a pool process about to exit)."""
+        if self._started is not None and self._started_pid == os.getpid():
+            self._started.flush()
 
     def _writer(self, durable: bool) -> Engine:
         """A pooled engine per process whose commits wait for the WAL flush or not."""
@@ -146,11 +199,14 @@ class PostgresBackend(DatabaseBackend):
         return row
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
-        row = self._row(result, state, traceback, request)
         if state == states.STARTED:
-            self._started_rows().add(task_id, row)
-        elif state == states.RETRY:
+            self._started_rows().add(task_id, partial(self._row, result, state, traceback, request))
+            return result
+        row = self._row(result, state, traceback, request)
+        if state == states.RETRY:
             self._note_retry(task_id, row)
+        elif state == states.SUCCESS and write_behind(request):
+            self._started_rows().add(task_id, row)
         else:
             self._started_rows().cancel(task_id)
             self._upsert({task_id: row}, durable=state in FINAL and in_workflow(request))
@@ -216,6 +272,16 @@ class PostgresBackend(DatabaseBackend):
         return self.app.conf.get("chord_timeout", CHORD_TIMEOUT)
 
 
+def write_behind(request: Any) -> bool:
+    """A success the worker may ack before its row is written: of a task it is running
+    (a ``request``), that no group or chord reads to go on."""
+    return (
+        request is not None
+        and getattr(request, "id", None) is not None
+        and not (in_workflow(request))
+    )
+
+
 def in_workflow(request: Any) -> bool:
     """A group or chord member: a workflow reads its row to go on."""
     return bool(getattr(request, "group", None) or getattr(request, "chord", None))
@@ -234,5 +300,12 @@ def moves_forward(stored, new) -> Any:
     later_attempt = sa.func.coalesce(new.retries, 0) >= sa.func.coalesce(stored.retries, 0)
     return sa.and_(
         stored.status != states.SUCCESS,
-        sa.or_(new.status.in_(FINAL), sa.and_(stored.status.not_in(FINAL), later_attempt)),
+        sa.or_(is_final(new.status), sa.and_(sa.not_(is_final(stored.status)), later_attempt)),
     )
+
+
+def is_final(status) -> Any:
+    """``status IN ('FAILURE', 'REVOKED', 'SUCCESS')`` written out: an IN of bound values
+    is an "expanding" parameter, which SQLAlchemy refuses in an executemany (a batch of
+    rows), so a batch of more than one row could never be written."""
+    return sa.or_(*(status == sa.literal_column(f"'{state}'") for state in FINAL))

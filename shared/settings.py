@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         description="Wait for the WAL flush on every result write, not only on the rows of"
         " group and chord members (slower, see results.py).",
     )
+    result_write_delay: float = Field(
+        0.02,
+        description="Seconds a STARTED row, or a SUCCESS no workflow reads, waits in a pool"
+        " process before it is written with the others then pending (results.py).",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Worker logs: text, or json (one object a line)."
     )

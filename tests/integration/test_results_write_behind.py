@@ -1,0 +1,40 @@
+"""A success no workflow reads is written after the ack, by the pool process's buffer:
+none may be lost when the worker is stopped (SIGTERM to its main process, as
+``docker stop`` and systemd do) right after its last ack."""
+
+import signal
+import uuid
+
+from sqlalchemy import text
+
+from bench.measure import ready_messages
+from tests.support import drain, send_raw, wait_for
+
+COUNT = 300
+
+
+def test_every_success_is_stored_when_the_worker_stops_right_after_its_last_ack(clean_queues, db):
+    stack = clean_queues
+    ids = [str(uuid.uuid4()) for _ in range(COUNT)]
+    for n, task_id in enumerate(ids):
+        send_raw(stack.amqp_url, "reports.add", {"x": n, "y": 1}, task_id, None)
+    # Rows wait far longer than the test: only the flush at exit can write them.
+    worker = stack.worker("reports", RESULT_WRITE_DELAY="600").start()
+    try:
+        wait_for(lambda: ready_messages(stack.amqp_url, "reports.tasks") == 0, 120, 0.005)
+        # Warm shutdown (main process only): the prefetched tasks finish and are acked,
+        # then the pool processes exit holding the last rows, which they must write.
+        worker.proc.send_signal(signal.SIGTERM)
+        worker.proc.wait(60)
+    finally:
+        worker.stop()
+    # Prefetched tasks the pool had not started go back to the queue; every other one ran
+    # and was acked, so its row must be there.
+    requeued = {m.headers["id"] for m in drain(stack.amqp_url, "reports.tasks")}
+    ran = [i for i in ids if i not in requeued]
+    assert len(ran) > COUNT - 20
+    with db.connect() as conn:
+        rows = dict(conn.execute(text(
+            "SELECT task_id, status FROM reports.celery_taskmeta WHERE task_id = ANY(:ids)"
+        ), {"ids": ran}).all())  # fmt: skip
+    assert [rows.get(i) for i in ran] == ["SUCCESS"] * len(ran)
