@@ -68,9 +68,11 @@ run: install services migrate topology
 demo: install services migrate topology
 	$(PY) -m infra.demo
 
+# Every row in one run (the signup API's and the 3-node cluster's too), results in
+# bench/results/latest.{json,png}; the README's table is generated from that file.
 bench: install services
 	$(PY) -m bench.run --cluster
-	$(PY) bench/signup.py
+	$(PY) -m bench.report --readme
 
 # Faults injected into CHAOS_EVENTS signups, on private servers (RabbitMQ :5690, PostgreSQL :5433).
 CHAOS_EVENTS    ?= 10000

@@ -11,6 +11,7 @@ to JSON (``--out``) with a PNG chart beside it (``bench/report.py``).
 """
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -191,6 +192,39 @@ def cluster_rows(bench: Bench) -> list[Row]:
         subprocess.run(["bash", "infra/cluster.sh", "down"], check=False)
 
 
+def tracing_rows(bench: Bench) -> list[Row]:
+    """The all-guarantees worker row with OpenTelemetry off and on (OTLP to a loopback
+    receiver), rounds alternating: off against the stored row, on against off."""
+    from bench.tracing import tracing_rows as measure
+
+    assert bench.env is not None
+    rows = measure(bench.env, bench.args.tasks, bench.worker_args, bench.logs)
+    off, on = rows["off"], rows["on"]
+    off.key, off.baseline = "tracing-off", "project-stored"
+    on.key, on.baseline = "tracing-on", "tracing-off"
+    return [off, on]
+
+
+def signup_api_rows(bench: Bench) -> list[Row]:
+    """``bench/signup.py`` (the whole system, open-loop signups, broker up, cut and hung;
+    its own vhost and database): one row per phase, p99 latency in ms."""
+    out = bench.logs / "signup.json"
+    command = [sys.executable, "bench/signup.py", "--json", str(out)]
+    subprocess.run(command, cwd=report.ROOT, check=True)
+    rows = []
+    for found in json.loads(out.read_text()):
+        if "p99_ms" not in found:  # the summary: the highest rate within the bound
+            rows.append(Row(found["row"], found["rate"], "open loop, whole system running",
+                            key="signup-best-rate", unit="signups/s", baseline=None))  # fmt: skip
+            continue
+        detail = (f"{found['rate']:g}/s open loop: p50 {found['p50_ms']:.0f} ms, "
+                  f"answered {found['answered']}, errors {found['errors']}, "
+                  f"e-mails {found.get('mails_delivered', 0)}")  # fmt: skip
+        rows.append(Row(found["row"], found["p99_ms"], detail, key=found["row"],
+                        unit="ms p99", baseline=None, better="lower", extra=found))  # fmt: skip
+    return rows
+
+
 #: (name, row function, runs in the run's private vhost and database): the order of the
 #: table. A new row is a function added here; its rows' ``baseline`` names the row keyed
 #: ``PLAIN`` (plain Celery tasks/s) or any other key to get a ratio.
@@ -200,6 +234,8 @@ ROWS: list[tuple[str, RowFunction, bool]] = [
     ("no-result", project_no_result_rows, True),
     ("stored", project_stored_rows, True),
     ("end-to-end", end_to_end_rows, True),
+    ("tracing", tracing_rows, True),
+    ("signup-api", signup_api_rows, False),
     ("cluster", cluster_rows, False),
 ]
 
