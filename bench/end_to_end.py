@@ -13,12 +13,11 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from bench.measure import Row, drain_with_worker, ready_messages, rss_mb
+from bench.measure import Row, cpu_seconds, drain_with_worker, ready_messages, rss_mb
 from bench.setup import BenchEnv, bench_env
 from infra.processes import Worker, wait_for
 from infra.smtp_sink import SmtpSink
@@ -75,18 +74,7 @@ def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, la
     note = (f"{count} events, missing {missing}, duplicate e-mails {duplicates}, "
             "workers' CPU per event " + ", ".join(f"{name} {1000 * seconds / count:.1f} ms"
                                                   for name, seconds in cpu.items()))  # fmt: skip
-    return Row(label, count / elapsed, note, memory)
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process and its live children (the pool) have used."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    ticks = 0
-    for process in [pid, *map(int, children)]:
-        with suppress(FileNotFoundError):  # a child that exited meanwhile
-            stat = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(stat[11]) + int(stat[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return Row(label, count / elapsed, note, memory, unit="events/s")
 
 
 def plain_celery(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> float:
