@@ -56,9 +56,12 @@ def whole_system(
     ports = iter(free_port() for _ in range(16))
     args = argparse.Namespace(
         api_port=next(ports), smtp_port=stack.smtp.port, sms_port=0,
-        flower_port=next(ports), metrics_port=next(ports),
+        flower_port=next(ports), metrics_port=next(ports), prometheus_port=next(ports),
+        broker_metrics_port=15692,
     )  # fmt: skip
-    found = [p for p in programs(args) if p.name != "smtp-sink"]  # the stack's sink counts
+    # The stack's sink counts the e-mails; no Prometheus in a load test.
+    skip = ("smtp-sink", "prometheus")
+    found = [p for p in programs(args, logs) if p.name not in skip]
     for program in found:
         if program.name.endswith("-flower"):  # run.py numbers them up from flower_port
             program.argv[-2] = f"--port={free_port()}"
