@@ -16,7 +16,9 @@ id), so the same deduplication and handlers apply. The contract version comes fr
 ``dataversion`` extension attribute or a ``dataschema`` ending in the version (``.../v2``).
 The message as it arrived is kept (``received``): a dead letter copies that, so the DLQ
 shows what the publisher sent. Mapped by hand rather than with the ``cloudevents`` SDK:
-the SDK has no AMQP binding, and the mapping is a handful of attributes.
+the SDK has no AMQP binding, and the mapping is a handful of attributes. An upstream's
+trace context rides along (``traceparent``/``tracestate``: the CloudEvents
+distributed-tracing extension, or AMQP headers of those names), so its trace continues.
 """
 
 import json
@@ -32,6 +34,7 @@ from shared.wire import MalformedMessage
 PREFIXES = ("cloudEvents:", "cloudEvents_")
 STRUCTURED = "application/cloudevents+json"
 REQUIRED = ("specversion", "id", "source", "type")
+TRACE_CONTEXT = ("traceparent", "tracestate")
 VERSION_IN_SCHEMA = re.compile(r"(?:^|[/:.#])v?(\d{1,6})(?:\.json)?$")
 
 
@@ -85,7 +88,8 @@ def translate(message: Any, topo: ServiceTopology) -> None:
     if media.startswith("application/cloudevents"):
         if media != STRUCTURED:
             raise _bad(f"content type {media!r}: only {STRUCTURED} (structured mode) is read")
-        event = _from_attributes(_json_object(message.body, "a CloudEvent"), structured=True)
+        attributes = _json_object(message.body, "a CloudEvent")
+        event = _from_attributes(attributes, structured=True)
     elif any(k.startswith(PREFIXES) for k in headers):
         cut = len(PREFIXES[0])  # both prefixes are as long
         attributes = {k[cut:]: v for k, v in headers.items() if k.startswith(PREFIXES)}
@@ -94,7 +98,7 @@ def translate(message: Any, topo: ServiceTopology) -> None:
         attributes["data"] = _json(message.body)
         event = _from_attributes(attributes, structured=False)
     elif media == "application/json":
-        event = _json(message.body)
+        attributes, event = {}, _json(message.body)
         if not isinstance(event, dict):
             return  # not an envelope: the worker's checks say what it is
         if not all(isinstance(event.get(k), str) and event[k] for k in ("id", "type")):
@@ -112,9 +116,23 @@ def translate(message: Any, topo: ServiceTopology) -> None:
         message.body, dict(headers), message.content_type, message.content_encoding
     )
     message.body = json.dumps([[], {"event": event}, {}]).encode()
-    message.headers = {"task": event["type"], "id": event["id"]}
+    message.headers = {"task": event["type"], "id": event["id"], **_trace(attributes, headers)}
     message.content_type, message.content_encoding = "application/json", "utf-8"
     message._decoded_cache = None
+
+
+def _trace(attributes: dict[str, Any], headers: dict[str, Any]) -> dict[str, str]:
+    """The W3C trace context the upstream sent, to continue its trace: the CloudEvents
+    distributed-tracing extension's ``traceparent``/``tracestate`` attributes, else the
+    same names as AMQP headers (a plain envelope). Strings of a sane length only; a value
+    the propagator cannot parse is ignored by it."""
+    found = {}
+    for key in TRACE_CONTEXT:
+        value = attributes.get(key)
+        value = value if isinstance(value, str) else headers.get(key)
+        if isinstance(value, str) and 0 < len(value) <= 512:
+            found[key] = value
+    return found
 
 
 def _from_attributes(attributes: dict[str, Any], *, structured: bool) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from shared.ops.cli import OPS_MIGRATIONS
 from shared.ops.dlq import depth
 from shared.topology import SERVICES
 from shared.tracing import CAUSATION, CORRELATION
+from tests.integration.test_upstream_forms import CE_JSON, binary, structured
 from tests.support import (
     JSON,
     drain,
@@ -253,3 +254,30 @@ def peek(amqp_url: str, queue: str) -> list:
         for message in taken:
             channel.basic_reject(message.delivery_tag, requeue=True)
     return taken
+
+
+@pytest.mark.parametrize("form", ["structured", "binary", "plain"])
+def test_an_upstream_s_trace_is_continued_whatever_form_its_event_takes(clean_queues, sink, form):
+    """The CloudEvents distributed-tracing extension (``traceparent`` attribute; binary mode
+    ``cloudEvents:traceparent``) and a plain envelope's ``traceparent`` AMQP header."""
+    stack = clean_queues
+    event = envelope(f"ce-{form}-{uuid.uuid4().hex[:6]}@example.com")
+    trace_id, upstream_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    traceparent = f"00-{trace_id}-{upstream_span}-01"
+    if form == "structured":
+        body, props = structured(event, traceparent=traceparent), CE_JSON
+    elif form == "binary":
+        body = json.dumps(event["payload"]).encode()
+        props = {**JSON, "application_headers": binary(event, traceparent=traceparent)}
+    else:
+        body, props = json.dumps(event).encode(), {**JSON, "application_headers": {
+            "traceparent": traceparent}}  # fmt: skip
+    worker = stack.worker("notifier", **otel(sink)).start()
+    try:
+        publish_raw(stack.amqp_url, "events", "user.signed_up", body, **props)
+        runs = wait_for(lambda: by_name(sink.trace(trace_id)).get("run/user.signed_up"), 60)
+    finally:
+        worker.stop()
+    (entry,) = runs
+    assert entry.parent_id == upstream_span
+    assert entry.attributes["eventful.event_id"] == event["id"]
