@@ -71,3 +71,16 @@ def use_json_logs(service: str) -> None:
 
     after_setup_logger.connect(install, weak=False)
     after_setup_task_logger.connect(install, weak=False)
+
+
+def use_json_logs_outside_workers(service: str) -> None:
+    """The same JSON lines from a process Celery does not set up (the API under uvicorn):
+    the server's loggers (start-up, access log) and the application's, through the root."""
+    formatter = JsonFormatter(service)
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+        root.setLevel(logging.INFO)
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.setFormatter(formatter)

@@ -32,6 +32,7 @@ from services.signup.model import users
 from services.signup.schemas import SignupRequest, TaskStatus, User
 from services.signup.signup import DuplicateEmail, create_user
 from services.signup.sms import SmsClient, SmsRejected, SmsUnavailable
+from shared.logs import use_json_logs_outside_workers
 from shared.outbox import AfterCommit, Outbox, Relay
 from shared.service import Service
 from shared.tracing import instrument_app
@@ -187,6 +188,8 @@ def create_app(settings: SignupSettings | None = None) -> FastAPI:
     problems.install(app, settings.retry_after, settings.max_body_bytes)
     problems.with_problem_schema(app)
     instrument_app(app)
+    if settings.log_format == "json":
+        use_json_logs_outside_workers(service.name)
     return app
 
 
