@@ -1,18 +1,25 @@
 """Per-service broker users and database roles on the session's vhost and database, and
 what a `make run` on them leaves behind, removed."""
 
+import signal
 import subprocess
 import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from shared.management import Management
 from shared.permissions import CredentialSettings
 from shared.topology import SERVICES
+from tests.support import free_port, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +66,36 @@ def leave_no_trace(stack, admin, beat_before: list[dict]) -> None:
                 row,
             )
     admin.dispose()
+
+
+@dataclass
+class Running:
+    ports: dict[str, str]
+    output: list[str]
+
+
+@contextmanager
+def make_run(stack, creds: CredentialSettings, logs: Path) -> Iterator[Running]:
+    """What `make run` starts (``infra/run.py``), as the per-service users, on free ports,
+    until its "ready" line; then Ctrl-C, a clean exit asserted, and what it left removed."""
+    names = ("api", "smtp", "sms", "flower", "metrics", "prometheus")
+    ports = {name: str(free_port()) for name in names}
+    admin = create_engine(stack.database_url)
+    beat_before = beat_entries(admin)
+    env = {**stack.env, "SERVICE_USER_PREFIX": creds.service_user_prefix}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "infra.run", "--logs", str(logs),
+         *[arg for name, port in ports.items() for arg in (f"--{name}-port", port)]],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(runner.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("ready: Ctrl-C" in line for line in output), timeout=120)
+        yield Running(ports, output)
+    finally:
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(60) == 0, "".join(output)[-3000:]
+        leave_no_trace(stack, admin, beat_before)
+        reader.join(5)

@@ -1,10 +1,7 @@
 """One broker user and one database role per service, created by `topology apply`."""
 
 import json
-import signal
 import subprocess
-import sys
-import threading
 import uuid
 
 import amqp
@@ -15,8 +12,8 @@ from kombu import Connection
 from sqlalchemy import create_engine, text
 
 from shared.permissions import CredentialSettings
-from tests.service_users import beat_entries, leave_no_trace
-from tests.support import drain, free_port, wait_for
+from tests.service_users import make_run
+from tests.support import drain, wait_for
 
 
 def as_service(stack, creds: CredentialSettings, name: str) -> Connection:
@@ -103,20 +100,8 @@ def test_a_service_role_owns_its_schema_and_cannot_read_another(stack, creds):
 def test_make_run_serves_a_signup_as_per_service_users_and_stops_everything_on_ctrl_c(
     stack, creds, tmp_path
 ):
-    ports = {p: str(free_port()) for p in ("api", "smtp", "sms", "flower", "metrics", "prometheus")}
-    admin = create_engine(stack.database_url)
-    beat_before = beat_entries(admin)
-    env = {**stack.env, "SERVICE_USER_PREFIX": creds.service_user_prefix}
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "infra.run", "--logs", str(tmp_path),
-         *[arg for name, port in ports.items() for arg in (f"--{name}-port", port)]],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(runner.stdout), daemon=True)
-    reader.start()
-    try:
-        wait_for(lambda: any("ready: Ctrl-C" in line for line in output), timeout=120)
+    with make_run(stack, creds, tmp_path) as run:
+        ports, output = run.ports, run.output
         email = f"run-{uuid.uuid4().hex[:6]}@example.com"
         response = httpx.post(
             f"http://127.0.0.1:{ports['api']}/users/signup",
@@ -127,11 +112,6 @@ def test_make_run_serves_a_signup_as_per_service_users_and_stops_everything_on_c
         wait_for(lambda: any(f"mail to {email}" in line for line in output), timeout=60)
         metrics = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).text
         assert "# TYPE eventful_outbox_unpublished gauge" in metrics
-    finally:
-        runner.send_signal(signal.SIGINT)
-        assert runner.wait(60) == 0, "".join(output)[-3000:]
-        leave_no_trace(stack, admin, beat_before)
-    reader.join(5)
     assert output[-1].strip() == "stopped"
     leftovers = subprocess.run(
         ["pgrep", "-f", f"--port={ports['flower']}|--port {ports['smtp']}"], capture_output=True

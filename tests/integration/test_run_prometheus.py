@@ -3,18 +3,15 @@ the alert rules, and can draw every panel of the Grafana dashboard."""
 
 import json
 import re
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine
 
 from shared.ops.deployments import WORKERS
-from tests.service_users import beat_entries, leave_no_trace
-from tests.support import free_port, wait_for
+from tests.service_users import make_run
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYWORDS = {"and", "or", "unless", "bool", "offset"}
@@ -51,21 +48,9 @@ def declared_names() -> set[str]:
 
 
 def test_make_run_starts_prometheus_with_every_worker_and_the_broker_up(stack, creds, tmp_path):
-    ports = {p: str(free_port()) for p in ("api", "smtp", "sms", "flower", "metrics", "prometheus")}
-    admin = create_engine(stack.database_url)
-    beat_before = beat_entries(admin)
-    env = {**stack.env, "SERVICE_USER_PREFIX": creds.service_user_prefix}
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "infra.run", "--logs", str(tmp_path),
-         *[arg for name, port in ports.items() for arg in (f"--{name}-port", port)]],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(runner.stdout), daemon=True)
-    reader.start()
-    api = f"http://127.0.0.1:{ports['prometheus']}/api/v1"
-    try:
-        wait_for(lambda: any("ready: Ctrl-C" in line for line in output), timeout=120)
+    with make_run(stack, creds, tmp_path) as run:
+        ports, output = run.ports, run.output
+        api = f"http://127.0.0.1:{ports['prometheus']}/api/v1"
         printed = f"Prometheus        http://127.0.0.1:{ports['prometheus']}/targets"
         assert any(line.startswith(printed) for line in output), "".join(output)
 
@@ -80,11 +65,6 @@ def test_make_run_starts_prometheus_with_every_worker_and_the_broker_up(stack, c
         answers = {e: httpx.get(f"{api}/query", params={"query": e}, timeout=5).json()
                    for e in expressions()}  # fmt: skip
         scraped = set(httpx.get(f"{api}/label/__name__/values", timeout=5).json()["data"])
-    finally:
-        runner.send_signal(signal.SIGINT)
-        assert runner.wait(60) == 0, "".join(output)[-3000:]
-        leave_no_trace(stack, admin, beat_before)
-    reader.join(5)
     jobs = sorted((t["labels"]["job"], t["labels"].get("service", "")) for t in targets)
     assert jobs == sorted([("rabbitmq", "")] + [("eventful-workers", s) for s in WORKERS])
     assert [r["name"] for r in rules[0]["rules"]] == re.findall(
