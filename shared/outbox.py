@@ -30,7 +30,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 from kombu import Connection
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -121,7 +121,7 @@ class Relay:
             .with_for_update(skip_locked=True)
         )
         if ids is not None:
-            query = query.where(t.c.id.in_(list(ids)))
+            query = query.where(_among(t.c.id, ids))
         with self.outbox.service.db.transaction() as session:
             rows = session.execute(query).all()
             if not rows:
@@ -129,11 +129,11 @@ class Relay:
             sent, tried, error = self._publish(rows)
             if tried:
                 session.execute(
-                    t.update().where(t.c.id.in_(tried)).values(attempts=t.c.attempts + 1)
+                    t.update().where(_among(t.c.id, tried)).values(attempts=t.c.attempts + 1)
                 )
             if sent:
                 session.execute(
-                    t.update().where(t.c.id.in_(sent)).values(published_at=datetime.now(UTC))
+                    t.update().where(_among(t.c.id, sent)).values(published_at=datetime.now(UTC))
                 )
         if error is not None:
             raise RelayError(
@@ -268,3 +268,9 @@ if __name__ == "__main__":  # ``python -m shared.outbox relay SERVICE``: the old
     from shared.ops.cli import main
 
     sys.exit(main(["outbox", *sys.argv[1:]]))
+
+
+def _among(column: Any, ids: Sequence[UUID]) -> Any:
+    """``column = ANY(:ids)``: one array parameter, so the statement is the same (and
+    compiled once) however many ids there are, where ``IN`` renders one per id."""
+    return column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(PgUUID(as_uuid=True))))
