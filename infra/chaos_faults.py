@@ -107,13 +107,14 @@ def crash_postgres(seconds: float, in_flight: Callable[[], str]) -> str:
 
 
 def smtp_busy(mailbox: Mailbox, seconds: float) -> str:
-    """Every connection answered ``421`` at the greeting for ``seconds``."""
+    """For ``seconds``, every new connection answered ``421`` at the greeting and every
+    kept one at its next ``NOOP`` or ``MAIL`` (then closed)."""
     mailbox.sink.busy = 10**9
     try:
         time.sleep(seconds)
     finally:
         turned_away, mailbox.sink.busy = 10**9 - mailbox.sink.busy, 0
-    return f"SMTP 421 at the greeting for {seconds:g} s ({turned_away} connections)"
+    return f"SMTP busy (421) for {seconds:g} s ({turned_away} connections turned away)"
 
 
 def smtp_slow(mailbox: Mailbox, seconds: float, delay: float) -> str:

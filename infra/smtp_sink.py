@@ -14,16 +14,29 @@ from infra.processes import free_port
 
 
 class _BusyAtTheGreeting(SMTP):
-    """aiosmtpd's server, except that while the sink is ``busy`` a connection is answered
-    ``421`` instead of the ``220`` greeting and closed, as a loaded MTA does."""
+    """aiosmtpd's server, except that while the sink is ``busy`` it turns connections away
+    as a loaded MTA does: a new one is answered ``421`` instead of the ``220`` greeting, a
+    session it already has ``421`` to its next ``NOOP`` or ``MAIL``; then it closes them."""
 
     async def _handle_client(self) -> None:  # aiosmtpd 1.4: where the greeting is sent
-        if self.event_handler.busy > 0:
-            self.event_handler.busy -= 1
-            await self.push("421 4.3.2 Service busy, try again later")
-            self.transport.close()
-            return
-        await super()._handle_client()
+        if not await self._turned_away():
+            await super()._handle_client()
+
+    async def smtp_NOOP(self, arg: str) -> None:  # noqa: N802 (aiosmtpd's command hook)
+        if not await self._turned_away():
+            await super().smtp_NOOP(arg)
+
+    async def smtp_MAIL(self, arg: str) -> None:  # noqa: N802 (aiosmtpd's command hook)
+        if not await self._turned_away():
+            await super().smtp_MAIL(arg)
+
+    async def _turned_away(self) -> bool:
+        if self.event_handler.busy <= 0:
+            return False
+        self.event_handler.busy -= 1
+        await self.push("421 4.3.2 Service busy, try again later")
+        self.transport.close()
+        return True
 
 
 class _Controller(Controller):
@@ -39,7 +52,7 @@ class SmtpSink:
         self.delay = 0.0  # seconds to hold every message before answering
         self.receiving = 0  # messages whose DATA has arrived and await an answer
         self.refused: set[str] = set()  # recipients answered 550, like an unknown mailbox
-        self.busy = 0  # how many next connections are answered 421 at the greeting
+        self.busy = 0  # how many next greetings, NOOPs or MAILs are answered 421 (then closed)
         self._lock = threading.Lock()
         self.controller = _Controller(self, hostname=host, port=port or free_port())
 

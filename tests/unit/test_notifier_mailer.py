@@ -78,3 +78,19 @@ def test_a_server_busy_at_the_greeting_of_the_new_connection_means_try_later():
         again.stop()
 
     assert [m["to"] for m in again.messages] == [["second@example.com"]]
+
+
+def test_a_busy_server_turns_away_a_kept_connection_too_and_the_email_is_tried_later(sink):
+    """A loaded MTA answers 421 on the sessions it already has, not only at new greetings:
+    the kept connection's NOOP meets it, the new connection's greeting too (chaos's
+    "SMTP busy" fault would otherwise meet no new connection while connections are kept)."""
+    mailer = mailer_for(sink.port)
+    send(mailer, "first@example.com")
+    sink.busy = 2  # the kept session's next command, then the new connection's greeting
+    with pytest.raises(TryLater, match="421"):
+        send(mailer, "second@example.com")
+    assert sink.busy == 0
+    send(mailer, "second@example.com")
+
+    first, second = sink.messages
+    assert second["to"] == ["second@example.com"] and second["peer"] != first["peer"]
