@@ -34,7 +34,7 @@ from celery.exceptions import BackendStoreError
 from kombu.serialization import dumps
 
 from shared.deadletter import BROKER_AWAY, dead_letter, is_final, reason_for
-from shared.tracing import CAUSATION, CORRELATION
+from shared.tracing import ids_for
 
 #: Task options the worker enforces per message: a handler with one keeps its own message.
 PER_MESSAGE = ("rate_limit", "expires")
@@ -79,8 +79,7 @@ def _request(parent: Any, handler: Any, task_id: str, kwargs: dict[str, Any]) ->
     message the entry task used to publish."""
     topo = handler.app.conf.service_topology
     delivery = parent.delivery_info or {}
-    own = parent.headers or {}
-    ids = {CORRELATION: own.get(CORRELATION) or parent.id, CAUSATION: parent.id}
+    ids = ids_for(task_id)  # as the entry task's publish of it would have stamped them
     return {
         **ids,
         "id": task_id,

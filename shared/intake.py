@@ -29,12 +29,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from shared.topology import EVENTS_EXCHANGE, ServiceTopology
+from shared.tracing import TRACE_HEADERS
 from shared.wire import MalformedMessage
 
 PREFIXES = ("cloudEvents:", "cloudEvents_")
 STRUCTURED = "application/cloudevents+json"
 REQUIRED = ("specversion", "id", "source", "type")
-TRACE_CONTEXT = ("traceparent", "tracestate")
 VERSION_IN_SCHEMA = re.compile(r"(?:^|[/:.#])v?(\d{1,6})(?:\.json)?$")
 
 
@@ -127,7 +127,7 @@ def _trace(attributes: dict[str, Any], headers: dict[str, Any]) -> dict[str, str
     same names as AMQP headers (a plain envelope). Strings of a sane length only; a value
     the propagator cannot parse is ignored by it."""
     found = {}
-    for key in TRACE_CONTEXT:
+    for key in TRACE_HEADERS:
         value = attributes.get(key)
         value = value if isinstance(value, str) else headers.get(key)
         if isinstance(value, str) and 0 < len(value) <= 512:

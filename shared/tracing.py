@@ -96,12 +96,19 @@ def install(service: str) -> None:
             _tracer = _configure(settings.otel_service_name or service, exporters)
 
 
+def ids_for(message_id: Any) -> dict[str, str]:
+    """The correlation and causation ids a message with this id carries when published now
+    (from the running task, if any): what ``before_task_publish`` stamps on it."""
+    headers = {"id": str(message_id)}
+    _stamp_ids(headers=headers)
+    del headers["id"]
+    return headers
+
+
 def outbox_headers(event_id: Any) -> dict[str, str]:
     """The headers an event recorded now is to be published with (the outbox keeps them
     until the relay publishes it): its ids, and the current trace context if any."""
-    headers = {"id": str(event_id)}
-    _stamp_ids(headers=headers)
-    del headers["id"]
+    headers = ids_for(event_id)
     if _tracer is not None:
         from opentelemetry.propagate import inject
 
