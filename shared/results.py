@@ -142,7 +142,6 @@ class PostgresBackend(DatabaseBackend):
     _engine_pid = 0
     _statement = None
     _started: PendingRows | None = None
-    _started_pid = 0
 
     def mark_as_failure(self, task_id, exc, *args, **kwargs):
         """Not when the failure is that a result could not be stored (its database away):
@@ -154,16 +153,10 @@ class PostgresBackend(DatabaseBackend):
         return super().mark_as_failure(task_id, exc, *args, **kwargs)
 
     def _started_rows(self) -> PendingRows:
-        if self._started is None or self._started_pid != os.getpid():
+        if self._started is None or self._started.pid != os.getpid():
             delay = self.app.conf.get("result_write_delay", STARTED_DELAY)
             self._started = PendingRows(self._upsert, delay)
-            self._started_pid = os.getpid()
         return self._started
-
-    def flush_pending(self) -> None:
-        """Write this process's pending rows now (a pool process about to exit)."""
-        if self._started is not None and self._started_pid == os.getpid():
-            self._started.flush()
 
     def _writer(self, durable: bool) -> Engine:
         """A pooled engine per process whose commits wait for the WAL flush or not."""
