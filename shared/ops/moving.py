@@ -45,9 +45,7 @@ def move(
             break
         for message in taken:
             each(message)
-            channel.basic_publish(copy_of(message), exchange="", routing_key=target)
-            channel.basic_ack(message.delivery_tag)
-        channel.tx_commit()
+        _copies_to(channel, taken, target)
         moved += len(taken)
     return moved
 
@@ -57,10 +55,16 @@ def put_back(channel: Any, messages: list[amqp.Message], queue: str) -> None:
     in one transaction (a closed channel would return them to its head, shuffled)."""
     if messages:
         channel.tx_select()
-        for message in messages:
-            channel.basic_publish(copy_of(message), exchange="", routing_key=queue)
-            channel.basic_ack(message.delivery_tag)
-        channel.tx_commit()
+        _copies_to(channel, messages, queue)
+
+
+def _copies_to(channel: Any, messages: list[amqp.Message], queue: str) -> None:
+    """A copy of each of ``messages`` to ``queue``'s tail and the original acked, in order,
+    committed as one transaction (the channel is in ``tx_select``)."""
+    for message in messages:
+        channel.basic_publish(copy_of(message), exchange="", routing_key=queue)
+        channel.basic_ack(message.delivery_tag)
+    channel.tx_commit()
 
 
 def copy_of(message: amqp.Message) -> amqp.Message:
