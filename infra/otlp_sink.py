@@ -12,13 +12,13 @@ import gzip
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from infra.processes import free_port
+from infra.loopback import LoopbackHttpServer
 
 
 @dataclass
@@ -102,7 +102,7 @@ def render(spans: list[Span]) -> str:
     return "\n".join(lines)
 
 
-class OtlpSink:
+class OtlpSink(LoopbackHttpServer):
     """``POST /v1/traces`` (protobuf, optionally gzip) answered 200; the spans are kept."""
 
     def __init__(self, port: int | None = None, keep: bool = True) -> None:
@@ -110,20 +110,7 @@ class OtlpSink:
         self.received = 0  # spans, kept or not
         self.keep = keep  # False: count only (a benchmark's sink)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> "OtlpSink":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(port)
 
     def trace(self, trace_id: str) -> list[Span]:
         with self._lock:

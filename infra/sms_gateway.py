@@ -19,13 +19,13 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from infra.processes import free_port
+from infra.loopback import LoopbackHttpServer
 
 
-class SmsGateway:
+class SmsGateway(LoopbackHttpServer):
     def __init__(self, port: int | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self.status: int | None = None
@@ -33,24 +33,7 @@ class SmsGateway:
         self.delay = 0.0
         self.connections = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "SmsGateway":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(port)
 
     def to(self, number: str) -> list[dict[str, Any]]:
         with self._lock:
