@@ -6,8 +6,6 @@ every signup in the reports read model). Every guarantee is on: outbox-style con
 publishing, late acks, quorum queues, idempotent deliveries, results in PostgreSQL.
 """
 
-import argparse
-import os
 import sys
 import tempfile
 import time
@@ -17,8 +15,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from bench.measure import Row, cpu_seconds, drain_with_worker, ready_messages, rss_mb
-from bench.setup import BenchEnv, bench_env
+from bench.measure import Row, cpu_seconds, ready_messages, rss_mb
+from bench.setup import BenchEnv
 from infra.processes import Worker, wait_for
 from infra.smtp_sink import SmtpSink
 from shared.contracts import UserSignedUp
@@ -77,39 +75,14 @@ def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, la
     return Row(label, count / elapsed, note, memory, unit="events/s")
 
 
-def plain_celery(env: BenchEnv, count: int, worker_args: list[str], logs: Path) -> float:
-    """Plain Celery's tasks/s in the same run: the baseline the end-to-end row is read against."""
-    os.environ.update(AMQP_URL=env.amqp_url, DATABASE_URL=env.database_url)
-    from bench.plain_app import noop
-
-    for i in range(count):
-        noop.delay(i)
-    seconds, *_ = drain_with_worker(
-        noop.run.__module__, "plain.tasks", env.env(), count, worker_args, logs / "plain.log"
-    )
-    return count / seconds
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=1000, help="signups published")
-    parser.add_argument("--tasks", type=int, default=5000, help="plain Celery tasks (baseline)")
-    parser.add_argument("--pool", default="prefork")
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--prefetch", type=int, default=4, help="worker_prefetch_multiplier")
-    args = parser.parse_args()
-    worker_args = [f"--pool={args.pool}", f"--concurrency={args.concurrency}",
-                   f"--prefetch-multiplier={args.prefetch}"]  # fmt: skip
-    logs = Path(tempfile.mkdtemp(prefix="eventful-e2e-"))
-    print(f"end to end: {args.events} events, {' '.join(worker_args)}; worker logs in {logs}")
-    with bench_env(Settings()) as env:
-        baseline = plain_celery(env, args.tasks, worker_args, logs)
-        print(f"plain Celery (defaults): {baseline:,.0f} tasks/s", flush=True)
-        row = end_to_end(env, args.events, worker_args, logs, "end to end: event -> e-mail")
-    ratio = row.per_second / baseline
-    print(f"{row.name}: {row.per_second:,.1f} events/s ({ratio:.3f}x plain Celery), "
-          f"{row.detail}, workers {row.rss_mb:.0f} MiB")  # fmt: skip
-    return 0
+    """``python -m bench.end_to_end [--events N] [--tasks N] [--pool P] [--concurrency N]
+    [--prefetch N]``: ``bench.run``'s plain Celery and end-to-end rows alone, side by side
+    in one run; the results go beside the worker logs, not over ``make bench``'s."""
+    from bench import run
+
+    out = Path(tempfile.mkdtemp(prefix="eventful-e2e-")) / "end_to_end.json"
+    return run.main(["--only", "plain,end-to-end", "--out", str(out), *sys.argv[1:]])
 
 
 if __name__ == "__main__":
