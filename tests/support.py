@@ -69,14 +69,14 @@ def send_command(
     return task_id
 
 
-def bind_probe(amqp_url: str, routing_key: str) -> str:
-    """A fresh queue bound to ``events`` for ``routing_key``: what a test reads published
-    events from (``drain``). Deleted with the test's vhost."""
+def bind_probe(amqp_url: str, routing_key: str, exchange: str = "events") -> str:
+    """A fresh queue bound to ``exchange`` (``events``) for ``routing_key``: what a test
+    reads published messages from (``drain``). Deleted with the test's vhost."""
     name = f"probe.{routing_key}.{uuid.uuid4().hex[:8]}"
     with Connection(amqp_url) as conn:
         channel = conn.channel()
         channel.queue_declare(name, durable=True)
-        channel.queue_bind(name, "events", routing_key)
+        channel.queue_bind(name, exchange, routing_key)
     return name
 
 

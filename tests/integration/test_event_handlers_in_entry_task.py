@@ -6,12 +6,18 @@ import uuid
 from uuid import NAMESPACE_URL, uuid5
 
 import pytest
-from kombu import Connection
 from sqlalchemy import text
 
-from tests.support import bind_probe, drain, envelope, framed, headers, publish_raw, wait_for
-
-JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
+from tests.support import (
+    JSON,
+    bind_probe,
+    drain,
+    envelope,
+    framed,
+    headers,
+    publish_raw,
+    wait_for,
+)
 
 
 def handler_id(event: dict, task: str) -> str:
@@ -26,16 +32,6 @@ def result(db, task_id: str):
         ).first()
 
 
-def probe_notifier_tasks(amqp_url: str) -> str:
-    """A queue that gets a copy of every message routed to ``notifier.tasks``."""
-    name = f"probe.notifier-tasks.{uuid.uuid4().hex[:8]}"
-    with Connection(amqp_url) as conn:
-        channel = conn.channel()
-        channel.queue_declare(name, durable=True)
-        channel.queue_bind(name, "notifier", "notifier.tasks")
-    return name
-
-
 @pytest.fixture
 def notifier(clean_queues):
     worker = clean_queues.worker("notifier", ADMIN_EMAILS="ops@example.com").start()
@@ -44,7 +40,7 @@ def notifier(clean_queues):
 
 
 def test_a_signup_runs_both_notifier_handlers_without_a_message_per_handler(stack, notifier, db):
-    per_handler = probe_notifier_tasks(stack.amqp_url)
+    per_handler = bind_probe(stack.amqp_url, "notifier.tasks", exchange="notifier")
     event = envelope(f"inline-{uuid.uuid4().hex[:6]}@example.com")
     publish_raw(stack.amqp_url, "events", "user.signed_up", framed(event),
                 application_headers=headers(event), **JSON)  # fmt: skip

@@ -8,9 +8,8 @@ import pytest
 from sqlalchemy import text
 
 from infra.smtp_sink import SmtpSink
-from tests.support import bind_probe, drain, free_port, publish_raw, send_raw, wait_for
+from tests.support import JSON, bind_probe, drain, free_port, publish_raw, send_raw, wait_for
 
-JSON = {"content_type": "application/json", "content_encoding": "utf-8"}
 CLOSED_PORT = "9"  # discard: nothing listens, every connection is refused
 
 
