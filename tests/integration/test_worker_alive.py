@@ -37,6 +37,7 @@ def test_a_worker_that_answers_is_alive_and_a_stopped_one_is_not_within_the_time
 
     assert alive[0] == 0 and "alive" in alive[2], alive
     assert stopped[0] == 1 and "no answer within 3s" in stopped[2], stopped
-    # The timeout bounds it: 3 s, the interpreter's start, and a margin for a loaded machine.
-    assert stopped[1] < start_up + 3 + 3, f"took {stopped[1]:.1f}s (start-up {start_up:.1f}s)"
+    # The timeout bounds it: 3 s, the interpreter's start, and a margin for a loaded machine
+    # (start-up is measured once, at another moment; on 2 busy cores it varies severalfold).
+    assert stopped[1] < 3 + 4 * start_up + 6, f"took {stopped[1]:.1f}s (start-up {start_up:.1f}s)"
     assert gone[0] == 1, gone
