@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 test demo run api bench chaos: export LOCAL_MODE = 1
 
 .PHONY: install services lint format test test-unit test-cluster cluster-up cluster-down \
-        migrate topology plan run demo bench chaos fuzz api relay beat
+        migrate topology plan run demo bench bench-publish chaos fuzz api relay beat
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -69,10 +69,14 @@ demo: install services migrate topology
 	$(PY) -m infra.demo
 
 # Every row in one run (the signup API's and the 3-node cluster's too), results in
-# bench/results/latest.{json,png}; the README's table is generated from that file.
+# var/bench/latest.{json,png} (untracked: a run leaves the checkout as it was).
 bench: install services
 	$(PY) -m bench.run --cluster
-	$(PY) -m bench.report --readme
+
+# The last run's results become the published ones, and the README's table is made from them.
+bench-publish: install
+	cp var/bench/latest.json var/bench/latest.png bench/results/
+	$(PY) -m bench.report bench/results/latest.json --readme
 
 # Faults injected into CHAOS_EVENTS signups, on private servers (RabbitMQ :5690, PostgreSQL :5433).
 CHAOS_EVENTS    ?= 10000

@@ -1,14 +1,17 @@
 """The bench's results: written as JSON, drawn as a PNG, and the README's table made from them.
 
 ``python -m bench.report [JSON] [--readme] [--chart]``: prints the table of a results file
-(default ``bench/results/latest.json``); ``--chart`` draws ``<JSON stem>.png`` beside it
-again; ``--readme`` rewrites the part of README.md between the two marker lines::
+(default ``var/bench/latest.json``, where ``make bench`` writes, untracked); ``--chart``
+draws ``<JSON stem>.png`` beside it again; ``--readme`` rewrites the part of README.md
+between the two marker lines (``make bench-publish``, after copying the run to
+``bench/results/``)::
 
     <!-- bench:results:begin -->
     (generated: never edited by hand)
     <!-- bench:results:end -->
 
-with the table and the chart of that file. ``python -m bench.run`` writes both files.
+with the table and the chart of that file. ``python -m bench.run`` writes both files (to
+``var/bench/`` unless told ``--out``).
 """
 
 import argparse
@@ -20,6 +23,9 @@ from typing import Any
 from bench.measure import Row, with_ratios
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Where ``make bench`` writes (untracked: a run never changes the checkout).
+SCRATCH = ROOT / "var" / "bench" / "latest.json"
+#: The published results the README's table is made from (``make bench-publish``).
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
@@ -152,7 +158,7 @@ def rewrite_readme(readme: Path, section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("json", nargs="?", type=Path, default=RESULTS)
+    parser.add_argument("json", nargs="?", type=Path, default=SCRATCH)
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's table")
     parser.add_argument("--chart", action="store_true", help="draw the PNG again")
     args = parser.parse_args(argv)

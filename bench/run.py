@@ -264,7 +264,8 @@ def run_rows(bench: Bench, selected: list[tuple[str, RowFunction, bool]]) -> Non
               flush=True)  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: rows to run, their sizes, and where the results go."""
     names = [name for name, _, _ in ROWS]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per Celery row")
@@ -277,8 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         "--cluster", action="store_true", help="also end to end on a 3-node cluster"
     )
     parser.add_argument("--only", default="", help=f"comma-separated rows of {names}")
-    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results JSON")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=report.SCRATCH, help="results JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    names = [name for name, _, _ in ROWS]
     only = set(filter(None, args.only.split(","))) or set(names) - {"cluster"}
     if args.cluster:
         only.add("cluster")
