@@ -1,0 +1,43 @@
+"""Native delayed delivery for a worker that may not declare what the vhost shares.
+
+Celery's ``DelayedDelivery`` consumer step declares the 28 ``celery_delayed_*`` levels and
+``celery_delayed_delivery`` from every worker. That needs the configure right that would also
+let any service delete them, and with them every other service's pending retries; without
+it, the declare is refused and Celery only logs that native delayed delivery "will not be
+available" while the worker runs on. Here the operator declares them (``topology apply``):
+the consumer checks, each time it connects, that they exist (passive declares need no
+right) and stops with what to run if not; the step only binds the service's own queues.
+"""
+
+from celery.worker.consumer.delayed_delivery import DelayedDelivery as CeleryDelayedDelivery
+
+from shared.deadletter import DeadLetteringConsumer
+from shared.topology import require_shared
+
+_CELERYS = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
+
+
+class BindDelayedDelivery(CeleryDelayedDelivery):
+    """Celery's step without its declare: the worker's queues bound to
+    ``celery_delayed_delivery``, on one short connection to the broker the consumer uses."""
+
+    def start(self, c) -> None:
+        with c.connection.clone() as connection:
+            self._bind_queues(c.app, connection)
+
+
+class Consumer(DeadLetteringConsumer):
+    """The platform's consumer, refusing to run on a vhost without the shared objects."""
+
+    class Blueprint(DeadLetteringConsumer.Blueprint):
+        default_steps = [
+            f"{__name__}:BindDelayedDelivery" if step == _CELERYS else step
+            for step in DeadLetteringConsumer.Blueprint.default_steps
+        ]
+
+    def connect(self):
+        """Raises ``SharedTopologyMissing`` (not a connection error: the worker stops)
+        before any step binds to a shared object that is not there."""
+        connection = super().connect()
+        require_shared(connection)
+        return connection
