@@ -6,24 +6,31 @@ let any service delete them, and with them every other service's pending retries
 it, the declare is refused and Celery only logs that native delayed delivery "will not be
 available" while the worker runs on. Here the operator declares them (``topology apply``):
 the consumer checks, each time it connects, that they exist (passive declares need no
-right) and stops with what to run if not; the step only binds the service's own queues.
+right) and stops with what to run if not; the step only binds the service's own exchange
+and queues (``shared.topology.bind_delayed_delivery``).
 """
 
-from celery.worker.consumer.delayed_delivery import DelayedDelivery as CeleryDelayedDelivery
+from celery import bootsteps
+from celery.worker.consumer.tasks import Tasks
 
 from shared.deadletter import DeadLetteringConsumer
-from shared.topology import require_shared
+from shared.topology import bind_delayed_delivery, require_shared
 
 _CELERYS = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
 
 
-class BindDelayedDelivery(CeleryDelayedDelivery):
-    """Celery's step without its declare: the worker's queues bound to
-    ``celery_delayed_delivery``, on one short connection to the broker the consumer uses."""
+class BindDelayedDelivery(bootsteps.StartStopStep):
+    """In place of Celery's step: the service's own queues bound to delayed delivery, once
+    they are declared (``Tasks``), and nothing shared declared."""
+
+    requires = (Tasks,)
 
     def start(self, c) -> None:
-        with c.connection.clone() as connection:
-            self._bind_queues(c.app, connection)
+        channel = c.connection.channel()
+        try:
+            bind_delayed_delivery(channel, c.app.conf.service_topology)
+        finally:
+            channel.close()
 
 
 class Consumer(DeadLetteringConsumer):

@@ -111,19 +111,14 @@ def broker_permissions(topo: ServiceTopology) -> BrokerPermissions:
     delayed_keys = [re.escape(topo.tasks_queue), re.escape(topo.events_queue)]
     delayed_keys += [re.escape(f"{o}.tasks") for o in others]
     delay_write = r"^([01]\.)+(" + "|".join(delayed_keys) + ")$"
-    # Bindings from the delayed-delivery exchange carry a "#." prefix (kombu's layout).
-    subscribed = [r"(#\.)?(" + "|".join(_names(*topo.subscribes)) + ")"] if topo.subscribes else []
     topics = {
         EVENTS_EXCHANGE: (
             _any_of(*_names(*topo.publishes)) if topo.publishes else "^$",
-            _any_of(*subscribed) if subscribed else "^$",
+            _any_of(*_names(*topo.subscribes)) if topo.subscribes else "^$",
         ),
         **{o: (_any_of(re.escape(f"{o}.tasks")), "^$") for o in others},
         DELAY_ENTRY: (delay_write, "^$"),
-        DELAYED_DELIVERY: (
-            "^$",
-            r"^#\.(" + "|".join(delayed_keys[:2] + _names(*topo.subscribes)) + ")$",
-        ),
+        DELAYED_DELIVERY: ("^$", r"^#\.(" + "|".join(delayed_keys[:2]) + ")$"),
     }
     return BrokerPermissions(
         configure=_any_of(*own),

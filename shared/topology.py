@@ -208,6 +208,16 @@ def declare_service(channel, topo: ServiceTopology) -> None:
         queue.bind(channel).declare()
 
 
+def bind_delayed_delivery(channel, topo: ServiceTopology) -> None:
+    """Route ``topo``'s countdowns home: ``celery_delayed_delivery`` to its exchange, then
+    to each of its queues, keyed ``#.<queue>`` (kombu's layout: the delay's 28 bits come
+    first). Its own exchange only: everything else bound there is the operator's."""
+    for queue in topo.work_queues():
+        key = f"#.{queue.name}"
+        channel.exchange_bind(topo.name, DELAYED_DELIVERY, key)
+        channel.queue_bind(queue.name, topo.name, key)
+
+
 def declare_all(connection, services: Iterable[ServiceTopology] | None = None) -> None:
     """Everything, the shared objects and Celery's delay levels included: what
     ``topology apply`` does, as the operator."""

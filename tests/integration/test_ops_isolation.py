@@ -140,6 +140,9 @@ ATTACKS: dict[str, Callable[[Any, ServiceTopology], Any]] = {
     "unbind another service from delayed delivery": lambda ch, v: ch.exchange_unbind(
         v.name, DELAYED_DELIVERY, f"#.{v.tasks_queue}"
     ),
+    "unbind events from delayed delivery": lambda ch, v: ch.exchange_unbind(
+        EVENTS_EXCHANGE, DELAYED_DELIVERY, "#.user.signed_up"
+    ),
     "delete events": lambda ch, v: ch.exchange_delete(EVENTS_EXCHANGE),
     "delete the unrouted exchange": lambda ch, v: ch.exchange_delete(UNROUTED),
     "delete the unrouted queue": lambda ch, v: ch.queue_delete(UNROUTED),
