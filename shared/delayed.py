@@ -21,9 +21,10 @@ _CELERYS = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
 
 class BindDelayedDelivery(bootsteps.StartStopStep):
     """In place of Celery's step: the service's own queues bound to delayed delivery, once
-    they are declared (``Tasks``), and nothing shared declared."""
+    all of them are declared (``DeclareTopology``; ``Tasks`` only those the worker
+    consumes), and nothing shared declared."""
 
-    requires = (Tasks,)
+    requires = (Tasks, "shared.app:DeclareTopology")
 
     def start(self, c) -> None:
         channel = c.connection.channel()

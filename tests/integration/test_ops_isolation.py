@@ -158,6 +158,7 @@ ATTACKS: dict[str, Callable[[Any, ServiceTopology], Any]] = {
     ),
     "delete another's exchange": lambda ch, v: ch.exchange_delete(v.name),
     "delete another's control exchange": lambda ch, v: ch.exchange_delete(f"{v.name}.pidbox"),
+    "delete another's control replies": lambda ch, v: ch.exchange_delete(f"reply.{v.name}.pidbox"),
     "delete another's event exchange": lambda ch, v: ch.exchange_delete(f"{v.name}.celeryev"),
 }
 
