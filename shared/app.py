@@ -221,7 +221,7 @@ def create_celery_app(
         control_exchange=topo.name,
         event_exchange=f"{topo.name}.celeryev",
         operator_user=settings.operator_user,
-        worker_consumer="shared.deadletter:DeadLetteringConsumer",
+        worker_consumer="shared.delayed:Consumer",  # operator-declared delay levels
         worker_prefetch_multiplier=4,
         retry_delay_scale=settings.retry_delay_scale,
         service_topology=topo,

@@ -1,16 +1,17 @@
 """Least privilege per service, as data: its RabbitMQ user and its PostgreSQL role.
 
-A service's user may declare, bind, publish to and consume from only what its own worker
-declares at start (``shared.topology.declare_service``, Celery's pidbox/celeryev names,
-which ``shared.app`` namespaces per service, and the ``DelayedDelivery`` bootstep); topic
+A service's user may configure (declare, delete) only what is its own: its exchanges and
+queues (``shared.topology.declare_service``) and Celery's pidbox/celeryev names, which
+``shared.app`` namespaces per service. What the vhost shares (``events``,
+``events.unrouted``, Celery's ``celery_delayed_*`` levels and ``celery_delayed_delivery``)
+holds other services' messages, so only the operator declares it (``topology apply``);
+a service may publish events to ``events`` and countdowns to ``celery_delayed_27``, and
+bind its own exchange and queues from ``events`` and ``celery_delayed_delivery``, and
+nothing else there: no delete, purge, read or unbind (``shared.delayed``). Topic
 permissions then narrow the routing keys: on ``events`` it publishes only its own event
 types and binds only the ones it subscribes to; on another service's exchange it may only
-send commands (``<owner>.tasks``).
-
-What the regexes cannot close, because Celery or the shared topology declares it from every
-worker: the ``celery_delayed_*`` queues (declaring a queue with a dead-letter exchange needs
-read on it) hold every service's delayed retries, and ``events.unrouted`` is both an
-exchange every worker binds and the operator's queue of the same name.
+send commands (``<owner>.tasks``); through the delay levels, only to its own queues and
+other services' commands.
 """
 
 import re
@@ -21,11 +22,25 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import make_url
 
-from shared.topology import EVENTS_EXCHANGE, SERVICES, UNROUTED, ServiceTopology
+from shared.topology import (
+    DELAY_LEVELS,
+    DELAYED_DELIVERY,
+    EVENTS_EXCHANGE,
+    SERVICES,
+    ServiceTopology,
+)
 
-DELAY_LEVELS = 28
-DELAYED_DELIVERY = "celery_delayed_delivery"
-DELAYED = r"celery_delayed_.*"
+__all__ = [
+    "DELAY_LEVELS",
+    "DELAYED_DELIVERY",
+    "DELAY_ENTRY",
+    "BrokerPermissions",
+    "CredentialSettings",
+    "broker_permissions",
+]
+
+#: Where Celery publishes every countdown (the delay in the routing key's 28 bits).
+DELAY_ENTRY = "celery_delayed_27"
 
 
 class CredentialSettings(BaseSettings):
@@ -91,29 +106,23 @@ def broker_permissions(topo: ServiceTopology) -> BrokerPermissions:
     pidbox = _names(f"{topo.name}.pidbox", f"reply.{topo.name}.pidbox")
     pidbox_queues = [rf".*\.{re.escape(topo.name)}\.pidbox"]  # node and reply queues
     own_exchanges = _names(topo.name, topo.dlx, f"{topo.name}.celeryev")
-    shared = _names(EVENTS_EXCHANGE, UNROUTED)
+    own = own_exchanges + own_queues + pidbox + pidbox_queues
     others = [o for o in SERVICES if o != topo.name]
-    declared = own_exchanges + own_queues + pidbox + pidbox_queues + shared + [DELAYED]
     delayed_keys = [re.escape(topo.tasks_queue), re.escape(topo.events_queue)]
     delayed_keys += [re.escape(f"{o}.tasks") for o in others]
     delay_write = r"^([01]\.)+(" + "|".join(delayed_keys) + ")$"
-    # Bindings from the delayed-delivery exchange carry a "#." prefix (kombu's layout).
-    subscribed = [r"(#\.)?(" + "|".join(_names(*topo.subscribes)) + ")"] if topo.subscribes else []
     topics = {
         EVENTS_EXCHANGE: (
             _any_of(*_names(*topo.publishes)) if topo.publishes else "^$",
-            _any_of(*subscribed) if subscribed else "^$",
+            _any_of(*_names(*topo.subscribes)) if topo.subscribes else "^$",
         ),
         **{o: (_any_of(re.escape(f"{o}.tasks")), "^$") for o in others},
-        **{f"celery_delayed_{n}": (delay_write, r"^(\*\.)*[01]\.#$") for n in range(DELAY_LEVELS)},
-        DELAYED_DELIVERY: (
-            "^$",
-            r"^#\.(" + "|".join(delayed_keys[:2] + _names(*topo.subscribes)) + ")$",
-        ),
+        DELAY_ENTRY: (delay_write, "^$"),
+        DELAYED_DELIVERY: ("^$", r"^#\.(" + "|".join(delayed_keys[:2]) + ")$"),
     }
     return BrokerPermissions(
-        configure=_any_of(*declared),
-        write=_any_of(*declared, *_names(*others)),
-        read=_any_of(*declared),
+        configure=_any_of(*own),
+        write=_any_of(*own, *_names(*others, EVENTS_EXCHANGE, DELAY_ENTRY)),
+        read=_any_of(*own, *_names(EVENTS_EXCHANGE, DELAYED_DELIVERY)),
         topics=topics,
     )

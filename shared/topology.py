@@ -9,8 +9,14 @@ Per service ``svc`` (each declared in its own package, see ``shared.system``):
 - queue ``svc.events``: bound to ``events`` with the event types the service handles.
 - exchange ``svc.dlx`` (fanout) and queue ``svc.dlq``: where every dead message ends.
 
-Shared: the ``events`` topic exchange (routing key = event type) whose alternate exchange
-``events.unrouted`` keeps, in the queue of the same name, any event nobody subscribes to.
+Shared by the vhost, and declared only by the operator (``declare_all``, what
+``eventful topology apply`` runs): the ``events`` topic exchange (routing key = event type)
+whose alternate exchange ``events.unrouted`` keeps, in the queue of the same name, any event
+nobody subscribes to; and Celery's native delayed delivery, 28 ``celery_delayed_*`` levels
+and ``celery_delayed_delivery``, where every service's countdown retries wait. A worker only
+checks that they exist and binds its own queues to them (``shared.delayed``): a declare,
+even of what exists, needs the configure right that would also let any service delete them
+(``shared.permissions``).
 
 The queues that keep messages for an operator (each DLQ, ``events.unrouted``) have no
 dead-letter exchange, so a message past their delivery limit is dropped. RabbitMQ 4.x
@@ -30,6 +36,7 @@ a worker's memory.
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from amqp.exceptions import NotFound
 from kombu import Exchange, Queue, binding
 from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
@@ -48,9 +55,16 @@ KEEP_DELIVERY_LIMIT = 2**31 - 1
 #: Arguments of the queues that keep messages for an operator (DLQs, ``events.unrouted``).
 KEEP_ARGUMENTS = {"x-queue-type": "quorum", "x-delivery-limit": KEEP_DELIVERY_LIMIT}
 
+#: Celery's native delayed delivery: its levels ``celery_delayed_0`` to ``_27`` (a message
+#: waits 2**level seconds in each level whose bit of its countdown is set), then this.
+DELAY_LEVELS = 28
+DELAYED_DELIVERY = "celery_delayed_delivery"
+
 events_exchange = Exchange(
     EVENTS_EXCHANGE, type="topic", durable=True, arguments={"alternate-exchange": UNROUTED}
 )
+#: ``events`` as a service binds to it: checked (a passive declare), never declared.
+events_to_bind = Exchange(EVENTS_EXCHANGE, type="topic", passive=True)
 unrouted_exchange = Exchange(UNROUTED, type="fanout", durable=True)
 unrouted_queue = Queue(UNROUTED, exchange=unrouted_exchange, queue_arguments=dict(KEEP_ARGUMENTS))
 
@@ -109,7 +123,7 @@ class ServiceTopology:
                     queue_arguments=self.work_queue_arguments(),
                     # Its own route (retries, replays) and one binding per subscribed event.
                     bindings=[binding(self.exchange, routing_key=self.events_queue)]
-                    + [binding(events_exchange, routing_key=t) for t in self.subscribes],
+                    + [binding(events_to_bind, routing_key=t) for t in self.subscribes],
                 )
             )
         return queues
@@ -134,25 +148,83 @@ def service(name: str) -> ServiceTopology:
     return SERVICES[name]
 
 
+_LEVELS = [f"celery_delayed_{level}" for level in range(DELAY_LEVELS)]
+#: What the vhost shares and only the operator declares, as (kind, name).
+SHARED_OBJECTS = [
+    ("exchange", EVENTS_EXCHANGE),
+    ("exchange", UNROUTED),
+    ("queue", UNROUTED),
+    ("exchange", DELAYED_DELIVERY),
+    *[(kind, name) for name in _LEVELS for kind in ("exchange", "queue")],
+]
+
+
+class SharedTopologyMissing(RuntimeError):
+    """The operator's shared objects are not on the vhost: ``topology apply`` was not run."""
+
+
+def missing_shared(connection) -> list[str]:
+    """The shared exchanges not on ``connection``'s vhost, as "exchange NAME".
+
+    Passive declares: they need no permission, and a missing one closes only the channel
+    that asked (a fresh one asks on). Exchanges only, as a worker checks at every connect:
+    a passive declare of a quorum queue asks its leader, which in a failover may be away
+    (``topology plan`` shows a missing queue)."""
+    missing, channel = [], connection.channel()
+    try:
+        for kind, name in SHARED_OBJECTS:
+            if kind != "exchange":
+                continue
+            try:
+                channel.exchange_declare(name, "topic", passive=True)
+            except NotFound:
+                missing.append(f"{kind} {name}")
+                channel = connection.channel()
+    finally:
+        channel.close()
+    return missing
+
+
+def require_shared(connection) -> None:
+    """Raise ``SharedTopologyMissing``, saying what to run, unless every shared object is there."""
+    missing = missing_shared(connection)
+    if missing:
+        raise SharedTopologyMissing(
+            f"vhost {connection.virtual_host!r} lacks {', '.join(missing)}: shared objects"
+            " are the operator's to declare; run `eventful topology apply`"
+        )
+
+
 def declare_shared(channel) -> None:
-    """Declare the ``events`` exchange and the queue that keeps unrouted events."""
+    """Declare the ``events`` exchange and the queue that keeps unrouted events (operator)."""
     unrouted_queue.bind(channel).declare()
     events_exchange.bind(channel).declare()
 
 
 def declare_service(channel, topo: ServiceTopology) -> None:
     """Declare a service's exchange, DLX/DLQ first (so nothing dead-letters into a void),
-    then its work queues and bindings."""
-    declare_shared(channel)
+    then its work queues, and bind them to ``events`` (which must exist: NotFound if not)."""
     topo.dead_letter_queue().bind(channel).declare()
     for queue in topo.work_queues():
         queue.bind(channel).declare()
 
 
+def bind_delayed_delivery(channel, topo: ServiceTopology) -> None:
+    """Route ``topo``'s countdowns home: ``celery_delayed_delivery`` to its exchange, then
+    to each of its queues, keyed ``#.<queue>`` (kombu's layout: the delay's 28 bits come
+    first). Its own exchange only: everything else bound there is the operator's."""
+    for queue in topo.work_queues():
+        key = f"#.{queue.name}"
+        channel.exchange_bind(topo.name, DELAYED_DELIVERY, key)
+        channel.queue_bind(queue.name, topo.name, key)
+
+
 def declare_all(connection, services: Iterable[ServiceTopology] | None = None) -> None:
-    """Everything, including Celery's delayed-delivery levels: what ``topology apply`` does."""
+    """Everything, the shared objects and Celery's delay levels included: what
+    ``topology apply`` does, as the operator."""
     channel = connection.channel()
     try:
+        declare_shared(channel)
         for topo in services or SERVICES.values():
             declare_service(channel, topo)
     finally:

@@ -6,7 +6,7 @@ import pytest
 
 from shared.ops.definitions import topology
 from shared.permissions import CredentialSettings, broker_permissions
-from shared.topology import SERVICES
+from shared.topology import DELAY_LEVELS, SERVICES, SHARED_OBJECTS
 
 DELAY = "0." * 27 + "1."
 
@@ -16,11 +16,10 @@ def allows(regex: str, name: str) -> bool:
 
 
 def declared_by(service: str) -> set[str]:
-    """Names a worker of ``service`` declares: its own and the shared ones, no other's."""
+    """Names a worker of ``service`` declares: its own, nothing shared, no other's."""
     declared = topology()
     names = {q["name"] for q in declared["queues"]} | {e["name"] for e in declared["exchanges"]}
-    others = {o for o in SERVICES if o != service}
-    return {n for n in names if n.split(".")[0] not in others}
+    return {n for n in names if n.split(".")[0] == service}
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -29,6 +28,19 @@ def test_a_service_may_declare_everything_its_worker_declares(service):
     for name in declared_by(service) | {f"celery@host.{service}.pidbox"}:
         assert allows(perms.configure, name), name
         assert allows(perms.read, name), name
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_may_not_configure_or_read_what_the_vhost_shares(service):
+    """No delete, purge, get or unbind of the delay levels or events.unrouted; it may only
+    publish to events and the top delay level."""
+    perms = broker_permissions(SERVICES[service])
+    for kind, name in SHARED_OBJECTS:
+        assert not allows(perms.configure, name), name
+        assert kind == "exchange" or not allows(perms.read, name), name
+    assert not any(allows(perms.read, f"celery_delayed_{n}") for n in range(DELAY_LEVELS))
+    written = {name for _, name in SHARED_OBJECTS if allows(perms.write, name)}
+    assert written == {"events", "celery_delayed_27"}
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -48,7 +60,8 @@ def test_notifier_publishes_only_its_own_event_types_and_commands_to_owners():
     write, read = perms.topics["events"]
     assert allows(write, "notification.sent") and allows(write, "notification.failed")
     assert not allows(write, "report.generated") and not allows(write, "user.signed_up")
-    assert allows(read, "user.signed_up") and allows(read, "#.report.generated")
+    assert allows(read, "user.signed_up") and allows(read, "report.generated")
+    assert not allows(read, "#.report.generated")  # kombu's delayed-event binding: operator's
     assert not allows(read, "#") and not allows(read, "notification.sent")
     assert allows(perms.topics["reports"][0], "reports.tasks")
     assert not allows(perms.topics["reports"][0], "reports.events")
