@@ -37,7 +37,8 @@ from shared.app import create_celery_app
 from shared.contracts import Command, Event
 from shared.db import Database
 from shared.evolution import UnsupportedVersion, contract_of, read_as
-from shared.inline import can_inline, run_inline, share_time_limits
+from shared.inline import Step, can_inline, run_inline, settle_killed, share_time_limits
+from shared.progress import note
 from shared.retry import RetryPolicy, checked_task_options
 from shared.settings import Settings, get_settings
 from shared.topology import ServiceTopology, declare_service, service
@@ -186,22 +187,33 @@ class Service:
         event_type = event_cls.model_fields["type"].default
         self._routes[event_type] = self.topology.events_queue
 
-        @self.celery.task(name=event_type, bind=True, ignore_result=True, shared=False)
-        def dispatch(task, *args: Any, **kwargs: Any) -> None:
+        def plan(args: tuple, kwargs: dict[str, Any]) -> list[Step]:
+            """Each handler with its task id and its version of the event, in order."""
             try:
                 wire = contract_of(event_type, kwargs.get("event"))
                 event = _validate(wire or event_cls, "event", args, kwargs)
                 shaped = [(t, read_as(event, c)) for t, c in self._handlers[event_type]]
             except UnsupportedVersion as exc:
                 raise Reject(exc, requeue=False) from None
-            for handler_task, message in shaped:
-                kwargs = {"event": message.model_dump(mode="json")}
-                task_id = str(uuid5(NAMESPACE_URL, f"{event.id}/{handler_task.name}"))
-                if can_inline(handler_task):
-                    run_inline(task, handler_task, kwargs, task_id)
-                else:
-                    handler_task.apply_async(kwargs=kwargs, task_id=task_id)
+            return [
+                Step(t, {"event": m.model_dump(mode="json")},
+                     str(uuid5(NAMESPACE_URL, f"{event.id}/{t.name}")))
+                for t, m in shaped
+            ]  # fmt: skip
 
+        @self.celery.task(name=event_type, bind=True, ignore_result=True, shared=False)
+        def dispatch(task, *args: Any, **kwargs: Any) -> None:
+            for step in plan(args, kwargs):
+                if can_inline(step.handler):
+                    run_inline(task, step)
+                else:
+                    note(task.request.id, step.task_id)
+                    step.handler.apply_async(kwargs=step.kwargs, task_id=step.task_id)
+
+        def after_hard_limit(request: Any, record: Any, exc: BaseException) -> None:
+            settle_killed(request, plan(request.args, request.kwargs), record, exc)
+
+        dispatch.settle_killed = after_hard_limit
         return dispatch
 
     def _task(
