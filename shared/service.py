@@ -20,6 +20,7 @@ event, send a command), and any name given in ``dependencies`` (a factory, calle
 per process). A handler's retry policy is a ``RetryPolicy`` named beside it.
 """
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from shared.app import create_celery_app
+from shared.app import BROKER_AWAY, create_celery_app
 from shared.contracts import Command, Event
 from shared.db import Database
 from shared.evolution import UnsupportedVersion, contract_of, read_as
@@ -176,7 +177,10 @@ class Service:
         if not isinstance(policy, RetryPolicy):
             raise TypeError(f"{owner}: retry must be a RetryPolicy, not {policy!r}")
         self.retry_policies[owner] = policy
-        return {**checked_task_options(owner, options), **policy.task_options()}
+        options = checked_task_options(owner, options)
+        if "on_failure" in options:
+            options = {**options, "on_failure": _final_only(options["on_failure"])}
+        return {**options, **policy.task_options()}
 
     def _entry_task(self, event_cls: type[Event]) -> Any:
         """The task named after the event type: validates the event under the contract of
@@ -307,6 +311,18 @@ class Service:
         return self.celery.send_task(
             command.task, kwargs=command.model_dump(mode="json"), declare=[], **options
         ).id
+
+
+def _final_only(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """A task's ``on_failure`` for its final failure only. Celery's tracer calls it for any
+    exception; the broker's (``BROKER_AWAY``) requeues the message, which runs again, so
+    a final-failure report then (the notifier's ``notification.failed``) would be false."""
+
+    @functools.wraps(hook)
+    def on_failure(task: Any, exc: BaseException, *args: Any) -> Any:
+        return None if isinstance(exc, BROKER_AWAY) else hook(task, exc, *args)
+
+    return on_failure
 
 
 def _validate(contract: type[BaseModel], key: str | None, args: tuple, kwargs: dict) -> Any:

@@ -5,6 +5,7 @@ import os
 import time
 
 import pytest
+from kombu.exceptions import OperationalError
 
 from shared import progress
 from shared.service import Service
@@ -69,3 +70,20 @@ def test_a_new_job_in_the_same_process_starts_from_a_clean_record(tmp_path, monk
 
     assert progress.killed(pid, "task") == progress.Record("task", "task", "running")
     os.waitpid(pid, 0)
+
+
+def test_a_final_failure_hook_does_not_run_for_a_failure_the_worker_requeues():
+    reported = []
+    service = Service(ServiceTopology("shop"))
+
+    def report(task, exc, task_id, args, kwargs, einfo):
+        reported.append(type(exc).__name__)
+
+    @service.task(on_failure=report)
+    def send(to: str) -> str:
+        return to
+
+    task = service.celery.tasks["shop.send"]
+    task.on_failure(OperationalError("broker away"), "t1", (), {}, None)
+    task.on_failure(ValueError("refused for good"), "t2", (), {}, None)
+    assert reported == ["ValueError"]
