@@ -316,7 +316,7 @@ class Service:
 def _final_only(hook: Callable[..., Any]) -> Callable[..., Any]:
     """A task's ``on_failure`` for its final failure only. Celery's tracer calls it for any
     exception; the broker's (``BROKER_AWAY``) requeues the message, which runs again, so
-    a final-failure report then (the notifier's ``notification.failed``) would be false."""
+    a final-failure report then (an event saying the work failed) would be false."""
 
     @functools.wraps(hook)
     def on_failure(task: Any, exc: BaseException, *args: Any) -> Any:
