@@ -187,7 +187,9 @@ class Service:
         the version it carries, then hands each handler the event in the version that
         handler was written for (``shared.evolution``), or dead-letters the whole event
         (``unsupported-version``) before running anything. Each handler runs as its own
-        task, inside this one (``shared.inline``) unless its options need a message."""
+        task, inside this one (``shared.inline``) unless its options need a message. Killed by
+        its hard time limit, it is settled per handler (``settle_killed``), from the same
+        plan."""
         event_type = event_cls.model_fields["type"].default
         self._routes[event_type] = self.topology.events_queue
 
