@@ -6,15 +6,18 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 from celery import Celery, Task, bootsteps
 from celery.app.task import X_DEATH_HEADERS
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
+from kombu.exceptions import OperationalError
 
 from shared.allowed import broker_user, stamped
 from shared.check import StartupCheck
 from shared.confirms import current as current_batch
 from shared.contracts import Command, event_types
 from shared.logs import use_json_logs
+from shared.progress import retried
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
 from shared.tracing import install as install_tracing
@@ -37,6 +40,11 @@ PUBLISH_RETRY_POLICY = {
     "interval_max": 2.0,
     "errback": _pause_after_nack,
 }
+
+
+#: What a task raises when the broker does not answer it (kombu's library error, or the
+#: client's own when a connection breaks outside kombu's retries).
+BROKER_AWAY = (OperationalError, AmqpConnectionError)
 
 
 #: How long, in all, a task waits for a dependency that is away (its database) before it
@@ -68,12 +76,27 @@ class ServiceTask(Task):
         shared ``events`` exchange, which would hand the event to every subscriber again.
         Delays are whole seconds (native delayed delivery rejects sub-second countdowns)
         and scaled by ``retry_delay_scale``.
+
+        A retry the broker would not take (it is away past the publish retries) raises
+        the broker's error, not Celery's ``Reject(requeue=False)``, which would
+        dead-letter the task for the outage: the message is requeued instead (and an
+        inline handler's event), bounded by the queue's delivery limit. A published
+        retry is noted for the parent (``shared.progress``).
         """
         if eta is None:
             delay = self.default_retry_delay if countdown is None else countdown
             countdown = max(1, math.ceil(delay * self.app.conf.retry_delay_scale))
         options["queue"] = self._own_queue()
-        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+        try:
+            sent = super().retry(args, kwargs, exc, False, eta, countdown, max_retries, **options)
+        except Reject as rejected:
+            if isinstance(rejected.reason, BROKER_AWAY):
+                raise rejected.reason from exc
+            raise
+        retried(self.request.id)
+        if throw:
+            raise sent
+        return sent
 
     def retry_after_outage(
         self, exc: Exception, delay: float, headers: dict[str, Any] | None = None
@@ -109,10 +132,35 @@ class ServiceTask(Task):
             queue=self._own_queue(),
         )
         signature.apply_async()
+        retried(request.id)
         raise Retry(exc=exc, when=countdown, sig=signature)
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None,
+                    link_error=None, shadow=None, **options):  # fmt: skip
+        """Celery's, refusing time limits the prefork pool would not enforce as asked."""
+        check_time_limits(self, options)
+        return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow,
+                                   **options)  # fmt: skip
 
     def _own_queue(self) -> str:
         return self.app.amqp.router.route({}, self.name)["queue"].name
+
+
+def check_time_limits(task: Task, options: dict[str, Any]) -> None:
+    """ValueError for a call whose hard time limit is not above its soft one.
+
+    The prefork pool arms the hard limit only when the soft one fires: a hard limit at
+    or below the soft one is silently stretched to it (Celery ignores it). The limits are
+    the call's, else the task's, else the app's, as the worker will apply them.
+    """
+    conf = task.app.conf
+    hard = options.get("time_limit") or task.time_limit or conf.task_time_limit
+    soft = options.get("soft_time_limit") or task.soft_time_limit or conf.task_soft_time_limit
+    if hard and soft and soft >= hard:
+        raise ValueError(
+            f"{task.name}: time_limit={hard} must be above soft_time_limit={soft} (the pool "
+            "arms the hard limit only when the soft one fires)"
+        )
 
 
 def _without_x_death(headers: dict | None) -> dict:

@@ -17,7 +17,6 @@ import traceback as tb
 from contextlib import suppress
 from datetime import UTC, datetime
 
-from amqp.exceptions import ConnectionError as AmqpConnectionError
 from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import (
     BackendStoreError,
@@ -32,13 +31,14 @@ from celery.utils.dispatch import Signal
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from celery.worker.state import task_ready
-from kombu.exceptions import ContentDisallowed, DecodeError, OperationalError
+from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
 from shared.allowed import check_allowed
-from shared.app import PUBLISH_RETRY_POLICY
+from shared.app import BROKER_AWAY, PUBLISH_RETRY_POLICY
 from shared.evolution import UnsupportedVersion
 from shared.intake import received, translate
+from shared.progress import RETRIED, killed
 from shared.results import ChordTimeout
 from shared.topology import service
 from shared.tracing import record_dead_letter
@@ -46,9 +46,6 @@ from shared.wire import MalformedMessage, check_message
 
 logger = logging.getLogger(__name__)
 
-#: What a task raises when the broker does not answer it (kombu's library error, or the
-#: client's own when a connection breaks outside kombu's retries).
-BROKER_AWAY = (OperationalError, AmqpConnectionError)
 #: First delay before a task whose result could not be stored runs again (as service.py's).
 RESULT_OUTAGE_DELAY = 5
 DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
@@ -219,10 +216,16 @@ class DeadLetteringRequest(Request):
                 self.reject(requeue=False)
         super()._announce_revoked(reason, terminated, signum, expired)
 
+    #: Settled after its hard time limit by ``_settle_killed``: Celery's timeout handling
+    #: (FAILURE row, ``on_failure``, ack) is not this task's outcome.
+    _settled_killed = False
+
     def on_failure(self, exc_info, send_failed_event: bool = True, return_ok: bool = False):
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
+        if isinstance(exc, TimeLimitExceeded) and self._settle_killed(exc):
+            return None
         if is_final(exc) and not self.acknowledged:
             if _delivery_gone(self._message):
                 # The broker lost the consumer's channel (a crash, often the very cause of
@@ -261,6 +264,41 @@ class DeadLetteringRequest(Request):
         return super().on_failure(
             exc_info, send_failed_event=send_failed_event, return_ok=return_ok
         )
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if soft or not self._settled_killed:
+            super().on_timeout(soft, timeout)
+
+    def _settle_killed(self, exc: TimeLimitExceeded) -> bool:
+        """The hard time limit: kill the pool process first (nothing it does afterwards,
+        a retry, a commit, goes unseen), then settle by what it had done
+        (``shared.progress``). A retry it had published carries the task on: the message is
+        acked, not also dead-lettered. An entry task settles each of its handlers
+        (``settle_killed``). Otherwise False: dead-lettered ``time-limit``, as any
+        final failure. Celery calls this before it kills the process itself."""
+        if self.acknowledged or not self.worker_pid:
+            return False
+        record = killed(self.worker_pid, self.id)
+        settle = getattr(self.task, "settle_killed", None)
+        if settle is not None:
+            try:
+                settle(self, record, exc)
+            except Exception:
+                logger.exception(
+                    "%s[%s]: handlers not settled after the hard limit; the event is dead-lettered",
+                    self.task_name,
+                    self.id,
+                )
+                return False
+        elif record is None or (record.task, record.state) != (self.id, RETRIED):
+            return False
+        else:
+            logger.warning("%s[%s]: hard time limit after its retry was published: the retry"
+                           " carries it on", self.task_name, self.id)  # fmt: skip
+        self._settled_killed = True
+        task_ready(self)
+        self.acknowledge()
+        return True
 
     def _retry_after_outage(self, exc: BackendStoreError) -> bool:
         """The task ran but its result could not be stored (its database is away): run it

@@ -21,18 +21,23 @@ What cannot be inlined keeps its own message: a handler with ``rate_limit`` or `
 (the broker and the worker enforce those per message). Time limits are per message too:
 the entry task's are the sum of its handlers' (``share_time_limits``), so a hung send is
 still interrupted and retried, and handlers that each keep within their own limits
-never meet the shared one. A hard time limit kills the whole entry task: the event, not one
-handler's message, is then dead-lettered (``time-limit``); replayed, every handler runs
-again and the ones already done find their work done.
+never meet the shared one. A hard time limit kills the whole entry task; the worker then
+settles each handler by what the killed process had noted (``shared.progress``,
+``settle_killed``): the one running is dead-lettered as its own message (``time-limit``)
+and its ``on_failure`` runs, the ones not yet run get their own message.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
+from billiard.einfo import ExceptionInfo
 from celery import states
+from celery.app.task import Context
 from celery.app.trace import trace_task
 from celery.exceptions import BackendStoreError
 from kombu.serialization import dumps
 
+from shared import progress
 from shared.deadletter import BROKER_AWAY, dead_letter, is_final, reason_for
 from shared.tracing import ids_for
 
@@ -58,11 +63,22 @@ def share_time_limits(entry: Any, handlers: list[Any]) -> None:
         setattr(entry, limit, min(total, ceiling) if total and ceiling else total)
 
 
-def run_inline(entry: Any, handler: Any, kwargs: dict[str, Any], task_id: str) -> None:
-    """Run ``handler``'s first attempt inside ``entry`` (the running entry task)."""
+@dataclass(frozen=True)
+class Step:
+    """One handler of an event: its task, its version of the event, its task id."""
+
+    handler: Any
+    kwargs: dict[str, Any]
+    task_id: str
+
+
+def run_inline(entry: Any, step: Step) -> None:
+    """Run ``step``'s handler's first attempt inside ``entry`` (the running entry task)."""
+    handler, kwargs, task_id = step.handler, step.kwargs, step.task_id
     request = _request(entry.request, handler, task_id, kwargs)
-    traced = trace_task(handler, task_id, (), kwargs, request, app=handler.app,
-                        hostname=entry.request.hostname)  # fmt: skip
+    with progress.inline(entry.request.id, task_id):
+        traced = trace_task(handler, task_id, (), kwargs, request, app=handler.app,
+                            hostname=entry.request.hostname)  # fmt: skip
     info = traced.info
     if info is None or info.state in (states.RETRY, states.IGNORED):
         return  # done, or its retry is already published
@@ -72,6 +88,38 @@ def run_inline(entry: Any, handler: Any, kwargs: dict[str, Any], task_id: str) -
     traceback = getattr(traced.retval, "traceback", None) if info.state == states.FAILURE else None
     dead_letter(entry.app, HandlerMessage.of(handler, task_id, kwargs, request),
                 reason=reason_for(exc), exc=exc, traceback=traceback)  # fmt: skip
+
+
+def settle_killed(entry: Any, steps: list[Step], record: Any, exc: BaseException) -> None:
+    """The hard time limit killed ``entry`` (its worker's request) at ``record``
+    (``shared.progress``; None: before its first handler). Handlers before it are done; the
+    one running is dead-lettered as its own message (``time-limit``) and its
+    ``on_failure`` runs, unless its retry was already published; the ones not yet run
+    (or not yet published) get their own message, as a first attempt, and run."""
+    ids = [step.task_id for step in steps]
+    at = ids.index(record.task) if record is not None and record.task in ids else -1
+    for position, step in enumerate(steps):
+        if position < at or (position == at and record.state == progress.RETRIED):
+            continue
+        if position == at and can_inline(step.handler):
+            _killed(entry, step, exc)
+        else:
+            step.handler.apply_async(kwargs=step.kwargs, task_id=step.task_id)
+
+
+def _killed(entry: Any, step: Step, exc: BaseException) -> None:
+    """What the handler's own message would have met: its dead letter, then its FAILURE
+    row and ``on_failure`` (a service's final-failure report), as Celery's
+    ``on_timeout`` does for a task killed alone."""
+    handler, kwargs, task_id = step.handler, step.kwargs, step.task_id
+    request = _request(entry, handler, task_id, kwargs)
+    dead_letter(entry.app, HandlerMessage.of(handler, task_id, kwargs, request),
+                reason="time-limit", exc=exc)  # fmt: skip
+    handler.backend.mark_as_failure(task_id, exc, request=Context(request))
+    try:
+        raise exc
+    except type(exc):
+        handler.on_failure(exc, task_id, (), kwargs, ExceptionInfo())
 
 
 def _request(parent: Any, handler: Any, task_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ event, send a command), and any name given in ``dependencies`` (a factory, calle
 per process). A handler's retry policy is a ``RetryPolicy`` named beside it.
 """
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -33,11 +34,12 @@ from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from shared.app import create_celery_app
+from shared.app import BROKER_AWAY, create_celery_app
 from shared.contracts import Command, Event
 from shared.db import Database
 from shared.evolution import UnsupportedVersion, contract_of, read_as
-from shared.inline import can_inline, run_inline, share_time_limits
+from shared.inline import Step, can_inline, run_inline, settle_killed, share_time_limits
+from shared.progress import note
 from shared.retry import RetryPolicy, checked_task_options
 from shared.settings import Settings, get_settings
 from shared.topology import ServiceTopology, declare_service, service
@@ -175,33 +177,49 @@ class Service:
         if not isinstance(policy, RetryPolicy):
             raise TypeError(f"{owner}: retry must be a RetryPolicy, not {policy!r}")
         self.retry_policies[owner] = policy
-        return {**checked_task_options(owner, options), **policy.task_options()}
+        options = checked_task_options(owner, options)
+        if "on_failure" in options:
+            options = {**options, "on_failure": _final_only(options["on_failure"])}
+        return {**options, **policy.task_options()}
 
     def _entry_task(self, event_cls: type[Event]) -> Any:
         """The task named after the event type: validates the event under the contract of
         the version it carries, then hands each handler the event in the version that
         handler was written for (``shared.evolution``), or dead-letters the whole event
         (``unsupported-version``) before running anything. Each handler runs as its own
-        task, inside this one (``shared.inline``) unless its options need a message."""
+        task, inside this one (``shared.inline``) unless its options need a message. Killed by
+        its hard time limit, it is settled per handler (``settle_killed``), from the same
+        plan."""
         event_type = event_cls.model_fields["type"].default
         self._routes[event_type] = self.topology.events_queue
 
-        @self.celery.task(name=event_type, bind=True, ignore_result=True, shared=False)
-        def dispatch(task, *args: Any, **kwargs: Any) -> None:
+        def plan(args: tuple, kwargs: dict[str, Any]) -> list[Step]:
+            """Each handler with its task id and its version of the event, in order."""
             try:
                 wire = contract_of(event_type, kwargs.get("event"))
                 event = _validate(wire or event_cls, "event", args, kwargs)
                 shaped = [(t, read_as(event, c)) for t, c in self._handlers[event_type]]
             except UnsupportedVersion as exc:
                 raise Reject(exc, requeue=False) from None
-            for handler_task, message in shaped:
-                kwargs = {"event": message.model_dump(mode="json")}
-                task_id = str(uuid5(NAMESPACE_URL, f"{event.id}/{handler_task.name}"))
-                if can_inline(handler_task):
-                    run_inline(task, handler_task, kwargs, task_id)
-                else:
-                    handler_task.apply_async(kwargs=kwargs, task_id=task_id)
+            return [
+                Step(t, {"event": m.model_dump(mode="json")},
+                     str(uuid5(NAMESPACE_URL, f"{event.id}/{t.name}")))
+                for t, m in shaped
+            ]  # fmt: skip
 
+        @self.celery.task(name=event_type, bind=True, ignore_result=True, shared=False)
+        def dispatch(task, *args: Any, **kwargs: Any) -> None:
+            for step in plan(args, kwargs):
+                if can_inline(step.handler):
+                    run_inline(task, step)
+                else:
+                    note(task.request.id, step.task_id)
+                    step.handler.apply_async(kwargs=step.kwargs, task_id=step.task_id)
+
+        def after_hard_limit(request: Any, record: Any, exc: BaseException) -> None:
+            settle_killed(request, plan(request.args, request.kwargs), record, exc)
+
+        dispatch.settle_killed = after_hard_limit
         return dispatch
 
     def _task(
@@ -295,6 +313,18 @@ class Service:
         return self.celery.send_task(
             command.task, kwargs=command.model_dump(mode="json"), declare=[], **options
         ).id
+
+
+def _final_only(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """A task's ``on_failure`` for its final failure only. Celery's tracer calls it for any
+    exception; the broker's (``BROKER_AWAY``) requeues the message, which runs again, so
+    a final-failure report then (an event saying the work failed) would be false."""
+
+    @functools.wraps(hook)
+    def on_failure(task: Any, exc: BaseException, *args: Any) -> Any:
+        return None if isinstance(exc, BROKER_AWAY) else hook(task, exc, *args)
+
+    return on_failure
 
 
 def _validate(contract: type[BaseModel], key: str | None, args: tuple, kwargs: dict) -> Any:

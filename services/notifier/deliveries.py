@@ -1,7 +1,8 @@
 """The delivery ledger: a send happens at most once per key, and its outcome is recorded.
 
-A delivery is claimed (row inserted, or the existing one locked: ``INSERT ... ON CONFLICT
-DO UPDATE``) in the same transaction that records its outcome, and the lock is held while
+A delivery's row is committed ``pending`` first (so a process killed mid-send leaves it
+for the final-failure report), then claimed (locked: ``INSERT ... ON CONFLICT DO
+UPDATE``) in the same transaction that records its outcome, and the lock is held while
 the provider is called. So duplicates of one event or command (redelivery, a publisher
 sending the same event three times, a replayed dead letter) serialise on the row: the
 first sends and commits ``sent``, the others wait for it and then find ``sent`` and send
@@ -125,6 +126,7 @@ class Deliveries:
             self._record_sent(delivery, patience=0.0)
             return True
         try:
+            self._register(delivery)
             with self.db.transaction() as session:
                 if self._claim(session, delivery) == "sent":
                     return False
@@ -176,25 +178,25 @@ class Deliveries:
         recipients = tuple(row.recipient.split(", "))
         return Delivery(row.id, row.kind, row.channel, recipients, task_id, row.caused_by)
 
+    def _register(self, delivery: Delivery) -> None:
+        """Commit the delivery's row (``pending``) before the send's transaction locks it.
+        A process killed mid-send (its hard time limit) rolls that transaction back, and
+        the final-failure hook (``fail``, run by the worker after the kill) must still
+        find the delivery it reports as failed."""
+        with self.db.transaction() as session:
+            session.execute(_row(delivery).on_conflict_do_nothing(index_elements=[deliveries.c.id]))
+
     @staticmethod
     def _claim(session, delivery: Delivery) -> str:
-        """Insert the row, or lock the one there (waiting for a transaction that holds it):
-        its status either way, in one round trip. The no-op ``DO UPDATE`` is what takes
-        the lock; ``DO NOTHING`` would neither lock nor return the row."""
-        statement = insert(deliveries).values(
-            id=delivery.key,
-            kind=delivery.kind,
-            channel=delivery.channel,
-            recipient=delivery.recipient,
-            status="pending",
-            task_id=delivery.task_id,
-            caused_by=delivery.caused_by,
-            created_at=datetime.now(UTC),
-        )
+        """Lock the row (waiting for a transaction that holds it), inserting it if it is
+        not there: its status either way, in one round trip. The no-op ``DO UPDATE`` is
+        what takes the lock; ``DO NOTHING`` would neither lock nor return the row."""
         return session.execute(
-            statement.on_conflict_do_update(
+            _row(delivery)
+            .on_conflict_do_update(
                 index_elements=[deliveries.c.id], set_={"status": deliveries.c.status}
-            ).returning(deliveries.c.status)
+            )
+            .returning(deliveries.c.status)
         ).scalar_one()
 
     @staticmethod
@@ -209,6 +211,20 @@ class Deliveries:
                 **values,
             )
         )
+
+
+def _row(delivery: Delivery) -> Any:
+    """The insert of ``delivery``'s row, as a first attempt finds it: ``pending``."""
+    return insert(deliveries).values(
+        id=delivery.key,
+        kind=delivery.kind,
+        channel=delivery.channel,
+        recipient=delivery.recipient,
+        status="pending",
+        task_id=delivery.task_id,
+        caused_by=delivery.caused_by,
+        created_at=datetime.now(UTC),
+    )
 
 
 def _describe(exc: BaseException) -> str:
