@@ -37,30 +37,43 @@ class UnconfirmedPublish(Exception):
 
 
 class Tags:
-    """The delivery tags of one confirm-mode channel's publishes, and what the broker said
-    of each. Kept apart from the channel so the bookkeeping can be driven frame by frame."""
+    """The delivery tags of one confirm-mode channel's publishes the broker has not
+    confirmed yet, and how many it nacked. Exact per tag, not a watermark: RabbitMQ may
+    ack a higher tag while a lower one is pending (publishes routed to different queues),
+    and a ``multiple`` ack or nack settles only the tags up to it still outstanding. Kept
+    apart from the channel so the bookkeeping can be driven frame by frame."""
 
     def __init__(self) -> None:
         self.published = 0
-        self.confirmed = 0  # highest delivery tag acked or nacked, all below it too
         self.nacked = 0
+        self.unconfirmed: set[int] = set()
+        self.lowest = 1  # no tag below this one is unconfirmed: ``multiple`` scans from it
 
     def publish(self) -> int:
         """The next publish's delivery tag (the channel numbers them from 1)."""
         self.published += 1
+        self.unconfirmed.add(self.published)
         return self.published
 
     def ack(self, tag: int, multiple: bool) -> None:
-        self.confirmed = max(self.confirmed, tag)
+        self._settle(tag, multiple)
 
     def nack(self, tag: int, multiple: bool) -> None:
-        self.nacked += tag - self.confirmed if multiple else 1
-        self.confirmed = max(self.confirmed, tag)
+        self.nacked += self._settle(tag, multiple)
+
+    def _settle(self, tag: int, multiple: bool) -> int:
+        """Forget the tags this confirm covers; how many of them were still unconfirmed."""
+        covered = range(self.lowest, tag + 1) if multiple else (tag,)
+        settled = self.unconfirmed.intersection(covered)
+        self.unconfirmed -= settled
+        if multiple:
+            self.lowest = max(self.lowest, tag + 1)
+        return len(settled)
 
     @property
     def outstanding(self) -> int:
         """Publishes neither acked nor nacked yet."""
-        return self.published - self.confirmed
+        return len(self.unconfirmed)
 
 
 class ConfirmBatch:
@@ -116,8 +129,7 @@ class ConfirmBatch:
             raise
         except Exception as exc:  # the connection or channel went away
             raise UnconfirmedPublish(
-                f"{self.tags.outstanding} of {self.published} publishes not "
-                f"confirmed: {exc!r}"
+                f"{self.tags.outstanding} of {self.published} publishes not confirmed: {exc!r}"
             ) from exc
         if self.tags.nacked:
             raise UnconfirmedPublish(f"the broker nacked {self.tags.nacked} of {self.published}")
