@@ -50,10 +50,11 @@ from celery.backends.database import DatabaseBackend
 from celery.exceptions import BackendStoreError, MaxRetriesExceededError, Reject
 from celery.result import result_from_tuple
 from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.utils.dispatch import Signal
 from kombu.utils.encoding import ensure_bytes
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 SKIPPED = {"id", "task_id", "children", "stamps"}
 STARTED_DELAY = 0.02
@@ -62,6 +63,9 @@ FINAL = sorted(states.READY_STATES)  # SUCCESS, FAILURE, REVOKED
 CHORD_TIMEOUT = 3600
 logger = logging.getLogger(__name__)
 
+#: Sent (in the process that held it) for a result row the database refused alone and
+#: that was dropped; ``shared.metrics`` counts them.
+row_refused = Signal(name="row_refused")
 
 _buffers: list["PendingRows"] = []  # this process's, flushed when it shuts down
 
@@ -83,8 +87,9 @@ class PendingRows:
     these rows but does not lose them while the process lives; ``flush`` writes what is
     pending before a pool process exits."""
 
-    def __init__(self, write, delay: float = STARTED_DELAY) -> None:
+    def __init__(self, write, delay: float = STARTED_DELAY, service: str = "") -> None:
         self.write = write
+        self.service = service
         self.delay = delay
         self.pending: dict[str, dict | Callable[[], dict]] = {}
         self.lock = threading.Lock()  # held while a batch is in flight
@@ -107,21 +112,39 @@ class PendingRows:
             self.pending.pop(task_id, None)
 
     def flush(self) -> bool:
-        """Write what is pending now; False when the database refused it (kept pending)."""
+        """Write what is pending now; False when the database is away (rows kept pending).
+        A batch the database answered but refused is written again row by row: only the
+        rows it refuses alone are dropped (logged, and counted by ``row_refused``)."""
         with self.lock:
             queued, self.pending = self.pending, {}
-            if not queued:
-                return True
+            rows = {task: row() if callable(row) else row for task, row in queued.items()}
             try:
-                rows = {task: row() if callable(row) else row for task, row in queued.items()}
-                self.write(rows)
+                if rows:
+                    self.write(rows)
                 return True
-            except Exception:
-                logger.warning("could not write %d result rows; kept to try again",
-                               len(queued), exc_info=True)  # fmt: skip
-                for task_id, row in queued.items():
-                    self.add(task_id, row)
-                return False
+            except Exception as exc:
+                if database_away(exc):
+                    return self._keep(rows, exc)
+            return self._one_by_one(rows)
+
+    def _one_by_one(self, rows: dict[str, dict]) -> bool:
+        for n, (task_id, row) in enumerate(rows.items()):
+            try:
+                self.write({task_id: row})
+            except Exception as exc:
+                if database_away(exc):
+                    return self._keep(dict(list(rows.items())[n:]), exc)
+                logger.error("result row of task %r refused by the database, dropped: %s",
+                             task_id, exc)  # fmt: skip
+                row_refused.send(sender=self, service=self.service, task_id=task_id, exc=exc)
+        return True
+
+    def _keep(self, rows: dict[str, dict], exc: Exception) -> bool:
+        logger.warning("could not write %d result rows, database away; kept to try again: %s",
+                       len(rows), exc)  # fmt: skip
+        for task_id, row in rows.items():
+            self.add(task_id, row)
+        return False
 
     def _run(self) -> None:
         while True:
@@ -155,7 +178,7 @@ class PostgresBackend(DatabaseBackend):
     def _started_rows(self) -> PendingRows:
         if self._started is None or self._started.pid != os.getpid():
             delay = self.app.conf.get("result_write_delay", STARTED_DELAY)
-            self._started = PendingRows(self._upsert, delay)
+            self._started = PendingRows(self._upsert, delay, self.app.main)
         return self._started
 
     def _writer(self, durable: bool) -> Engine:
@@ -263,6 +286,14 @@ class PostgresBackend(DatabaseBackend):
 
     def _chord_timeout(self) -> float:
         return self.app.conf.get("chord_timeout", CHORD_TIMEOUT)
+
+
+def database_away(exc: Exception) -> bool:
+    """The write failed because PostgreSQL could not be reached or lost the connection,
+    not because it refused these rows (a value too long, a NUL character, ...)."""
+    return isinstance(exc, OperationalError | InterfaceError) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
 
 
 def write_behind(request: Any) -> bool:
