@@ -94,3 +94,24 @@ def test_once_the_writer_finds_the_database_away_a_success_is_stored_before_its_
         proxy.stop()
     assert a not in stored(db, [a])
     assert (runs(first.output()), runs(second.output())) == ({a: 1, b: 1}, {b: 1})
+
+
+def test_a_pool_process_killed_before_its_parent_reads_the_result_runs_the_task_again(
+    clean_queues, db
+):
+    """Celery 5.7 acks a lost pool process's task only if it finds the SUCCESS row; a row
+    still behind the ack is not there yet, so the message is requeued: the task runs a
+    second time, and that run stores the row (at least once, never lost)."""
+    stack = clean_queues
+    task_id = str(uuid.uuid4())
+    worker = stack.worker(
+        "reports", "--concurrency=1", "-I", "tests.integration.dies_after_success",
+        DIE_AFTER_SUCCESS=task_id,
+    ).start()  # fmt: skip
+    try:
+        send_raw(stack.amqp_url, "reports.add", {"x": 3, "y": 4}, task_id, None)
+        wait_for(lambda: stored(db, [task_id]) == {task_id: "SUCCESS"}, 60)
+    finally:
+        worker.stop()
+    assert "WorkerLostError" in worker.output()
+    assert runs(worker.output()) == {task_id: 2}
