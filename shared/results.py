@@ -154,7 +154,7 @@ class PendingRows:
             try:
                 if rows:
                     self.write(rows)
-                self.away = False
+                    self.away = False
                 return True
             except Exception as exc:
                 if database_away(exc):

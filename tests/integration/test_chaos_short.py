@@ -22,9 +22,9 @@ from infra.processes import ROOT
 SHORT = [
     "--events", "300", "--rate", "4", "--smtp-down", "8", "--smtp-busy", "5", "--smtp-slow", "5",
     "--db-down", "15", "--partition", "5", "--bad-per-kind", "1",
-    "--settle-timeout", "90", "--lock-timeout", "60",
+    "--settle-timeout", "90", "--lock-timeout", "60", "--exit-outage", "15",
 ]  # fmt: skip
-FAULTS = 9
+FAULTS = 10
 
 
 @pytest.mark.slow
