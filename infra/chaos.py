@@ -14,8 +14,10 @@ RabbitMQ node; a partition between the workers and the broker (``--partition`` s
 connections that hang, past the heartbeat); SIGKILL of the reports worker; a PostgreSQL
 restart mid-send; a PostgreSQL crash (``stop -m immediate``) while report chords run,
 then no database for ``--db-down`` seconds; the SMTP server answering 421 at the greeting
-(``--smtp-busy``), then slowly (``--smtp-slow``), then down (``--smtp-down``); after
-each, a batch of bad input. Then it waits until the pipeline is complete or quiet,
+(``--smtp-busy``), then slowly (``--smtp-slow``), then down (``--smtp-down``); a
+PostgreSQL crash in which both workers are warm-restarted, their pool processes exiting
+with result rows still to write (``--exit-outage`` seconds); after each, a batch of bad
+input. Then it waits until the pipeline is complete or quiet,
 counts (``infra/chaos_count.py``), prints one table, stops everything it started and
 removes the private servers (not with ``--keep``).
 """
@@ -152,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
         world.env["RETRY_DELAY_SCALE"] = f"{welcome_retry_scale(smtp_away):.3f}"
         # A workflow caught by the crash may wait out the outage, and must end in the run.
         world.env["CHORD_TIMEOUT"] = str(int(args.db_down + 180))
+        # Result rows are counted: commit them durably, or a crash would take the last
+        # fraction of a second of them (the documented price of synchronous_commit=off).
+        world.env["RESULT_SYNCHRONOUS_COMMIT"] = "true"
         declare_ledger(world.amqp_url)
         mailbox = faults.Mailbox(world.smtp_port)
         fleet = Fleet(world, proxy.url(world.amqp_url))
@@ -177,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
             ("SMTP slow answers",
              lambda: faults.smtp_slow(mailbox, args.smtp_slow, args.smtp_delay)),
             ("SMTP down", lambda: faults.smtp_outage(mailbox, args.smtp_down)),
+            ("pool exits in a PostgreSQL outage",
+             lambda: faults.exits_during_database_outage(fleet, args.exit_outage)),
         ]  # fmt: skip
         done: list[str] = []
         bad: list[faults.BadMessage] = []
@@ -237,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         "--partition", type=float, default=150.0, help="workers/broker partition, seconds"
     )
     parser.add_argument("--smtp-busy", type=float, default=60.0, help="SMTP 421, seconds")
+    parser.add_argument(
+        "--exit-outage", type=float, default=60.0,
+        help="PostgreSQL outage in which both workers restart, seconds",
+    )  # fmt: skip
     parser.add_argument("--smtp-slow", type=float, default=60.0, help="SMTP slow, seconds")
     parser.add_argument(
         "--smtp-delay", type=float, default=5.0, help="SMTP answer delay while slow, seconds"

@@ -4,9 +4,11 @@ The truth is what signup committed: its users and the ``user.signed_up`` rows of
 outbox (one database per run, so every row is this run's). Each later stage is counted
 against it by event id: a welcome delivery ``sent`` in ``notifier.deliveries``, the
 welcome e-mail at the SMTP server, a ``user.signed_up`` fact and a ``notification.sent``
-fact in ``reports.facts``. The bad input must be in every subscriber's DLQ with the
-reason its kind calls for; a report workflow started during the database crash must have
-finished or be in ``reports.dlq`` with a reason.
+fact in ``reports.facts``, and the SUCCESS result row of each welcome task and each
+``reports.record_signup`` that ran (rows written behind the ack must all arrive). The bad
+input must be in every subscriber's DLQ with the reason its kind calls for; a report
+workflow started during the database crash must have finished or be in ``reports.dlq``
+with a reason.
 
 Duplicates are never counted from tables whose unique keys hide them. They come from
 evidence outside the services: the SMTP server's received mail (by Message-ID, and by
@@ -54,7 +56,22 @@ def welcome_message_id(event_id: UUID) -> str:
 
 def welcome_task_id(event_id: UUID) -> str:
     """The id of an event's welcome task (shared/service.py derives it from the event id)."""
-    return str(uuid5(NAMESPACE_URL, f"{event_id}/notifier.send_welcome_email"))
+    return handler_task_id(event_id, "notifier.send_welcome_email")
+
+
+def handler_task_id(event_id: UUID, task: str) -> str:
+    """The id of the task that runs handler ``task`` for an event (shared/service.py)."""
+    return str(uuid5(NAMESPACE_URL, f"{event_id}/{task}"))
+
+
+def succeeded(engine: Engine, service: str, task_ids: set[str]) -> int:
+    """How many of ``task_ids`` have a SUCCESS result row in ``service``'s schema."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text(f"SELECT count(*) FROM {service}.celery_taskmeta"
+                 " WHERE status = 'SUCCESS' AND task_id = ANY(:ids)"),
+            {"ids": list(task_ids)},
+        ).scalar_one()  # fmt: skip
 
 
 @dataclass
@@ -266,7 +283,12 @@ def count(
         Row("notifier.dlq: sent welcomes dead-lettered too", 0, sent_and_dead, sent_and_dead),
         Row("reports: facts user.signed_up", len(events), len(events & facts)),
         Row("reports: facts notification.sent (welcome)", len(sent), sent_facts),
-    ]
+        Row("results: welcome sent -> SUCCESS row", len(sent),
+            succeeded(engine, "notifier", welcome_tasks)),
+        Row("results: user.signed_up fact -> SUCCESS row", len(events & facts),
+            succeeded(engine, "reports",
+                      {handler_task_id(e, "reports.record_signup") for e in events & facts})),
+    ]  # fmt: skip
     again = Counter()
     for (event_type, _), n in copies.items():
         again[event_type] += n - 1

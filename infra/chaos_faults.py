@@ -6,6 +6,7 @@ run ends on a healthy system and what is missing then was lost, not merely late.
 
 import json
 import pickle
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -104,6 +105,30 @@ def crash_postgres(seconds: float, in_flight: Callable[[], str]) -> str:
     finally:
         private_services("start-pg")
     return f"PostgreSQL stop -m immediate, down {seconds:g} s, {what}"
+
+
+def exits_during_database_outage(fleet: Fleet, seconds: float) -> str:
+    """PostgreSQL crashed while tasks run; once the workers have met the outage, a warm
+    restart of both (SIGTERM to each main process, as ``docker stop``, systemd and a deploy
+    do), so their pool processes exit in order holding result rows of tasks already acked;
+    ``seconds`` later the database is back. Every such row must be written
+    (``shared/results.py``: an orderly exit waits for the database), and no task may run
+    twice for it. Then the workers start again."""
+    private_services("crash-pg")
+    try:
+        time.sleep(seconds / 3)  # tasks end into the outage: the writers find it
+        leaving = {name: fleet.workers[name] for name in ("notifier", "reports")}
+        for worker in leaving.values():
+            worker.proc.send_signal(signal.SIGTERM)  # the main process only: a warm shutdown
+        time.sleep(seconds - seconds / 3)
+    finally:
+        private_services("start-pg")
+    waited = time.monotonic()
+    for name, worker in leaving.items():
+        worker.proc.wait(timeout=300)
+        fleet.start_worker(name)
+    return (f"PostgreSQL stop -m immediate, down {seconds:g} s; both workers warm-restarted "
+            f"in it, exited {time.monotonic() - waited:.1f} s after it was back")  # fmt: skip
 
 
 def smtp_busy(mailbox: Mailbox, seconds: float) -> str:

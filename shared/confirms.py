@@ -36,6 +36,46 @@ class UnconfirmedPublish(Exception):
     """A batch's messages were not all confirmed by the broker."""
 
 
+class Tags:
+    """The delivery tags of one confirm-mode channel's publishes the broker has not
+    confirmed yet, and how many it nacked. Exact per tag, not a watermark: RabbitMQ may
+    ack a higher tag while a lower one is pending (publishes routed to different queues),
+    and a ``multiple`` ack or nack settles only the tags up to it still outstanding. Kept
+    apart from the channel so the bookkeeping can be driven frame by frame."""
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.nacked = 0
+        self.unconfirmed: set[int] = set()
+        self.lowest = 1  # no tag below this one is unconfirmed: ``multiple`` scans from it
+
+    def publish(self) -> int:
+        """The next publish's delivery tag (the channel numbers them from 1)."""
+        self.published += 1
+        self.unconfirmed.add(self.published)
+        return self.published
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple)
+
+    def nack(self, tag: int, multiple: bool) -> None:
+        self.nacked += self._settle(tag, multiple)
+
+    def _settle(self, tag: int, multiple: bool) -> int:
+        """Forget the tags this confirm covers; how many of them were still unconfirmed."""
+        covered = range(self.lowest, tag + 1) if multiple else (tag,)
+        settled = self.unconfirmed.intersection(covered)
+        self.unconfirmed -= settled
+        if multiple:
+            self.lowest = max(self.lowest, tag + 1)
+        return len(settled)
+
+    @property
+    def outstanding(self) -> int:
+        """Publishes neither acked nor nacked yet."""
+        return len(self.unconfirmed)
+
+
 class ConfirmBatch:
     """One channel in confirm mode whose publishes are counted, and their confirms."""
 
@@ -45,37 +85,33 @@ class ConfirmBatch:
         self.channel = connection.channel()
         self.channel.confirm_select()
         self.channel._confirm_selected = True
-        # Publish without waiting: confirms are read by ``_on_ack``/``_on_nack`` below.
+        # Publish without waiting: confirms are counted by ``tags`` as they are read.
+        self.tags = Tags()
         self.channel.basic_publish = self._publish
-        self.channel.events["basic_ack"].add(self._on_ack)
-        self.channel.events["basic_nack"].add(self._on_nack)
+        self.channel.events["basic_ack"].add(self.tags.ack)
+        self.channel.events["basic_nack"].add(self.tags.nack)
         self.producer = Producer(self.channel, auto_declare=False)
-        self.published = 0
-        self.confirmed = 0  # highest delivery tag acked or nacked, all below it too
-        self.nacked = 0
+
+    @property
+    def published(self) -> int:
+        return self.tags.published
 
     def _publish(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop("confirm_timeout", None)
         result = self.channel._basic_publish(*args, **kwargs)
-        self.published += 1
-        if self.published - self.confirmed >= WINDOW:
-            self._drain(until=self.published - WINDOW // 2)
+        self.tags.publish()
+        if self.tags.outstanding >= WINDOW:
+            self._drain(until=WINDOW // 2)
         return result
 
-    def _on_ack(self, tag: int, multiple: bool) -> None:
-        self.confirmed = max(self.confirmed, tag)
-
-    def _on_nack(self, tag: int, multiple: bool) -> None:
-        self.nacked += tag - self.confirmed if multiple else 1
-        self.confirmed = max(self.confirmed, tag)
-
     def _drain(self, until: int) -> None:
+        """Read confirms until at most ``until`` publishes are still unconfirmed."""
         deadline = time.monotonic() + self.timeout
-        while self.confirmed < until:
+        while self.tags.outstanding > until:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise UnconfirmedPublish(
-                    f"{until - self.confirmed} of {self.published} publishes not confirmed "
+                    f"{self.tags.outstanding} of {self.published} publishes not confirmed "
                     f"within {self.timeout} s"
                 )
             self.connection.drain_events(timeout=remaining)
@@ -88,16 +124,15 @@ class ConfirmBatch:
                 "the loss may not have reached the broker"
             )
         try:
-            self._drain(until=self.published)
+            self._drain(until=0)
         except UnconfirmedPublish:
             raise
         except Exception as exc:  # the connection or channel went away
             raise UnconfirmedPublish(
-                f"{self.published - self.confirmed} of {self.published} publishes not "
-                f"confirmed: {exc!r}"
+                f"{self.tags.outstanding} of {self.published} publishes not confirmed: {exc!r}"
             ) from exc
-        if self.nacked:
-            raise UnconfirmedPublish(f"the broker nacked {self.nacked} of {self.published}")
+        if self.tags.nacked:
+            raise UnconfirmedPublish(f"the broker nacked {self.tags.nacked} of {self.published}")
 
     def close(self, failed: bool) -> None:
         """Close the batch's channel; after a failure, drop the whole connection instead

@@ -66,6 +66,7 @@ from sqlalchemy.pool import NullPool  # noqa: E402
 from shared.beat import SingleBeatScheduler, lock_is_held  # noqa: E402
 from shared.deadletter import dead_lettered  # noqa: E402
 from shared.ops.outbox import outbox_lag  # noqa: E402
+from shared.results import row_refused  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,11 @@ class MetricsSettings(BaseSettings):
 TASKS = Counter("eventful_tasks", "Tasks finished, by state", ["service", "task", "state"])
 RETRIES = Counter("eventful_task_retries", "Retries scheduled", ["service", "task"])
 DEAD = Counter("eventful_dead_letters", "Messages dead-lettered, by reason", ["service", "reason"])
+REFUSED = Counter(
+    "eventful_result_rows_refused",
+    "Result rows PostgreSQL refused alone (a value too long, a NUL character), dropped",
+    ["service"],
+)
 DURATION = Histogram(
     "eventful_task_duration_seconds", "Time a task ran, per try", ["service", "task"]
 )
@@ -124,6 +130,11 @@ def _finished(sender=None, task_id=None, **kw) -> None:
 @dead_lettered.connect
 def _dead(sender=None, service=None, reason=None, **kw) -> None:
     DEAD.labels(service, reason).inc()
+
+
+@row_refused.connect
+def _refused(sender=None, service=None, **kw) -> None:
+    REFUSED.labels(service).inc()
 
 
 @task_retry.connect

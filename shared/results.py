@@ -15,9 +15,12 @@ one statement by a background thread; a final state that arrives first replaces 
 STARTED row. A SUCCESS no workflow reads (not a group or chord member) goes through the
 same buffer: the worker acks the message without waiting for that round trip to
 PostgreSQL, the row follows within ``result_write_delay`` (``RESULT_WRITE_DELAY``,
-``STARTED_DELAY`` by default), is tried again while the database
-is away, and a pool process writes what it holds before it exits; a process killed in
-those milliseconds loses the row (the task reads STARTED or PENDING), never a message.
+``STARTED_DELAY`` by default). A process killed in those milliseconds loses the row (the
+task reads STARTED or PENDING, or runs again if its parent had not read the result yet),
+never a message. Once the writer finds the database away, successes are written before
+their ack until it is back (``PendingRows.add_final``): an outage puts at risk only the
+rows acked before the writer noticed it, which are retried, and written before a pool
+process exits in order.
 FAILURE, REVOKED and every final state of a group or chord member are written before
 the ack (the latter durably, below).
 
@@ -40,6 +43,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -50,18 +54,23 @@ from celery.backends.database import DatabaseBackend
 from celery.exceptions import BackendStoreError, MaxRetriesExceededError, Reject
 from celery.result import result_from_tuple
 from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.utils.dispatch import Signal
 from kombu.utils.encoding import ensure_bytes
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 SKIPPED = {"id", "task_id", "children", "stamps"}
 STARTED_DELAY = 0.02
 RETRY_INTERVAL = 1.0
+STALL = 1.0  # seconds a write may be in flight before final rows stop going behind the ack
 FINAL = sorted(states.READY_STATES)  # SUCCESS, FAILURE, REVOKED
 CHORD_TIMEOUT = 3600
 logger = logging.getLogger(__name__)
 
+#: Sent (in the process that held it) for a result row the database refused alone and
+#: that was dropped; ``shared.metrics`` counts them.
+row_refused = Signal(name="row_refused")
 
 _buffers: list["PendingRows"] = []  # this process's, flushed when it shuts down
 
@@ -69,25 +78,31 @@ _buffers: list["PendingRows"] = []  # this process's, flushed when it shuts down
 @worker_process_shutdown.connect
 @worker_shutdown.connect
 def flush_all(**_: Any) -> None:
-    """A pool process (or a threads/solo worker) exiting writes its pending rows first."""
+    """A pool process (or a threads/solo worker) exiting in order writes its pending rows
+    first, waiting for the database while it is away: their tasks were acked already."""
     for rows in _buffers:
         if rows.pid == os.getpid():  # not a parent's, inherited through fork
-            rows.flush()
+            rows.flush_until_written()
 
 
 class PendingRows:
     """Rows waiting to be written together by a background thread: STARTED rows, and the
     final rows of tasks no workflow reads. A later row for a task replaces its pending
-    one, except that nothing replaces a final state. A batch the database refused stays
-    pending and is tried again (every ``RETRY_INTERVAL`` s), so a database outage delays
-    these rows but does not lose them while the process lives; ``flush`` writes what is
-    pending before a pool process exits."""
+    one, except that nothing replaces a final state. Rows the database could not take
+    (it is away) stay pending and are tried again every ``RETRY_INTERVAL`` s; meanwhile
+    final rows are no longer left behind the ack (``add_final``), so what an outage puts
+    at risk is only the rows acked before the writer noticed it, and ``flush_all`` writes
+    those before a pool process exits in order."""
 
-    def __init__(self, write, delay: float = STARTED_DELAY) -> None:
+    def __init__(self, write, delay: float = STARTED_DELAY, service: str = "") -> None:
         self.write = write
+        self.service = service
         self.delay = delay
         self.pending: dict[str, dict | Callable[[], dict]] = {}
+        self.guard = threading.Lock()  # held while ``pending`` is changed or taken
         self.lock = threading.Lock()  # held while a batch is in flight
+        self.away = False  # the last write found the database away
+        self.writing_since: float | None = None
         self.wake = threading.Event()
         threading.Thread(target=self._run, name="pending-rows", daemon=True).start()
         self.pid = os.getpid()
@@ -96,32 +111,78 @@ class PendingRows:
     def add(self, task_id: str, row: dict | Callable[[], dict]) -> None:
         """Queue ``row``; a callable (a STARTED row) is built only if still pending when the
         batch goes out: a short task's final row usually replaces it before that."""
-        queued = self.pending.get(task_id)
-        if queued is None or callable(queued) or queued["status"] not in FINAL:
-            self.pending[task_id] = row
+        with self.guard:
+            queued = self.pending.get(task_id)
+            if queued is None or callable(queued) or queued["status"] not in FINAL:
+                self.pending[task_id] = row
         self.wake.set()
+
+    def add_final(self, task_id: str, row: dict) -> None:
+        """The final row of a task about to be acked: left behind the ack while the writer
+        keeps up; while it does not (the database away, a write hanging for ``STALL`` s),
+        written before it: the task waits for the database, however long it is away, and
+        its message stays unacked meanwhile."""
+        behind = self.behind()
+        self.add(task_id, row)
+        if behind:
+            self.flush_until_written()
+
+    def behind(self) -> bool:
+        """Rows added now could wait long, held only by this process."""
+        started = self.writing_since
+        return self.away or (started is not None and time.monotonic() - started > STALL)
+
+    def flush_until_written(self) -> None:
+        """Write what is pending, trying again while the database is away."""
+        while not self.flush():
+            threading.Event().wait(RETRY_INTERVAL)
 
     def cancel(self, task_id: str) -> None:
         """Drop a pending row; wait for one in flight, so it cannot land last."""
-        with self.lock:
+        with self.lock, self.guard:
             self.pending.pop(task_id, None)
 
     def flush(self) -> bool:
-        """Write what is pending now; False when the database refused it (kept pending)."""
+        """Write what is pending now; False when the database is away (rows kept pending).
+        A batch the database answered but refused is written again row by row: only the
+        rows it refuses alone are dropped (logged, and counted by ``row_refused``)."""
         with self.lock:
-            queued, self.pending = self.pending, {}
-            if not queued:
-                return True
+            with self.guard:
+                queued, self.pending = self.pending, {}
+            rows = {task: row() if callable(row) else row for task, row in queued.items()}
+            self.writing_since = time.monotonic()
             try:
-                rows = {task: row() if callable(row) else row for task, row in queued.items()}
-                self.write(rows)
+                if rows:
+                    self.write(rows)
+                    self.away = False
                 return True
-            except Exception:
-                logger.warning("could not write %d result rows; kept to try again",
-                               len(queued), exc_info=True)  # fmt: skip
-                for task_id, row in queued.items():
-                    self.add(task_id, row)
-                return False
+            except Exception as exc:
+                if database_away(exc):
+                    return self._keep(rows, exc)
+                return self._one_by_one(rows)
+            finally:
+                self.writing_since = None
+
+    def _one_by_one(self, rows: dict[str, dict]) -> bool:
+        for n, (task_id, row) in enumerate(rows.items()):
+            try:
+                self.write({task_id: row})
+            except Exception as exc:
+                if database_away(exc):
+                    return self._keep(dict(list(rows.items())[n:]), exc)
+                logger.error("result row of task %r refused by the database, dropped: %s",
+                             task_id, exc)  # fmt: skip
+                row_refused.send(sender=self, service=self.service, task_id=task_id, exc=exc)
+        self.away = False
+        return True
+
+    def _keep(self, rows: dict[str, dict], exc: Exception) -> bool:
+        logger.warning("could not write %d result rows, database away; kept to try again: %s",
+                       len(rows), exc)  # fmt: skip
+        for task_id, row in rows.items():
+            self.add(task_id, row)
+        self.away = True
+        return False
 
     def _run(self) -> None:
         while True:
@@ -155,7 +216,7 @@ class PostgresBackend(DatabaseBackend):
     def _started_rows(self) -> PendingRows:
         if self._started is None or self._started.pid != os.getpid():
             delay = self.app.conf.get("result_write_delay", STARTED_DELAY)
-            self._started = PendingRows(self._upsert, delay)
+            self._started = PendingRows(self._upsert, delay, self.app.main)
         return self._started
 
     def _writer(self, durable: bool) -> Engine:
@@ -199,7 +260,7 @@ class PostgresBackend(DatabaseBackend):
         if state == states.RETRY:
             self._note_retry(task_id, row)
         elif state == states.SUCCESS and write_behind(request):
-            self._started_rows().add(task_id, row)
+            self._started_rows().add_final(task_id, row)
         else:
             self._started_rows().cancel(task_id)
             self._upsert({task_id: row}, durable=state in FINAL and in_workflow(request))
@@ -263,6 +324,14 @@ class PostgresBackend(DatabaseBackend):
 
     def _chord_timeout(self) -> float:
         return self.app.conf.get("chord_timeout", CHORD_TIMEOUT)
+
+
+def database_away(exc: Exception) -> bool:
+    """The write failed because PostgreSQL could not be reached or lost the connection,
+    not because it refused these rows (a value too long, a NUL character, ...)."""
+    return isinstance(exc, OperationalError | InterfaceError) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
 
 
 def write_behind(request: Any) -> bool:

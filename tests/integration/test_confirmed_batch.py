@@ -99,3 +99,16 @@ def test_a_connection_lost_inside_a_batch_raises_at_its_end(stack):
     finally:
         proxy.restore()
         proxy.stop()
+
+
+def test_acks_and_nacks_that_arrive_out_of_order_are_each_counted_once(stack):
+    """A quorum queue acks after its log is written; a full reject-publish queue nacks at
+    once: the broker confirms later tags before earlier ones, one by one or ``multiple``."""
+    app = app_for(stack)
+    slow = private_queue(stack, **{"x-queue-type": "quorum"})
+    full = private_queue(stack, **{"x-max-length": 0, "x-overflow": "reject-publish"})
+    with pytest.raises(UnconfirmedPublish, match="nacked 200 of 400"), confirmed_batch(app):
+        for n in range(200):
+            send(app, slow, n)
+            send(app, full, n)
+    assert (ready(stack, slow), ready(stack, full)) == (200, 0)

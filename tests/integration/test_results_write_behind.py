@@ -1,6 +1,7 @@
 """A success no workflow reads is written after the ack, by the pool process's buffer:
 none may be lost when the worker is stopped (SIGTERM to its main process, as
-``docker stop`` and systemd do) right after its last ack."""
+``docker stop`` and systemd do) right after its last ack, and a row the database refuses
+holds back no other."""
 
 import signal
 import uuid
@@ -8,7 +9,8 @@ import uuid
 from sqlalchemy import text
 
 from bench.measure import ready_messages
-from tests.support import drain, send_raw, wait_for
+from tests.integration.test_ops_metrics import sample, scrape
+from tests.support import drain, free_port, send_raw, wait_for
 
 COUNT = 300
 
@@ -38,3 +40,31 @@ def test_every_success_is_stored_when_the_worker_stops_right_after_its_last_ack(
             "SELECT task_id, status FROM reports.celery_taskmeta WHERE task_id = ANY(:ids)"
         ), {"ids": ran}).all())  # fmt: skip
     assert [rows.get(i) for i in ran] == ["SUCCESS"] * len(ran)
+
+
+def stored(db, ids: list[str]) -> dict[str, str]:
+    with db.connect() as conn:
+        return dict(conn.execute(text(
+            "SELECT task_id, status FROM reports.celery_taskmeta WHERE task_id = ANY(:ids)"
+        ), {"ids": ids}).all())  # fmt: skip
+
+
+def test_a_row_the_database_refuses_is_counted_and_holds_back_no_other(clean_queues, db, tmp_path):
+    stack, port = clean_queues, free_port()
+    # A task id longer than the column (155), and one with a NUL PostgreSQL cannot store.
+    refused = ["long-" + "x" * 200, f"nul-\x00-{uuid.uuid4()}"]
+    ids = [str(uuid.uuid4()) for _ in range(60)]
+    for n, task_id in enumerate(ids):
+        send_raw(stack.amqp_url, "reports.add", {"x": n, "y": 1}, task_id, None)
+        if n in (10, 40):
+            send_raw(stack.amqp_url, "reports.add", {"x": n, "y": 2}, refused[n // 40], None)
+    worker = stack.worker("reports", "-I", "shared.metrics", METRICS_PORT=str(port),
+                          PROMETHEUS_MULTIPROC_DIR=str(tmp_path)).start()  # fmt: skip
+    try:
+        wait_for(lambda: len(stored(db, ids)) == len(ids), 60)
+        counted = sample(scrape(port), "eventful_result_rows_refused_total", service="reports")
+        assert counted == 2
+    finally:
+        worker.stop()
+    assert set(stored(db, ids).values()) == {"SUCCESS"}
+    assert "refused" in worker.output()
