@@ -26,7 +26,7 @@ def upgrade(schema: str) -> None:
         WHERE published_at IS NULL AND parked_at IS NULL""")
     op.execute(f"""
         CREATE TABLE IF NOT EXISTS "{schema}".outbox_audit (
-            id bigserial PRIMARY KEY,
+            id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
             at timestamptz NOT NULL DEFAULT now(),
             operator text NOT NULL,
             action text NOT NULL,
