@@ -114,9 +114,11 @@ def cmd_topology_plan(as_json: bool) -> int:
 def cmd_topology_recreate(queue: str) -> int:
     """Give a live queue the arguments it is declared with (RabbitMQ cannot change them:
     it is deleted and declared again), keeping its messages in order. Stop the system
-    first. `topology plan` shows which queues differ."""
+    first: it refuses while anything else is connected. `topology plan` shows which
+    queues differ."""
+    settings = get_settings()
     try:
-        kept = recreate(get_settings().amqp_url, queue)
+        kept = recreate(settings.amqp_url, queue, Management(settings.rabbitmq_management_url))
     except QueueBusy as exc:
         return _fail(str(exc))
     print(f"{queue}: recreated as declared, {kept} message(s) kept")

@@ -8,11 +8,20 @@ order, a transaction per batch), the queue is deleted only if empty and unconsum
 (``QueueBusy`` otherwise: quorum queues refuse ``if_empty``), it alone is declared again
 with its bindings (other queues may still differ), and the messages move back. Killed at
 any point, each message is in one of the two queues once; running it again finishes the
-job (``topology plan`` shows a ``QUEUE.recreating`` left behind). Run it with the system
-stopped: a message routed to the queue between its deletion and its declaration has
-nowhere to go.
+job (``topology plan`` shows a ``QUEUE.recreating`` left behind).
+
+A message routed to the queue between its deletion and its declaration has nowhere to go:
+a dead letter a worker publishes to its DLX then is confirmed and its original acked, so
+it is lost. So the system must be stopped, and the command enforces it: it refuses
+(``SystemRunning``, nothing touched) while any client but itself is connected to the
+vhost (the management API's connection list, read before it starts and again before it
+deletes a queue). What it cannot see: a connection opened after that last look, and
+retries waiting in Celery's delay queues (``celery_delayed_*``), which come due into work
+queues on their own: recreate a work queue when those are empty.
 """
 
+import uuid
+from functools import partial
 from typing import Any
 
 import amqp.exceptions
@@ -21,6 +30,8 @@ from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
 )
 
+from shared.management import Management
+from shared.ops.apply import vhost_of
 from shared.ops.moving import move
 from shared.topology import KEEP_ARGUMENTS, SERVICES, unrouted_queue
 
@@ -29,7 +40,11 @@ class QueueBusy(Exception):
     """A queue that still has messages or consumers after its messages moved aside."""
 
 
-def recreate(amqp_url: str, name: str) -> int:
+class SystemRunning(QueueBusy):
+    """Clients other than this command are connected to the vhost."""
+
+
+def recreate(amqp_url: str, name: str, management: Management) -> int:
     """Recreate queue ``name`` as declared; how many messages it kept."""
     work = {q.name: q for t in SERVICES.values() for q in t.work_queues()}
     kept = [unrouted_queue, *(t.dead_letter_queue() for t in SERVICES.values())]
@@ -38,13 +53,18 @@ def recreate(amqp_url: str, name: str) -> int:
         raise KeyError(f"no declared queue {name!r}; declared: {', '.join(sorted(queues))}")
     queue = queues[name]
     aside = f"{name}.recreating"
-    with Connection(amqp_url, connect_timeout=10) as conn:
+    me = f"eventful topology recreate {uuid.uuid4()}"
+    alone = partial(_refuse_unless_alone, management, vhost_of(amqp_url), me)
+    alone()
+    options = {"client_properties": {"connection_name": me}}
+    with Connection(amqp_url, connect_timeout=10, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()
         channel.auto_decode = False  # the copies are the bytes as they were sent
         channel.queue_declare(aside, durable=True, auto_delete=False, arguments=KEEP_ARGUMENTS)
         if not _as_declared(conn, name, dict(queue.queue_arguments or {})):
             move(channel, name, aside)
+            alone()
             _delete_if_idle(channel, name)
         queue.bind(channel).declare()  # its exchange(s), itself, its bindings
         if name in work:  # and its route from Celery's delay levels
@@ -52,6 +72,21 @@ def recreate(amqp_url: str, name: str) -> int:
         moved_back = move(channel, aside, name)
         _delete_if_idle(channel, aside)
     return moved_back
+
+
+def _refuse_unless_alone(management: Management, vhost: str, me: str) -> None:
+    """``SystemRunning`` if a client other than this command (``me``) is connected."""
+    others = [
+        c for c in management.connections(vhost)
+        if (c.get("client_properties") or {}).get("connection_name") != me
+    ]  # fmt: skip
+    if others:
+        users = ", ".join(sorted({str(c.get("user")) for c in others}))
+        raise SystemRunning(
+            f"{len(others)} connection(s) open on vhost {vhost!r} (users: {users}): a message"
+            " routed to the queue while it is recreated would be lost; stop the system"
+            " (workers, outbox relays, APIs, Flower), then run `topology recreate` again"
+        )
 
 
 def _delete_if_idle(channel: Any, name: str) -> None:
