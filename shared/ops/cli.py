@@ -404,14 +404,20 @@ def cmd_outbox_status(as_json: bool) -> int:
 
 @outbox_group.command("retry")
 @click.argument("service_name", metavar="SERVICE")
-@click.argument("event_id", metavar="ID")
-def cmd_outbox_retry(service_name: str, event_id: str) -> int:
-    """Give a parked row back to the relay, with a fresh budget of tries (audited)."""
-    row = outbox.retry(_engine(), service(service_name).name, event_id)
-    if row is None:
+@click.argument("event_id", metavar="ID", required=False)
+@click.option("--all", "every", is_flag=True, help="every parked row of SERVICE")
+def cmd_outbox_retry(service_name: str, event_id: str | None, every: bool) -> int:
+    """Give a parked row (or --all) back to the relay, with a fresh budget of tries (audited)."""
+    if every == bool(event_id):
+        raise click.UsageError("give one ID or --all")
+    name = service(service_name).name
+    rows = outbox.retry_all(_engine(), name) if every else [outbox.retry(_engine(), name, event_id)]
+    if rows == [None]:
         print(f"{event_id} is not a parked row of {service_name}.outbox")
         return 1
-    print(f"retry: {row.id} {row.type} back to the relay (was: {row.reason})")
+    for row in rows:
+        print(f"retry: {row.id} {row.type} back to the relay (was: {row.reason})")
+    print(f"{len(rows)} parked row(s) back to the relay")
     return 0
 
 

@@ -67,6 +67,14 @@ def retry(engine: Engine, service: str, event_id: str) -> ParkedRow | None:
     return _decide(engine, service, event_id, "retry")
 
 
+def retry_all(engine: Engine, service: str) -> list[ParkedRow]:
+    """Every parked row back to the relay (after a cause that parked them all is fixed, e.g.
+    a topic permission the broker refused), each audited."""
+    with engine.connect() as conn:
+        ids = [row.id for row in _parked(conn, service)]
+    return [row for i in ids if (row := retry(engine, service, i)) is not None]
+
+
 def drop(engine: Engine, service: str, event_id: str) -> ParkedRow | None:
     """Delete a parked row: its event is never published; None if ``event_id`` is not parked."""
     return _decide(engine, service, event_id, "drop")

@@ -194,3 +194,38 @@ def test_an_operator_retries_a_parked_row_once_fixed_and_drops_another_each_audi
     [(action, _, _, event_type, reason)] = audit(db, dropped)
     assert (action, event_type) == ("drop", UNPUBLISHABLE) and "may not publish" in reason
     assert run_ops(stack, "outbox", "drop", "signup", dropped, "--yes").returncode == 1
+
+
+def test_rows_the_broker_refuses_are_parked_with_its_reason_and_retried_together_once_fixed(
+    stack, creds, clean_queues, db, empty_outbox
+):
+    """As deployed, the relay publishes as signup's own broker user. A topic permission
+    that no longer lets it publish ``user.signed_up`` (ACCESS_REFUSED, the channel closed)
+    is the rows' failure, not the connection's: they are parked, and once the permission is
+    back, ``outbox retry signup --all`` sends them."""
+    from shared.management import Management
+    from tests.support import bind_probe
+
+    management, user = Management(stack.management_url), creds.user("signup")
+    probe = bind_probe(stack.amqp_url, "user.signed_up")
+    events = [signed_up(f"ada-{uuid.uuid4().hex[:6]}@example.com") for _ in range(2)]
+    [granted] = [p for p in management.topic_permissions(stack.vhost, user)
+                 if p["exchange"] == "events"]  # fmt: skip
+    management.grant_topic(stack.vhost, user, "events", write="^nothing$", read=granted["read"])
+    try:
+        with relay(
+            stack, OUTBOX_MAX_ATTEMPTS="2", AMQP_URL=creds.amqp_url("signup", stack.amqp_url)
+        ):
+            parked = wait_for(lambda: all(row(db, e).parked_at for e in events), timeout=30)
+            assert parked
+            assert all("AccessRefused" in row(db, e).last_error for e in events)
+            management.grant_topic(stack.vhost, user, "events", granted["write"], granted["read"])
+            retried = run_ops(stack, "outbox", "retry", "signup", "--all")
+            assert retried.returncode == 0, retried.stderr
+            assert "2 parked row(s) back to the relay" in retried.stdout
+            wait_for(lambda: all(row(db, e).published_at for e in events), timeout=15)
+    finally:
+        management.grant_topic(stack.vhost, user, "events", granted["write"], granted["read"])
+
+    assert sorted(m.headers["id"] for m in drain(stack.amqp_url, probe)) == sorted(events)
+    assert [a.action for e in events for a in audit(db, e)] == ["retry", "retry"]
