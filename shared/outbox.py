@@ -183,7 +183,7 @@ class Relay:
             try:
                 self._publish_row(connection, row)
             except Exception as exc:  # recorded: RelayError (broker) or the row's error
-                self.close()
+                self._drop()
                 if isinstance(exc, _broker_errors(connection)):
                     done.error = exc
                     return done
@@ -249,6 +249,14 @@ class Relay:
     def close(self) -> None:
         if self._connection is not None:
             self._connection.release()
+            self._connection = None
+
+    def _drop(self) -> None:
+        """Forget the connection without the closing handshake: after a failure the broker
+        may not answer (a confirm that never came), and a graceful close would wait for its
+        close-ok forever, holding the batch's row locks."""
+        if self._connection is not None:
+            self._connection.collect()
             self._connection = None
 
 

@@ -229,3 +229,23 @@ def test_rows_the_broker_refuses_are_parked_with_its_reason_and_retried_together
 
     assert sorted(m.headers["id"] for m in drain(stack.amqp_url, probe)) == sorted(events)
     assert [a.action for e in events for a in audit(db, e)] == ["retry", "retry"]
+
+
+def test_a_broker_that_stops_answering_mid_publish_parks_nothing(
+    stack, proxy, clean_queues, db, empty_outbox
+):
+    """A confirm that never comes (the broker silent, the connection still open) is the
+    broker's failure, not the row's: with a budget of one try, a row blamed for it would be
+    parked at once."""
+    through_proxy = proxy.url(stack.amqp_url)
+    with relay(stack, OUTBOX_MAX_ATTEMPTS="1", AMQP_URL=through_proxy):
+        first = signed_up(f"ada-{uuid.uuid4().hex[:6]}@example.com")
+        wait_for(lambda: row(db, first).published_at, timeout=15)  # connected, then silence
+        proxy.partition()
+        events = [signed_up(f"ada-{uuid.uuid4().hex[:6]}@example.com") for _ in range(3)]
+        wait_for(lambda: any(row(db, e).attempts for e in events), timeout=30)
+        proxy.restore()
+        wait_for(lambda: all(row(db, e).published_at for e in events), timeout=30)
+
+    assert [row(db, e).parked_at for e in events] == [None, None, None]
+    assert max(row(db, e).attempts for e in events) >= 1
