@@ -169,7 +169,7 @@ class Relay:
             ) from outcome.error
         return len(outcome.sent)
 
-    def _publish(self, rows: Sequence[Any]) -> "_Pass":
+    def _publish(self, rows: Sequence[Any]) -> _Pass:
         """Publish ``rows`` in order, each confirmed, past any row that fails on its own;
         stop at the first failure of the broker."""
         done = _Pass()
@@ -203,7 +203,7 @@ class Relay:
             confirm_timeout=self.confirm_timeout,
         )
 
-    def _record(self, session: Session, done: "_Pass") -> None:
+    def _record(self, session: Session, done: _Pass) -> None:
         """Count the tries, mark what was sent, record each row's own failure and park the
         rows that have failed ``max_attempts`` times."""
         t = self.outbox.table

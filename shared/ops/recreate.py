@@ -13,9 +13,10 @@ job (``topology plan`` shows a ``QUEUE.recreating`` left behind).
 A message routed to the queue between its deletion and its declaration has nowhere to go:
 a dead letter a worker publishes to its DLX then is confirmed and its original acked, so
 it is lost. So the system must be stopped, and the command enforces it: it refuses
-(``SystemRunning``, nothing touched) while any client but itself is connected to the
-vhost (the management API's connection list, read before it starts and again before it
-deletes a queue). What it cannot see: a connection opened after that last look, and
+(``SystemRunning``) while any client but itself is connected to the vhost, by the
+management API's connection list, read before it starts (nothing touched) and again just
+before it deletes the queue (its messages then wait in ``QUEUE.recreating``, and the next
+run finishes the job). What it cannot see: a connection opened after that last look, and
 retries waiting in Celery's delay queues (``celery_delayed_*``), which come due into work
 queues on their own: recreate a work queue when those are empty.
 """
