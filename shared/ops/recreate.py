@@ -13,10 +13,11 @@ job (``topology plan`` shows a ``QUEUE.recreating`` left behind).
 A message routed to the queue between its deletion and its declaration has nowhere to go:
 a dead letter a worker publishes to its DLX then is confirmed and its original acked, so
 it is lost. So the system must be stopped, and the command enforces it: it refuses
-(``SystemRunning``) while any client but itself is connected to the vhost, by the
-management API's connection list, read before it starts (nothing touched) and again just
-before it deletes the queue (its messages then wait in ``QUEUE.recreating``, and the next
-run finishes the job). What it cannot see: a connection opened after that last look, and
+(``SystemRunning``) while a worker consumes any work queue (passive declares) or any
+client but itself is connected to the vhost (the management API's connection list, which
+can lag a busy broker), looking before it starts (nothing touched) and again just before
+it deletes the queue (its messages then wait in ``QUEUE.recreating``, and the next run
+finishes the job). What it cannot see: a connection opened after that last look, and
 retries waiting in Celery's delay queues (``celery_delayed_*``), which come due into work
 queues on their own: recreate a work queue when those are empty.
 """
@@ -32,7 +33,6 @@ from kombu.transport.native_delayed_delivery import (
 )
 
 from shared.management import Management
-from shared.ops.apply import vhost_of
 from shared.ops.moving import move
 from shared.topology import KEEP_ARGUMENTS, SERVICES, unrouted_queue
 
@@ -42,7 +42,7 @@ class QueueBusy(Exception):
 
 
 class SystemRunning(QueueBusy):
-    """Clients other than this command are connected to the vhost."""
+    """Workers consume work queues, or other clients are connected to the vhost."""
 
 
 def recreate(amqp_url: str, name: str, management: Management) -> int:
@@ -55,11 +55,11 @@ def recreate(amqp_url: str, name: str, management: Management) -> int:
     queue = queues[name]
     aside = f"{name}.recreating"
     me = f"eventful topology recreate {uuid.uuid4()}"
-    alone = partial(_refuse_unless_alone, management, vhost_of(amqp_url), me)
-    alone()
     options = {"client_properties": {"connection_name": me}}
     with Connection(amqp_url, connect_timeout=10, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1)
+        alone = partial(_refuse_unless_alone, conn, management, me, list(work))
+        alone()
         channel = conn.channel()
         channel.auto_decode = False  # the copies are the bytes as they were sent
         channel.queue_declare(aside, durable=True, auto_delete=False, arguments=KEEP_ARGUMENTS)
@@ -75,19 +75,37 @@ def recreate(amqp_url: str, name: str, management: Management) -> int:
     return moved_back
 
 
-def _refuse_unless_alone(management: Management, vhost: str, me: str) -> None:
-    """``SystemRunning`` if a client other than this command (``me``) is connected."""
+def _refuse_unless_alone(
+    conn: Connection, management: Management, me: str, work_queues: list[str]
+) -> None:
+    """``SystemRunning`` if a worker consumes a work queue (passive declares: exact at once)
+    or a client other than this command (``me``) is connected (the management API's list,
+    which can lag a busy broker by seconds: relays, APIs and upstreams consume nothing)."""
+    consumed = [q for q in work_queues if _consumers(conn, q)]
     others = [
-        c for c in management.connections(vhost)
+        c for c in management.connections(conn.virtual_host)
         if (c.get("client_properties") or {}).get("connection_name") != me
     ]  # fmt: skip
-    if others:
-        users = ", ".join(sorted({str(c.get("user")) for c in others}))
+    if consumed or others:
+        users = ", ".join(sorted({str(c.get("user")) for c in others})) or "-"
         raise SystemRunning(
-            f"{len(others)} connection(s) open on vhost {vhost!r} (users: {users}): a message"
-            " routed to the queue while it is recreated would be lost; stop the system"
-            " (workers, outbox relays, APIs, Flower), then run `topology recreate` again"
+            f"workers consume {', '.join(consumed) or 'no work queue'}; {len(others)}"
+            f" other connection(s) open on vhost {conn.virtual_host!r} (users: {users}): a"
+            " message routed to the queue while it is recreated would be lost; stop the"
+            " system (workers, outbox relays, APIs, Flower), then run `topology recreate` again"
         )
+
+
+def _consumers(conn: Connection, name: str) -> int:
+    """Consumers of queue ``name`` now (0 if it does not exist), on a channel of its own: a
+    passive declare of a missing queue closes its channel."""
+    channel = conn.channel()
+    try:
+        count = channel.queue_declare(name, passive=True).consumer_count
+    except amqp.exceptions.NotFound:
+        return 0
+    channel.close()
+    return count
 
 
 def _delete_if_idle(channel: Any, name: str) -> None:
