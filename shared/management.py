@@ -80,6 +80,10 @@ class Management:
     def queues(self, vhost: str) -> list[dict[str, Any]]:
         return self.request("GET", f"/queues/{self.q(vhost)}")
 
+    def connections(self, vhost: str) -> list[dict[str, Any]]:
+        """The AMQP connections open on ``vhost`` (user, peer, client-given name)."""
+        return self.request("GET", f"/vhosts/{self.q(vhost)}/connections")
+
     def collection(self, kind: str, vhost: str) -> list[dict[str, Any]]:
         """``kind`` is a management collection: queues, exchanges, bindings, policies, ..."""
         return self.request("GET", f"/{kind}/{self.q(vhost)}")

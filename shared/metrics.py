@@ -150,7 +150,8 @@ def _revoked(sender=None, request=None, **kw) -> None:
 
 
 class DatabaseStateCollector:
-    """Gauges read from PostgreSQL at scrape time: the outbox's lag, the beat lock's holder."""
+    """Gauges read from PostgreSQL at scrape time: the outbox's lag and parked rows, the beat
+    lock's holder."""
 
     def __init__(self, app, database_url: str) -> None:
         self.service = app.main
@@ -159,11 +160,18 @@ class DatabaseStateCollector:
 
     def collect(self):
         unpublished = GaugeMetricFamily(
-            "eventful_outbox_unpublished", "Outbox rows not yet published", labels=["service"]
+            "eventful_outbox_unpublished",
+            "Outbox rows the relay has yet to publish (parked rows not counted)",
+            labels=["service"],
         )
         age = GaugeMetricFamily(
             "eventful_outbox_oldest_age_seconds",
             "Age of the oldest unpublished row",
+            labels=["service"],
+        )
+        parked = GaugeMetricFamily(
+            "eventful_outbox_parked",
+            "Outbox rows the relay gave up on, waiting for an operator (`eventful outbox status`)",
             labels=["service"],
         )
         beat = GaugeMetricFamily(
@@ -173,12 +181,13 @@ class DatabaseStateCollector:
             for lag in outbox_lag(self.engine, [self.service]):
                 unpublished.add_metric([lag.service], lag.unpublished)
                 age.add_metric([lag.service], lag.oldest_age_seconds or 0.0)
+                parked.add_metric([lag.service], len(lag.parked))
             if self.has_beat:
                 with self.engine.connect() as conn:
                     beat.add_metric([self.service], int(lock_is_held(conn, self.service)))
         except Exception:
             logger.exception("metrics: could not read the outbox or the beat lock")
-        yield from (unpublished, age, beat)
+        yield from (unpublished, age, parked, beat)
 
 
 def _is_single_beat(app) -> bool:

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         description="The broker's consumer_timeout in seconds (rabbitmq.conf; RabbitMQ's"
         " default is 30 minutes): every task's time limit must stay below it.",
     )
+    outbox_max_attempts: int = Field(
+        10,
+        ge=1,
+        description="Tries after which an outbox row that fails on its own (not the broker) is"
+        " parked for an operator (`eventful outbox status`, `outbox retry|drop`).",
+    )
     retry_delay_scale: float = Field(
         1.0, description="Multiplies every retry delay; tests and demos shorten waits with it."
     )

@@ -23,10 +23,9 @@ from shared import contract_docs
 from shared.check import check_app
 from shared.db import ensure_database, migrate
 from shared.management import Management, ManagementError
-from shared.ops import alive, definitions, dlq, replay, upstreams
+from shared.ops import alive, definitions, dlq, outbox, replay, upstreams
 from shared.ops.apply import apply_roles, apply_users, declare_topology, vhost_of
 from shared.ops.deployments import WORKERS
-from shared.ops.outbox import outbox_lag
 from shared.ops.plan import plan
 from shared.ops.recreate import QueueBusy, recreate
 from shared.permissions import CredentialSettings
@@ -115,9 +114,11 @@ def cmd_topology_plan(as_json: bool) -> int:
 def cmd_topology_recreate(queue: str) -> int:
     """Give a live queue the arguments it is declared with (RabbitMQ cannot change them:
     it is deleted and declared again), keeping its messages in order. Stop the system
-    first. `topology plan` shows which queues differ."""
+    first: it refuses while anything else is connected. `topology plan` shows which
+    queues differ."""
+    settings = get_settings()
     try:
-        kept = recreate(get_settings().amqp_url, queue)
+        kept = recreate(settings.amqp_url, queue, Management(settings.rabbitmq_management_url))
     except QueueBusy as exc:
         return _fail(str(exc))
     print(f"{queue}: recreated as declared, {kept} message(s) kept")
@@ -312,7 +313,8 @@ def cmd_dlq_list(
     service_name: str, ids: tuple[str, ...], limit: int, offset: int, as_json: bool
 ) -> int:
     """One line per dead letter: task, reason, attempts, result row, correlation and
-    causation ids. Pages: at most --limit, from --offset; the DLQ keeps its order."""
+    causation ids. Pages: at most --limit, from --offset; a listing that finishes leaves
+    the DLQ in its order."""
     return _read(service_name, ids, False, as_json, offset, limit)
 
 
@@ -378,14 +380,14 @@ def cmd_dlq_purge(service_name: str, yes: bool) -> int:
 
 @cli.group("outbox")
 def outbox_group() -> None:
-    """Transactional outboxes: status, relay."""
+    """Transactional outboxes: status, relay, retry or drop a parked row."""
 
 
 @outbox_group.command("status")
 @AS_JSON
 def cmd_outbox_status(as_json: bool) -> int:
-    """Unpublished rows per service outbox, and the age of the oldest."""
-    lags = outbox_lag(_engine())
+    """Unpublished rows per service outbox, the age of the oldest, and each parked row."""
+    lags = outbox.outbox_lag(_engine())
     if as_json:
         _json([asdict(lag) for lag in lags])
         return 0
@@ -393,7 +395,47 @@ def cmd_outbox_status(as_json: bool) -> int:
         print("no service has an outbox table")
     for lag in lags:
         age = f"{lag.oldest_age_seconds:.1f}s" if lag.oldest_age_seconds is not None else "-"
-        print(f"{lag.service}.outbox: {lag.unpublished} unpublished, oldest {age}")
+        print(f"{lag.service}.outbox: {lag.unpublished} unpublished, oldest {age},"
+              f" {len(lag.parked)} parked")  # fmt: skip
+        for p in lag.parked:
+            print(f"  parked {p.id} {p.type} attempts={p.attempts} at={p.parked_at}: {p.reason}")
+    return 0
+
+
+@outbox_group.command("retry")
+@click.argument("service_name", metavar="SERVICE")
+@click.argument("event_id", metavar="ID", required=False)
+@click.option("--all", "every", is_flag=True, help="every parked row of SERVICE")
+def cmd_outbox_retry(service_name: str, event_id: str | None, every: bool) -> int:
+    """Give a parked row (or --all) back to the relay, with a fresh budget of tries (audited)."""
+    if every == bool(event_id):
+        raise click.UsageError("give one ID or --all")
+    name = service(service_name).name
+    rows = outbox.retry_all(_engine(), name) if every else [outbox.retry(_engine(), name, event_id)]
+    if rows == [None]:
+        print(f"{event_id} is not a parked row of {service_name}.outbox")
+        return 1
+    for row in rows:
+        print(f"retry: {row.id} {row.type} back to the relay (was: {row.reason})")
+    print(f"{len(rows)} parked row(s) back to the relay")
+    return 0
+
+
+@outbox_group.command("drop")
+@click.argument("service_name", metavar="SERVICE")
+@click.argument("event_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def cmd_outbox_drop(service_name: str, event_id: str, yes: bool) -> int:
+    """Delete a parked row: its event is never published (audited)."""
+    prompt = f"delete parked event {event_id} from {service_name}.outbox for good? [y/N] "
+    if not yes and input(prompt).strip().lower() not in ("y", "yes"):
+        print("nothing dropped")
+        return 1
+    row = outbox.drop(_engine(), service(service_name).name, event_id)
+    if row is None:
+        print(f"{event_id} is not a parked row of {service_name}.outbox")
+        return 1
+    print(f"drop: {row.id} {row.type} deleted (was: {row.reason})")
     return 0
 
 

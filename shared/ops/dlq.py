@@ -3,9 +3,12 @@ sends them back).
 
 A listing (``listed``) is one pass round the DLQ: every message that was there at the
 start moves from its head to its tail (``shared.ops.moving``: a transaction per batch of
-at most ``moving.BATCH``), and only the page asked for is kept. So the DLQ ends in the order
-it had, never more than a batch is unacked or in memory, and reading costs no delivery.
-A dead letter that arrives during a pass lands among the ones already moved.
+at most ``moving.BATCH``), and only the page asked for is kept. So a pass that finishes
+leaves the DLQ in the order it had, never more than a batch is unacked or in memory, and
+reading costs no delivery. A pass killed part-way leaves every message once, the DLQ
+starting where it stopped and the batch it held back at the head in no fixed order
+(``shared.ops.moving``). A dead letter that arrives during a pass lands among the ones
+already moved.
 
 ``opened`` (the replay's read) still takes every message and holds it until the end
 (a replay acks every copy of a dead letter with its publish, and copies can be anywhere

@@ -7,9 +7,15 @@ no particular order (RabbitMQ 3.10.8 hands a batch of returns back shuffled once
 more than a few; see tests/integration/test_ops_dlq_reading.py), and on RabbitMQ 4.x each
 return counts toward the queue's delivery limit. So a move takes at most ``batch``
 messages from the head of the source, publishes an identical copy of each to the tail of
-the target and acks the originals, in one AMQP transaction per batch: killed at any
-point, every message is in one of the two queues once, in order. The copies are new
+the target and acks the originals, in one AMQP transaction per batch. The copies are new
 messages: a move costs no delivery.
+
+Killed at any point, every message is in one of the two queues once, but order is kept
+only up to the batch in flight: the committed batches are at the target's tail in order,
+and the (at most ``batch``) messages taken and not yet committed go back to the head of
+the source, in the broker's order, not theirs (the reshuffle above; no client can prevent
+it once the process is gone). A pass round one queue (``dlq list``) killed part-way also
+leaves the queue starting where the pass stopped: the messages it moved are at the tail.
 """
 
 from collections.abc import Callable

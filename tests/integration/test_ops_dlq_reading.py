@@ -3,6 +3,8 @@ of the DLQ, the DLQ left whole and in order, reads that never cost a dead letter
 place, correlation and causation ids, and dead CloudEvents replayed once like the rest."""
 
 import json
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -200,3 +202,41 @@ def test_a_replay_leaves_the_dead_letters_it_skips_in_their_order(stack, clean_q
     assert replayed.returncode == 0, replayed.stderr
     assert f"replayed: {good}" in replayed.stdout
     assert [m.headers["x-marker"] for m in drain(stack.amqp_url, NOTIFIER.dlq)] == skipped
+
+
+def test_a_listing_killed_mid_pass_keeps_every_dead_letter_once_and_reorders_only_its_batch(
+    stack, clean_queues
+):
+    """What ``shared.ops.moving`` says a kill does: every message stays, once; the DLQ starts
+    where the pass stopped (the moved ones at its tail); only the batch the listing held
+    (at most ``BATCH``) goes back to the head, in the broker's order."""
+    count = 20 * PASS_BATCH
+    ids = put_many(stack.amqp_url, count)
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "shared.ops", "dlq", "list", "notifier", "--limit", "1"],
+        env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        with Connection(stack.amqp_url) as conn:
+            channel = conn.channel()
+            ready = lambda: channel.queue_declare(NOTIFIER.dlq, passive=True).message_count  # noqa: E731
+            # A batch taken and committed, then the whole next batch taken, not yet committed.
+            wait_for(lambda: ready() < count, timeout=60, interval=0.001)
+            wait_for(lambda: ready() == count, timeout=60, interval=0.001)
+            wait_for(lambda: ready() <= count - PASS_BATCH, timeout=60, interval=0.001)
+    finally:
+        listing.kill()
+        listing.wait(10)
+    wait_for(lambda: depth(stack.amqp_url, NOTIFIER) == count)
+    position = {task_id: i for i, task_id in enumerate(ids)}
+    after = [position[m.headers["id"]] for m in drain(stack.amqp_url, NOTIFIER.dlq)]
+
+    assert sorted(after) == list(range(count))
+    # After the held batch, the original order, resumed where the pass stopped, wrapping round.
+    held = next(j for j in range(count) if all(
+        (b - a) % count == 1 for a, b in zip(after[j:], after[j + 1:], strict=False)
+    ))  # fmt: skip
+    assert held <= PASS_BATCH
+    assert sorted(after[:held]) == sorted((after[held] - held + k) % count for k in range(held))
+    assert after != list(range(count)), "the kill landed outside the pass"

@@ -10,6 +10,7 @@ import pytest
 
 from infra.scratch import put_scratch_vhost
 from shared.management import Management
+from tests.support import wait_for
 
 
 def run_ops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -203,3 +204,56 @@ def test_recreate_gives_a_queue_its_declared_arguments_and_keeps_its_messages_in
     )  # fmt: skip
     assert [m["payload"] for m in taken] == bodies
     assert [m["properties"]["headers"]["n"] for m in taken] == bodies
+
+
+def test_recreate_refuses_while_a_worker_dead_letters_into_the_queue_and_nothing_is_lost(
+    stack, management, prefix, vhosts
+):
+    """Between the deletion of a DLQ and its declaration, a dead letter a worker publishes to
+    the service's DLX is unroutable yet confirmed, and its original acked: lost. So the
+    command refuses while anything but itself is connected to the vhost, before it touches
+    a queue; once the system is stopped it runs, and every dead letter is there."""
+    import amqp
+    from kombu import Connection
+
+    vhost, amqp_url = fresh_vhost(stack, management, vhosts)
+    env = {**stack.env, "AMQP_URL": amqp_url, "SERVICE_USER_PREFIX": prefix}
+    assert run_ops(env, "topology", "apply").returncode == 0
+    worker = stack.worker("notifier", AMQP_URL=amqp_url).start()
+    try:
+        # An older version's DLQ (no x-delivery-limit) under a running worker.
+        v = Management.q(vhost)
+        management.request("DELETE", f"/queues/{v}/notifier.dlq")
+        management.request(
+            "PUT",
+            f"/queues/{v}/notifier.dlq",
+            json={"durable": True, "arguments": {"x-queue-type": "quorum"}},
+        )
+        management.request("POST", f"/bindings/{v}/e/notifier.dlx/q/notifier.dlq", json={})
+        sent = 300  # messages no task can run: the worker dead-letters each
+        with Connection(amqp_url) as conn:
+            channel = conn.channel()
+            for i in range(sent):
+                channel.basic_publish(
+                    amqp.Message(b"[[], {}, {}]", content_type="application/json",
+                                 application_headers={"task": "notifier.nope", "id": f"n{i}"}),
+                    exchange="notifier", routing_key="notifier.tasks",
+                )  # fmt: skip
+
+        refused = run_ops(env, "topology", "recreate", "notifier.dlq")
+
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "workers consume notifier.tasks, notifier.events" in refused.stderr
+        assert "stop the system" in refused.stderr
+        names = {q["name"] for q in management.queues(vhost)}
+        assert "notifier.dlq.recreating" not in names
+        dlq = lambda: management.queue(vhost, "notifier.dlq")["messages"]  # noqa: E731
+        wait_for(lambda: dlq() == sent, timeout=120)
+    finally:
+        worker.stop()
+    wait_for(lambda: not management.request("GET", f"/vhosts/{Management.q(vhost)}/connections"))
+
+    recreated = run_ops(env, "topology", "recreate", "notifier.dlq")
+
+    assert recreated.returncode == 0, recreated.stdout + recreated.stderr
+    assert f"notifier.dlq: recreated as declared, {sent} message(s) kept" in recreated.stdout

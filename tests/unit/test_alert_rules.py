@@ -44,7 +44,7 @@ def test_every_alert_has_a_unit_test():
     assert set(alerts()) == tested
     assert set(alerts()) >= {
         "DeadLettersWaiting", "OutboxBehind", "WorkQueueWithoutConsumers", "BrokerDown",
-        "RetriesHigh", "BeatLockNotHeld",
+        "RetriesHigh", "BeatLockNotHeld", "OutboxRowsParked",
     }  # fmt: skip
 
 
