@@ -11,7 +11,7 @@ from celery.app.task import X_DEATH_HEADERS
 from celery.exceptions import Retry
 
 from shared.allowed import broker_user, stamped
-from shared.check import StartupCheck
+from shared.check import install as install_startup_check
 from shared.confirms import current as current_batch
 from shared.contracts import Command, event_types
 from shared.logs import use_json_logs
@@ -228,7 +228,7 @@ def create_celery_app(
         broker_consumer_timeout=settings.broker_consumer_timeout,
     )
     app.steps["consumer"].add(DeclareTopology)
-    app.steps["worker"].add(StartupCheck)
+    install_startup_check(app)
     if settings.log_format == "json":
         use_json_logs(topo.name)
     install_tracing(topo.name)
