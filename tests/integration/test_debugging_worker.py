@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Worker
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
