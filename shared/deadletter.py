@@ -37,6 +37,7 @@ from vine import promise
 
 from shared.allowed import check_allowed
 from shared.app import PUBLISH_RETRY_POLICY
+from shared.dead_results import record as record_result
 from shared.evolution import UnsupportedVersion
 from shared.intake import received, translate
 from shared.results import ChordTimeout
@@ -146,6 +147,7 @@ def dead_letter(
             retry=True,
             retry_policy=PUBLISH_RETRY_POLICY,
         )
+    record_result(app, (message.headers or {}).get("id"), headers)  # the caller's get() raises
     dead_lettered.send(sender=app, service=topo.name, reason=reason, task=headers["x-task"])
     record_dead_letter(headers, reason, topo.dlq)
     logger.error(
