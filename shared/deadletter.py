@@ -214,7 +214,8 @@ class DeadLetteringRequest(Request):
     def _announce_revoked(self, reason, terminated, signum, expired) -> None:
         """Celery acks an expired message away; keep it in the DLQ with reason ``expired``."""
         if expired and not self.acknowledged:
-            exc = TaskExpired(f"expired at {self.expires.isoformat()} before it could run")
+            at = self.expires.astimezone(UTC).isoformat()  # stored data is UTC, whatever was sent
+            exc = TaskExpired(f"expired at {at} before it could run")
             if settle_dead(self.app, self._message, reason="expired", exc=exc):
                 self.acknowledge()
             else:
