@@ -42,10 +42,10 @@ class DeadLettered(Exception):
 def record(app: Any, task_id: object, headers: dict[str, Any]) -> None:
     """Queue the FAILURE row of the dead letter whose headers are ``headers``; never raises
     (the dead letter is already confirmed: this is only the caller's notice)."""
-    backend = app.backend
-    if not isinstance(backend, PostgresBackend) or not _usable(backend, task_id):
-        return
     try:
+        backend = app.backend  # may connect (its first use in this thread): inside the try
+        if not isinstance(backend, PostgresBackend) or not _usable(backend, task_id):
+            return
         exc = DeadLettered(headers["x-dead-letter-reason"], headers["x-exception-message"])
         request = SimpleNamespace(task=headers["x-task"] or None)
         encoded = backend.encode_result(exc, states.FAILURE)
