@@ -2,7 +2,6 @@
 and a dead letter never rewrites a row another task already has (its id is the sender's)."""
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -12,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.readme import readme_block
 from tests.support import JSON, publish_raw, send_command, send_raw, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def readme_block(name: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    marked = re.search(f"<!-- {name}: begin -->\n```python\n(.*?)```\n<!-- {name}: end -->",
-                       text, re.S)  # fmt: skip
-    assert marked, f"no block {name!r} in the README"
-    return marked.group(1)
 
 
 def run_client(stack, script: str, *args: str) -> str:

@@ -1,7 +1,6 @@
 """The README's debugging worker starts as written, runs tasks, and says what it does not
 enforce; the same pool without the README's flag is still refused."""
 
-import re
 import shlex
 import subprocess
 import sys
@@ -9,15 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.readme import readme_block
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_debugging_command() -> list[str]:
-    """The ``celery ...`` line under the README's ``<!-- debugging worker -->`` mark."""
-    text = (ROOT / "README.md").read_text()
-    found = re.search(r"<!-- debugging worker -->\n```sh\n(celery .*)\n```", text)
-    assert found, "no debugging worker command in the README"
-    return shlex.split(found.group(1))
+    return shlex.split(readme_block("debugging worker", "sh").strip())
 
 
 ADD = """

@@ -5,24 +5,15 @@ times the document promises (countdown, eta) are measured beside it.
 """
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.readme import readme_block
+
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
-
-
-def readme_block(name: str) -> str:
-    """The python block between the README's ``<!-- NAME: begin -->`` and ``end`` marks."""
-    text = README.read_text()
-    marked = re.search(f"<!-- {name}: begin -->\n```python\n(.*?)```\n<!-- {name}: end -->",
-                       text, re.S)  # fmt: skip
-    assert marked, f"no block {name!r} in the README"
-    return marked.group(1)
 
 
 def run_client(stack, script: str, timeout: float = 120) -> str:
