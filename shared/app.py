@@ -4,20 +4,23 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from typing import Any
 
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from celery import Celery, Task, bootsteps
+from celery.app.amqp import AMQP
 from celery.app.task import X_DEATH_HEADERS
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
 from shared.allowed import broker_user, stamped
-from shared.check import StartupCheck
+from shared.check import install as install_startup_check
 from shared.confirms import current as current_batch
 from shared.contracts import Command, event_types
 from shared.logs import use_json_logs
 from shared.progress import retried
+from shared.results import UTC_SESSION
 from shared.settings import Settings
 from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
 from shared.tracing import install as install_tracing
@@ -180,8 +183,35 @@ class DeclareTopology(bootsteps.StartStopStep):
             channel.close()
 
 
+class UtcAMQP(AMQP):
+    """Task messages whose ``eta`` and ``expires`` headers are UTC. Celery writes them in the
+    app's ``timezone`` (Asia/Seoul: +09:00) or the caller's, and messages are stored data
+    (a dead letter keeps its headers): one zone there, UTC, as every header the platform
+    writes (``x-dead-lettered-at``). The same instant, so nothing is due at another time."""
+
+    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
+        message = super().as_task_v2(*args, **kwargs)
+        for key in ("eta", "expires"):
+            message.headers[key] = in_utc(message.headers.get(key))
+        return message
+
+
+def in_utc(value: Any) -> Any:
+    """An ISO 8601 time with an offset, as the same instant in UTC; anything else as is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return when.astimezone(UTC).isoformat() if when.tzinfo is not None else value
+
+
 class ServiceCelery(Celery):
-    """Celery whose publishes join the thread's ``shared.confirms.confirmed_batch``."""
+    """Celery whose publishes join the thread's ``shared.confirms.confirmed_batch``, with
+    task messages from ``UtcAMQP``."""
+
+    amqp_cls = "shared.app:UtcAMQP"
 
     def producer_or_acquire(self, producer=None):
         batch = current_batch(self) if producer is None else None
@@ -236,7 +266,7 @@ def create_celery_app(
         broker_channel_error_retry=True,
         result_backend=f"shared.results:PostgresBackend+{settings.database_url}",
         database_table_schemas={"task": topo.name, "group": topo.name},
-        database_engine_options={"pool_pre_ping": True},
+        database_engine_options={"pool_pre_ping": True, "connect_args": {"options": UTC_SESSION}},
         result_extended=True,
         result_expires=settings.result_expires,
         result_synchronous_commit=settings.result_synchronous_commit,
@@ -276,7 +306,7 @@ def create_celery_app(
         broker_consumer_timeout=settings.broker_consumer_timeout,
     )
     app.steps["consumer"].add(DeclareTopology)
-    app.steps["worker"].add(StartupCheck)
+    install_startup_check(app)
     if settings.log_format == "json":
         use_json_logs(topo.name)
     install_tracing(topo.name)

@@ -5,7 +5,9 @@ elsewhere: the result's lifetime (``result_expires``), the broker's ``consumer_t
 (a delivery unacknowledged for longer closes the channel and the message runs again),
 the pool (only prefork enforces time limits), the queue's delivery limit, and the beat
 schedule (a standby beat takes over within ``max_interval``). A fatal finding stops the
-worker (``StartupCheck``) and makes ``eventful check`` exit 1.
+worker (``StartupCheck``) and makes ``eventful check`` exit 1. A debugging worker on the
+solo pool asks for its unenforced time limits by name (``--unenforced-time-limits``): a
+warning then, not a refusal.
 """
 
 import logging
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import click
 from celery import Celery, bootsteps
 from celery.exceptions import ImproperlyConfigured
 from celery.schedules import schedule as every
@@ -23,6 +26,13 @@ from shared.retry import RetryPolicy
 logger = logging.getLogger(__name__)
 #: Pools that accept ``soft_time_limit``/``time_limit`` and never enforce them.
 IGNORE_TIME_LIMITS = {"threads", "solo", "gevent", "eventlet"}
+#: ``celery ... worker --pool solo --unenforced-time-limits``: the README's debugging worker.
+UNENFORCED_TIME_LIMITS = click.Option(
+    ("--unenforced-time-limits",),
+    is_flag=True,
+    default=False,
+    help="Start on a pool that ignores time limits (solo, threads), with a warning: debugging.",
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,11 @@ def _schedule(task: Any) -> RetryPolicy | None:
     )
 
 
-def check_app(app: Celery, pool: str, consumer_timeout: float) -> list[Finding]:
-    """Every finding for the service whose Celery app is ``app``, run on ``pool``."""
+def check_app(
+    app: Celery, pool: str, consumer_timeout: float, unenforced_limits: bool = False
+) -> list[Finding]:
+    """Every finding for the service whose Celery app is ``app``, run on ``pool``;
+    ``unenforced_limits``: time limits the pool ignores are a warning, not fatal."""
     conf, service = app.conf, app.main
     topology = conf.service_topology
     found: list[Finding] = []
@@ -83,8 +96,7 @@ def check_app(app: Celery, pool: str, consumer_timeout: float) -> list[Finding]:
             find(name, "soft-limit", True, f"soft time limit {soft:g}s is not below the hard"
                  f" limit {hard:g}s: the task never gets the chance to clean up")  # fmt: skip
         if pool in IGNORE_TIME_LIMITS and (task.time_limit or task.soft_time_limit):
-            find(name, "pool-ignores-limits", True, f"time limits on the {pool} pool, which"
-                 " ignores them: a hung task is never cut")  # fmt: skip
+            find(name, *_unenforced(pool, unenforced_limits))
         policy = _schedule(task)
         if policy is None:
             find(name, "retries-forever", False, "max_retries None: retried without end")
@@ -98,6 +110,15 @@ def check_app(app: Celery, pool: str, consumer_timeout: float) -> list[Finding]:
                      " the result is cleaned up while the task still retries")  # fmt: skip
     found += _beat(app)
     return found
+
+
+def _unenforced(pool: str, allowed: bool) -> tuple[str, bool, str]:
+    if allowed:
+        return ("pool-ignores-limits-allowed", False, f"time limits on the {pool} pool are not"
+                " enforced (--unenforced-time-limits): a hung task is never cut, no"
+                " SoftTimeLimitExceeded is raised; for debugging only")  # fmt: skip
+    return ("pool-ignores-limits", True, f"time limits on the {pool} pool, which ignores them:"
+            " a hung task is never cut (--unenforced-time-limits to debug on it)")  # fmt: skip
 
 
 def _beat(app: Celery) -> list[Finding]:
@@ -127,12 +148,19 @@ def _pool_name(pool_cls: Any) -> str:
     return {"thread": "threads"}.get(name, name)
 
 
+def install(app: Celery) -> None:
+    """The check as a step of ``app``'s workers, and the worker option it reads."""
+    app.steps["worker"].add(StartupCheck)
+    app.user_options["worker"].add(UNENFORCED_TIME_LIMITS)
+
+
 class StartupCheck(bootsteps.Step):
     """Run the check as the worker starts; refuse to start on a fatal finding."""
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
+    def __init__(self, worker: Any, unenforced_time_limits: bool = False, **kwargs: Any) -> None:
         app = worker.app
-        found = check_app(app, _pool_name(worker.pool_cls), app.conf.broker_consumer_timeout)
+        pool, timeout = _pool_name(worker.pool_cls), app.conf.broker_consumer_timeout
+        found = check_app(app, pool, timeout, unenforced_time_limits)
         for finding in found:
             (logger.error if finding.fatal else logger.warning)("startup check: %s", finding)
         fatal = [str(f) for f in found if f.fatal]

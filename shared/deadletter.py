@@ -36,6 +36,7 @@ from vine import promise
 
 from shared.allowed import check_allowed
 from shared.app import BROKER_AWAY, PUBLISH_RETRY_POLICY
+from shared.dead_results import record as record_result
 from shared.evolution import UnsupportedVersion
 from shared.intake import received, translate
 from shared.progress import RETRIED, killed
@@ -143,6 +144,7 @@ def dead_letter(
             retry=True,
             retry_policy=PUBLISH_RETRY_POLICY,
         )
+    record_result(app, (message.headers or {}).get("id"), headers)  # the caller's get() raises
     dead_lettered.send(sender=app, service=topo.name, reason=reason, task=headers["x-task"])
     record_dead_letter(headers, reason, topo.dlq)
     logger.error(
@@ -209,7 +211,8 @@ class DeadLetteringRequest(Request):
     def _announce_revoked(self, reason, terminated, signum, expired) -> None:
         """Celery acks an expired message away; keep it in the DLQ with reason ``expired``."""
         if expired and not self.acknowledged:
-            exc = TaskExpired(f"expired at {self.expires.isoformat()} before it could run")
+            at = self.expires.astimezone(UTC).isoformat()  # stored data is UTC, whatever was sent
+            exc = TaskExpired(f"expired at {at} before it could run")
             if settle_dead(self.app, self._message, reason="expired", exc=exc):
                 self.acknowledge()
             else:

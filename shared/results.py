@@ -66,6 +66,10 @@ RETRY_INTERVAL = 1.0
 STALL = 1.0  # seconds a write may be in flight before final rows stop going behind the ack
 FINAL = sorted(states.READY_STATES)  # SUCCESS, FAILURE, REVOKED
 CHORD_TIMEOUT = 3600
+#: Celery's ``date_done`` is a timestamp without time zone: PostgreSQL stores an aware time
+#: there as the wall time of the session's zone, which libpq takes from ``PGTZ`` or the
+#: server's ``timezone``. Stored data is UTC, so every result session runs in UTC.
+UTC_SESSION = "-c timezone=UTC"
 logger = logging.getLogger(__name__)
 
 #: Sent (in the process that held it) for a result row the database refused alone and
@@ -230,7 +234,10 @@ class PostgresBackend(DatabaseBackend):
                 pool_size=4,
                 isolation_level="AUTOCOMMIT",  # one statement: no BEGIN/COMMIT round trips
                 # A black-holed database must fail a write, not hang the worker on connect.
-                connect_args={"options": f"-c synchronous_commit={commit}", "connect_timeout": 10},
+                connect_args={
+                    "options": f"-c synchronous_commit={commit} {UTC_SESSION}",
+                    "connect_timeout": 10,
+                },
             )
         return self._engines[durable]
 

@@ -141,13 +141,21 @@ class Service:
 
         return decorate
 
-    def task(self, *, retry: RetryPolicy | None = None, **task_options: Any) -> Callable[[H], H]:
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        **task_options: Any,
+    ) -> Any:
         """Register one of the service's own steps (a workflow's, beat's) as the task
-        ``<service>.<function>``. Its arguments come as Celery passes them (a chain hands
-        the previous result first); parameters named like dependencies are injected as
-        for handlers, whatever their position."""
+        ``<service>.<function>``, and return the task, as Celery's ``@app.task`` does
+        (``@service.task`` or ``@service.task(...)``; then ``fn.delay(...)``). Its
+        arguments come as Celery passes them (a chain hands the previous result first);
+        parameters named like dependencies are injected as for handlers, whatever their
+        position (``task``: the bound task, what ``bind=True`` gives in Celery)."""
 
-        def decorate(fn: H) -> H:
+        def decorate(fn: Callable[..., Any]) -> Any:
             params = list(inspect.signature(fn).parameters)
             deps = [p for p in params if self._provides(p)]
             own = [p for p in params if p not in deps]
@@ -160,9 +168,9 @@ class Service:
                 call = {**dict(zip(own, args, strict=False)), **kwargs}
                 return self._call(task, name, fn, deps, call)
 
-            return fn
+            return run
 
-        return decorate
+        return decorate if fn is None else decorate(fn)
 
     @property
     def handled_events(self) -> set[str]:

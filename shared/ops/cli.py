@@ -23,7 +23,7 @@ from shared import contract_docs
 from shared.check import check_app
 from shared.db import ensure_database, migrate
 from shared.management import Management, ManagementError
-from shared.ops import alive, definitions, dlq, outbox, replay, upstreams
+from shared.ops import alive, definitions, dlq, outbox, replay, task, upstreams
 from shared.ops.apply import apply_roles, apply_users, declare_topology, vhost_of
 from shared.ops.deployments import WORKERS
 from shared.ops.plan import plan
@@ -539,6 +539,9 @@ def cmd_contracts_check(directory: Path) -> int:
     if problems:
         print(f"to regenerate: {contract_docs.REGENERATE}")
     return 1 if problems else 0
+
+
+cli.add_command(task.command)
 
 
 def _engine():

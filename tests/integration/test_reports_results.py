@@ -1,5 +1,5 @@
 """Results through the PostgreSQL backend, read as a client process would: ``AsyncResult``
-of a report command, and the source document's tasks, chain, group and chord."""
+of a report command (the source document's tasks: test_the_documents_examples.py)."""
 
 import json
 import subprocess
@@ -32,25 +32,6 @@ while time.monotonic() < deadline:
         print(json.dumps({"result": result.result}), flush=True)
         break
     time.sleep(0.02)
-"""
-
-#: The source document's calls, made by a client with ``.delay``/canvas and ``.get()``.
-EXAMPLES = """
-import json
-from celery import chain, chord, group
-from services.reports.app import app
-t = app.tasks
-add = t["reports.add"].delay(2, 3)
-print(json.dumps({
-    "add": add.get(timeout=30),
-    "add_state": add.state,
-    "multiply": t["reports.multiply"].apply_async((6, 7), countdown=1).get(timeout=30),
-    "chain": chain(t["reports.step1"].s(2), t["reports.step2"].s(), t["reports.step3"].s())()
-        .get(timeout=30),
-    "group": group(t["reports.add"].s(i, i) for i in range(4))().get(timeout=30),
-    "chord": chord((t["reports.add"].s(i, i) for i in range(5)), t["reports.sum_results"].s())()
-        .get(timeout=30),
-}))
 """
 
 
@@ -95,24 +76,6 @@ def test_generate_report_result_goes_pending_started_success_with_the_report_id(
 
     assert lines[:-1] == ["STARTED", "SUCCESS"], err
     assert json.loads(lines[-1]) == {"result": report_id("daily", "2026-02-01")}
-
-
-def test_the_documents_add_multiply_chain_group_and_chord_run_on_a_real_worker(
-    stack, reports_worker
-):
-    reports_worker.start()
-    proc = client(stack, EXAMPLES)
-    out, err = proc.communicate(timeout=120)
-
-    assert proc.returncode == 0, err
-    assert json.loads(out) == {
-        "add": 5,
-        "add_state": "SUCCESS",
-        "multiply": 42,
-        "chain": 3,  # ((2 + 1) * 2) - 3, each result fed to the next
-        "group": [0, 2, 4, 6],
-        "chord": 20,  # sum of 0+0, 1+1, ..., 4+4
-    }
 
 
 def test_a_malformed_generate_report_command_is_dead_lettered_with_its_reason(

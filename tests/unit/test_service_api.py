@@ -108,3 +108,19 @@ def test_every_subscribed_event_has_a_handler_and_every_handler_a_subscription(n
 @pytest.mark.parametrize("name", sorted(declarations()))
 def test_every_task_of_a_service_is_declared_through_the_service_api(name):
     assert described()[name]["tasks"] == described()[name]["declared"]
+
+
+def test_a_decorated_step_is_its_task_with_or_without_options():
+    service = Service(ServiceTopology("shop"))
+
+    @service.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @service.task(time_limit=5)
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert (add.name, add.run(2, 3), add.delay.__self__.name) == ("shop.add", 5, "shop.add")
+    assert (double.name, double.time_limit, double.run(4)) == ("shop.double", 5, 8)
+    assert service.celery.tasks["shop.add"] is add._get_current_object()

@@ -66,6 +66,13 @@ def test_time_limits_on_a_pool_that_ignores_them_are_fatal():
     assert kinds(service, pool="threads") == {"pool-ignores-limits": True}
 
 
+def test_time_limits_a_debugging_worker_leaves_unenforced_by_its_flag_are_a_warning():
+    service = shop()
+    service.task(time_limit=30, soft_time_limit=20)(step)
+    found = check_app(service.celery, "solo", 1800, unenforced_limits=True)
+    assert {f.kind: f.fatal for f in found} == {"pool-ignores-limits-allowed": False}
+
+
 def test_a_beat_entry_for_a_missing_task_is_fatal_and_one_faster_than_takeover_is_flagged():
     service = shop()
     service.celery.conf.beat_schedule = {
