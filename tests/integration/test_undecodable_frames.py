@@ -4,8 +4,9 @@ handled as itself.
 
 Published as an upstream (``eventful upstream add``) with a plain AMQP client writing the
 property bytes itself: what RabbitMQ forwards to every subscriber although py-amqp cannot
-read it (a header table nested 1,200 deep, a property string that is not UTF-8, a header
-timestamp past year 9999).
+read (a header table nested 1,200 deep; 500 deep, which py-amqp decodes but cannot
+encode again; a property string that is not UTF-8; a header timestamp past year 9999; a
+header name that is not UTF-8).
 """
 
 import json
@@ -36,9 +37,11 @@ def poisons(event: dict) -> dict[str, bytes]:
     late = table([(b"at", b"T" + struct.pack(">Q", 2**63 - 1))])
     cases = {
         "deep-headers": {"application_headers": nested(1200)},
+        "headers-too-deep-to-copy": {"application_headers": nested(500)},
         "content-type-not-utf8": {"content_type": shortstr(b"\xff\xfeapplication/json"),
                                   "application_headers": task},
         "timestamp-past-9999": {"application_headers": late},
+        "header-name-not-utf8": {"application_headers": table([(b"\xff\xfe", b"V")])},
     }  # fmt: skip
     return {
         case: encode({**kept, "message_id": f"{case}-{event['id']}"}, raw)
