@@ -54,6 +54,8 @@ def install() -> None:
 
 
 def _load_properties(self: Message, class_id: int, buf: Any, offset: int) -> int:
+    """py-amqp's decoding, which must not raise here: the frame handler would keep the
+    half-read message as the channel's state. Failures become the ``UNDECODABLE`` mark."""
     try:
         end = _decode(self, class_id, buf, offset)
         _check_table(self.properties.get("application_headers"))
@@ -144,7 +146,7 @@ def _check_table(table: Any) -> None:
 
 
 def undecodable(message: Any) -> dict[str, Any] | None:
-    """The decoding failure of ``message`` (py-amqp's or kombu's), None if it decoded."""
+    """Why ``message``'s properties could not be decoded (and their raw bytes), or None."""
     return (getattr(message, "properties", None) or {}).get(UNDECODABLE)
 
 

@@ -1,8 +1,8 @@
 """Generated messages at the AMQP edge: each ends handled, retrying or dead-lettered with a
 reason from the README's table, no worker exits, and the next good event is handled.
 
-``make test`` runs a bounded, derandomized campaign (``FUZZ_MESSAGES``, 300, and
-``FUZZ_POISONED``, 40, with property bytes py-amqp may not decode: ``tests/fuzz/tables.py``);
+``make test`` runs a bounded, derandomized campaign (``FUZZ_MESSAGES``, 300, of which
+``FUZZ_POISONED``, 40, have property bytes py-amqp may not decode: ``tests/fuzz/tables.py``);
 ``make fuzz N=20000`` runs a long one with a random seed (``FUZZ_SEED`` to repeat it) and
 prints the outcome table and every distinct failure, shrunk. See ``tests/fuzz``.
 """
@@ -38,9 +38,9 @@ def fuzzer(stack, clean_queues):
 
 
 def test_generated_messages_end_handled_retrying_or_dead_lettered_and_no_worker_exits(fuzzer):
-    print(f"\nfuzz: {MESSAGES} messages and {POISONED} with property bytes py-amqp may not"
-          f" decode, seed {SEED if SEED is not None else 'derandomized'}")  # fmt: skip
-    generated = generate(MESSAGES, SEED) + generate(POISONED, SEED, poisoned())
+    print(f"\nfuzz: {MESSAGES} messages, {POISONED} of them with property bytes py-amqp may"
+          f" not decode, seed {SEED if SEED is not None else 'derandomized'}")  # fmt: skip
+    generated = generate(MESSAGES - POISONED, SEED) + generate(POISONED, SEED, poisoned())
     report = fuzz(fuzzer, generated, BATCH, stop_at_first=not LONG)
     print(report.table())
     if report.failures:
