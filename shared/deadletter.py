@@ -38,6 +38,7 @@ from shared.allowed import check_allowed
 from shared.app import BROKER_AWAY, PUBLISH_RETRY_POLICY
 from shared.dead_results import record as record_result
 from shared.evolution import UnsupportedVersion
+from shared.frames import check_properties, install, note
 from shared.intake import received, translate
 from shared.progress import RETRIED, killed
 from shared.results import ChordTimeout
@@ -128,6 +129,7 @@ def dead_letter(
             "x-original-routing-key": routing_key,
             "x-original-queue": topo.queue_for(exchange, routing_key),
             "x-dead-lettered-at": datetime.now(UTC).isoformat(),
+            **note(message),
         }
     )
     properties = message.properties or {}
@@ -351,6 +353,7 @@ class DeadLetteringConsumer(Consumer):
 
         def on_task_received(message) -> None:
             try:
+                check_properties(message)
                 _keep_wire_body(message)
                 translate(message, service(self.app.main))
                 if isinstance(message.headers, dict) and "task" in message.headers:
@@ -370,6 +373,7 @@ class DeadLetteringConsumer(Consumer):
 
     def connect(self):
         """The consuming connection, with bodies as the bytes on the wire (``_keep_wire_body``)."""
+        install()  # properties py-amqp cannot decode: delivered marked (shared.frames)
         conn = super().connect()
         conn.default_channel.auto_decode = False
         return conn

@@ -25,6 +25,7 @@ from kombu import Connection
 from sqlalchemy import Engine, text
 
 from shared import intake
+from shared.frames import install
 from shared.ops.moving import move, put_back
 from shared.topology import ServiceTopology
 
@@ -133,6 +134,7 @@ def listed(
                 page.append(letter)
             matched += 1
 
+    install()  # a dead letter py-amqp cannot decode is read, not raised (shared.frames)
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()
@@ -153,6 +155,7 @@ def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[Dea
     ``settled``; the rest go back to the tail in order (``moving.put_back``). If the caller
     fails, the channel closes: the broker drops what it did not commit and returns the
     messages (out of order, none lost)."""
+    install()  # a dead letter py-amqp cannot decode is read, not raised (shared.frames)
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()

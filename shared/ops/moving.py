@@ -23,6 +23,8 @@ from typing import Any
 
 import amqp
 
+from shared.frames import readable_properties
+
 #: At most this many messages are out of their queue (unacked) while a move runs.
 BATCH = 50
 
@@ -75,9 +77,11 @@ def _copies_to(channel: Any, messages: list[amqp.Message], queue: str) -> None:
 
 def copy_of(message: amqp.Message) -> amqp.Message:
     """``message`` as it is (body, properties, headers), except ``user_id``, which the broker
-    accepts only as the publisher's own name: kept as the ``x-user-id`` header. (py-amqp
+    accepts only as the publisher's own name: kept as the ``x-user-id`` header, and
+    properties py-amqp could not decode, kept as a note (``shared.frames``). (py-amqp
     hands a bodyless message over as ``''``.)"""
-    properties = dict(message.properties)
+    properties = readable_properties(message)
     if (user := properties.pop("user_id", None)) is not None:
-        properties["application_headers"] = {**(message.headers or {}), "x-user-id": user}
+        headers = properties.get("application_headers") or {}
+        properties["application_headers"] = {**headers, "x-user-id": user}
     return amqp.Message(message.body or b"", **properties)

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis.strategies import SearchStrategy
 
 from tests.fuzz.messages import Published, messages
 from tests.fuzz.runner import EdgeFuzzer, isolate
@@ -20,12 +21,15 @@ from tests.fuzz.runner import EdgeFuzzer, isolate
 SHRINK_RUNS = 6
 
 
-def generate(n: int, random_seed: int | None = None) -> list[Published]:
+def generate(
+    n: int, random_seed: int | None = None, strategy: SearchStrategy | None = None
+) -> list[Published]:
+    """``n`` messages of ``strategy`` (``messages()``)."""
     got: list[Published] = []
 
     @settings(max_examples=n, derandomize=random_seed is None, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate])  # fmt: skip
-    @given(messages())
+    @given(strategy if strategy is not None else messages())
     def collect(message: Published) -> None:
         got.append(message)
 
@@ -40,6 +44,8 @@ def _simpler(message: Published) -> list[Published]:
         if name not in ("task", "id"):
             out.append(replace(message, headers={k: v for k, v in message.headers.items()
                                                  if k != name}))  # fmt: skip
+    for name in message.raw:
+        out.append(replace(message, raw={k: v for k, v in message.raw.items() if k != name}))
     for name in message.properties:
         out.append(replace(message, properties={k: v for k, v in message.properties.items()
                                                 if k != name}))  # fmt: skip

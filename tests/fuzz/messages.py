@@ -10,13 +10,14 @@ to the one field that breaks it.
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
 
 from shared.topology import SERVICES
+from tests.fuzz.tables import raw_properties
 
 SUBSCRIBED = sorted({t for topo in SERVICES.values() for t in topo.subscribes})
 COMMANDS = ["notifier.send_email", "notifier.send_sms", "signup.user_stats",
@@ -49,6 +50,8 @@ class Published:
     headers: dict[str, Any] | None
     properties: dict[str, Any]
     message_id: str = field(default_factory=lambda: Published.fresh_id())
+    #: Property fields published as these bytes instead (``tests.fuzz.tables``).
+    raw: dict[str, bytes] = field(default_factory=dict)
 
     @staticmethod
     def fresh_id() -> str:
@@ -77,7 +80,8 @@ class Published:
                    (self.headers or {}).items()} if self.headers is not None else None  # fmt: skip
         return (
             f"Published(exchange={self.exchange!r}, routing_key={self.routing_key!r}, "
-            f"body={body!r}, headers={headers!r}, properties={self.properties!r})"
+            f"body={body!r}, headers={headers!r}, properties={self.properties!r}"
+            + (f", raw={ {k: v[:300] for k, v in self.raw.items()}!r})" if self.raw else ")")
         )
 
 
@@ -322,12 +326,21 @@ def messages(draw) -> Published:
     if exchange == "events" and draw(st.integers(0, 9)) == 0:
         routing_key = draw(st.text("abcdefghijklmnopqrstuvwxyz._", min_size=1, max_size=30))
     task = draw(st.sampled_from(likely) | st.sampled_from(TASK_NAMES))
+    drawn = draw(headers(task))
     return Published(
         exchange=exchange,
         routing_key=routing_key,
         body=draw(bodies(task)),
-        headers=draw(headers(task)),
+        headers=drawn,
         properties=draw(properties()),
+        raw=draw(raw_properties(drawn)) if draw(st.integers(0, 9)) == 9 else {},
+    )
+
+
+def poisoned() -> st.SearchStrategy[Published]:
+    """Messages of ``messages()`` with property bytes a client may not decode (``tables``)."""
+    return messages().flatmap(
+        lambda m: raw_properties(m.headers).map(lambda raw: replace(m, raw=raw))
     )
 
 

@@ -19,9 +19,11 @@ import amqp
 from kombu import Connection
 from sqlalchemy import Engine
 
+from shared.frames import install
 from shared.topology import SERVICES, UNROUTED
 from tests.fuzz.ledger import Verdict, judge, observe, settled
 from tests.fuzz.messages import Published, good_signup
+from tests.raw_properties import RawMessage, encode
 
 #: How long a message may take to leave a trace (a send retried 5 times takes about 10 s).
 SETTLE_TIMEOUT = 20.0
@@ -36,6 +38,10 @@ class EdgeFuzzer:
         self.outcomes: Counter[str] = Counter()
 
     def start(self) -> "EdgeFuzzer":
+        # The ledger reads DLQs as the operator's tools do: a message whose properties
+        # py-amqp cannot decode reaches one natively (its ``expiration`` passed in a work
+        # queue) with those properties, and must be read, not raised (``shared.frames``).
+        install()
         for name in SERVICES:
             self._start(name)
         return self
@@ -95,7 +101,7 @@ class EdgeFuzzer:
                     props["application_headers"] = message.headers
                 try:
                     channel.basic_publish_confirm(
-                        amqp.Message(message.body, **props),
+                        _wire(message, props),
                         exchange=message.exchange,
                         routing_key=message.routing_key,
                     )
@@ -149,6 +155,13 @@ class EdgeFuzzer:
             elif "Unrecoverable error" in log:
                 problems.append(f"{name} worker: Unrecoverable error:\n{log[-2000:]}")
         return problems
+
+
+def _wire(message: Published, props: dict[str, Any]) -> amqp.Message:
+    """The message as published: its ``raw`` property fields as the bytes drawn."""
+    if message.raw:
+        return RawMessage(message.body, encode(props, message.raw))
+    return amqp.Message(message.body, **props)
 
 
 def _to(message: Published) -> str:
