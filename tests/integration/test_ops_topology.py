@@ -247,7 +247,7 @@ def test_recreate_refuses_while_a_worker_dead_letters_into_the_queue_and_nothing
         assert "stop the system" in refused.stderr
         names = {q["name"] for q in management.queues(vhost)}
         assert "notifier.dlq.recreating" not in names
-        dlq = lambda: management.queue(vhost, "notifier.dlq")["messages"]  # noqa: E731
+        dlq = lambda: management.queue(vhost, "notifier.dlq").get("messages")  # noqa: E731
         wait_for(lambda: dlq() == sent, timeout=120)
     finally:
         worker.stop()
