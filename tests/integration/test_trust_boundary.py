@@ -199,3 +199,22 @@ def test_a_refused_message_is_not_laundered_by_a_replay(stack, creds, workers, u
             text("SELECT operator, reason FROM ops.dlq_audit WHERE task_id = :t"), {"t": task_id}
         ).one()
     assert audit.reason == "not-allowed" and audit.operator
+
+
+def test_what_another_services_celery_app_sends_by_default_still_runs(
+    stack, creds, workers, clean_queues
+):
+    """``send_task`` from a plain Celery app with signup's credentials: every default header
+    (``retries`` 0, ``timelimit`` [None, None], ``stamps`` {}, ...), with and without an eta."""
+    from celery import Celery
+
+    app = Celery("elsewhere", broker=creds.amqp_url("signup", stack.amqp_url))
+    sent = [f"celery-{uuid.uuid4().hex[:6]}@example.com" for _ in range(2)]
+    with app.connection_for_write() as conn:
+        for countdown, to in zip((None, 2), sent, strict=True):
+            app.send_task("notifier.send_email", kwargs={"to": to, "subject": "s", "body": "b"},
+                          exchange="notifier", routing_key="notifier.tasks", countdown=countdown,
+                          connection=conn, declare=[])  # fmt: skip
+    for to in sent:
+        wait_for(lambda to=to: stack.smtp.to(to), timeout=30)
+    assert stack.dead_letters("notifier") == []

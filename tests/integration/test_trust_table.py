@@ -10,6 +10,7 @@ an e-mail to its own address (``runs``), or its dead letter and reason.
 
 import json
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,8 @@ def outcomes(stack, creds, upstream) -> dict[str, str]:
             return all(not c.published or c.message_id in found or stack.smtp.to(c.to)
                        for c in CASES)  # fmt: skip
 
-        wait_for(settled, timeout=120, interval=1)
+        with suppress(AssertionError):  # a case that never settles fails alone, below ("?")
+            wait_for(settled, timeout=120, interval=1)
         assert worker.proc.poll() is None, worker.output()[-3000:]
     finally:
         for conn in conns.values():
@@ -127,7 +129,7 @@ def outcomes(stack, creds, upstream) -> dict[str, str]:
         stack.purge(*queues)
     return {
         c.key: f"broker refuses: {c.refusal}" if not c.published
-        else found.get(c.message_id) or ("runs" if len(stack.smtp.to(c.to)) == 1 else "?")
+        else found.get(c.message_id) or f"runs, {len(stack.smtp.to(c.to))} e-mail(s)"
         for c in CASES
     }  # fmt: skip
 
@@ -135,6 +137,7 @@ def outcomes(stack, creds, upstream) -> dict[str, str]:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.key)
 def test_each_row_of_the_trust_table_holds_from_another_service_and_an_upstream(outcomes, case):
     expected = (case.part.on_events if case.route == "upstream" else "") or case.part.outcome
+    expected = "runs, 1 e-mail(s)" if expected == "runs" else expected
     assert outcomes[case.key].startswith(expected), outcomes[case.key]
 
 
