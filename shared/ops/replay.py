@@ -35,14 +35,12 @@ from uuid import NAMESPACE_URL, uuid5
 import amqp
 from sqlalchemy import Connection, Engine, text
 
-from shared.allowed import ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY, ORIGINAL_USER
 from shared.ops.dlq import DeadLetter, join_results, opened
 from shared.topology import ServiceTopology
 from shared.tracing import CAUSATION, CORRELATION
 
-#: The failure headers are ``x-``; these ``x-`` headers are the message's own, or who sent
-#: it and by which route, which the worker judges a replay by (``shared.allowed``).
-KEPT_X_HEADERS = (CORRELATION, CAUSATION, ORIGINAL_USER, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY)
+#: The failure headers are ``x-``; these ``x-`` headers are the message's own.
+STORY_IDS = (CORRELATION, CAUSATION)
 #: Dead letters a routine replay leaves alone: the worker refused their publisher. Named
 #: (``include_refused``), they are judged as that publisher again.
 REFUSED = ("not-allowed",)
@@ -81,16 +79,17 @@ def _grouped(letters: list[DeadLetter]) -> list[Replay]:
     return list(groups.values())
 
 
-def _replay_copy(letter: DeadLetter, user: str) -> amqp.Message:
+def _replay_copy(
+    letter: DeadLetter, user: str, work_queues: frozenset[str] = frozenset()
+) -> amqp.Message:
     """The message as first published, to run now: failure headers gone (its correlation and
-    causation ids kept: a replay continues the story it died in; and who first published
-    it by which route, as the worker recorded them: it is judged as them), attempt counter at
+    causation ids kept: a replay continues the story it died in), who first published it by
+    which route (``DeadLetter.publisher``: the worker judges the replay as them), attempt counter at
     zero, no ``eta`` or ``expires`` (an expired task the operator replays must run, not be
     revoked on arrival again), stamped with the dead letter it replays, and sent as the
     operator's ``user`` (the broker checks it)."""
-    headers = {
-        k: v for k, v in letter.headers.items() if not k.startswith("x-") or k in KEPT_X_HEADERS
-    }
+    headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-") or k in STORY_IDS}
+    headers.update(letter.publisher(work_queues))
     stamps = headers.get("stamps") if isinstance(headers.get("stamps"), dict) else {}
     previous = headers.get("stamped_headers")  # a sender may have put anything there
     stamped = [h for h in previous if h != REPLAY_STAMP] if isinstance(previous, list) else []
@@ -212,7 +211,11 @@ def _settle(
         return "would replay"
     _reached("claimed", crash_after)
     channel.basic_publish(
-        _replay_copy(item.letter, channel.connection.client.userid),
+        _replay_copy(
+            item.letter,
+            channel.connection.client.userid,
+            frozenset(q.name for q in topo.work_queues()),
+        ),
         exchange=topo.name,
         routing_key=item.letter.origin,
     )
