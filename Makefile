@@ -91,8 +91,11 @@ chaos: install
 # Generated messages at the AMQP edge (tests/fuzz): N of them, a random seed unless
 # FUZZ_SEED is given; prints the outcomes per reason and every distinct failure, shrunk.
 N ?= 20000
+# ... and over the trust boundary (tests/fuzz/trust.py), as another service and an upstream.
+TRUST_N ?= 2000
 fuzz: install services
 	FUZZ_MESSAGES=$(N) $(PY) -m pytest tests/integration/test_fuzz_edge.py -q -s
+	FUZZ_TRUST_MESSAGES=$(TRUST_N) $(PY) -m pytest tests/integration/test_fuzz_trust.py -q -s
 
 # One worker, as its service declares it (eventful workers lists them):
 # make worker-notifier. Run as the service: AMQP_URL=amqp://notifier:PW@host// DATABASE_URL=...

@@ -34,7 +34,7 @@ from celery.worker.state import task_ready
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
-from shared.allowed import check_allowed
+from shared.allowed import ORIGINAL_USER, check_allowed, publisher
 from shared.app import BROKER_AWAY, PUBLISH_RETRY_POLICY
 from shared.dead_results import record as record_result
 from shared.evolution import UnsupportedVersion
@@ -44,7 +44,7 @@ from shared.progress import RETRIED, killed
 from shared.results import ChordTimeout
 from shared.topology import service
 from shared.tracing import record_dead_letter
-from shared.wire import MalformedMessage, check_message
+from shared.wire import MalformedMessage, check_message, check_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,9 @@ def dead_letter(
     cause = exc.reason if isinstance(exc, Reject) and exc.reason is not None else exc
     if traceback is None and cause is not None and cause.__traceback__ is not None:
         traceback = "".join(tb.format_exception(cause))
-    exchange, routing_key = original_route(topo.name, delivery)
+    who = publisher(app, message)  # a replay is recorded as the publisher and route it replays
+    route = {"exchange": who.exchange, "routing_key": who.routing_key} if who.exchange else delivery
+    exchange, routing_key = original_route(topo.name, route)
     headers.update(
         {
             "x-dead-letter-reason": reason,
@@ -125,6 +127,7 @@ def dead_letter(
             "x-service": topo.name,
             "x-task": str((message.headers or {}).get("task") or ""),
             "x-attempts": _attempts(headers.get("retries")),
+            ORIGINAL_USER: who.user or "",  # the broker's word, never the sender's
             "x-original-exchange": exchange,
             "x-original-routing-key": routing_key,
             "x-original-queue": topo.queue_for(exchange, routing_key),
@@ -350,15 +353,16 @@ class DeadLetteringConsumer(Consumer):
         handle = super().create_task_handler(promise)
         recoverable = self.connection_errors + self.channel_errors
         max_eta = self.app.conf.broker_consumer_timeout / 2
+        max_time_limit = self.app.conf.broker_consumer_timeout
 
         def on_task_received(message) -> None:
             try:
                 check_properties(message)
                 _keep_wire_body(message)
                 translate(message, service(self.app.main))
-                if isinstance(message.headers, dict) and "task" in message.headers:
-                    check_message(message, max_eta)
-                    check_allowed(self.app, message)
+                check_protocol(message)
+                check_message(message, max_eta, max_time_limit)
+                check_allowed(self.app, message)
                 handle(message)
             except recoverable:
                 raise

@@ -38,6 +38,7 @@ from celery.exceptions import BackendStoreError
 from kombu.serialization import dumps
 
 from shared import progress
+from shared.allowed import broker_user
 from shared.deadletter import BROKER_AWAY, dead_letter, is_final, reason_for
 from shared.tracing import ids_for
 
@@ -166,5 +167,6 @@ class HandlerMessage:
         _, _, body = dumps(message.body, serializer="json")
         body = body.encode() if isinstance(body, str) else body
         headers = {**message.headers, **request["headers"]}
-        return cls(headers, dict(message.properties), body,
-                   dict(request["delivery_info"]))  # fmt: skip
+        # Published, had it been, by the entry task: the service itself (its replay runs).
+        properties = {**message.properties, "user_id": broker_user(handler.app.conf.broker_url)}
+        return cls(headers, properties, body, dict(request["delivery_info"]))

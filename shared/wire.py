@@ -10,6 +10,7 @@ it, and each raises ``MalformedMessage`` (an ``InvalidTaskError``, which the con
 dead-letters) with a reason an operator can filter by and a message a publisher can act on.
 """
 
+import math
 from datetime import UTC, datetime
 from numbers import Real
 from typing import Any
@@ -20,6 +21,11 @@ from celery.utils.time import maybe_iso8601, maybe_make_aware
 #: Headers the worker reads as strings (absent or null is fine, except ``id`` and ``task``).
 TEXT_HEADERS = ("root_id", "parent_id", "group", "shadow", "argsrepr", "kwargsrepr", "origin")
 EMBED_LISTS = ("callbacks", "errbacks", "chain")
+#: Every key Celery's embed may have: any other overwrites the request (``fast_trace_task``:
+#: ``request.update({...}, **embed)``), from whoever sent it.
+EMBED_KEYS = (*EMBED_LISTS, "chord")
+#: Headers the worker reads as non-negative integers (absent or null is fine).
+COUNT_HEADERS = ("retries", "group_index", "replaced_task_nesting")
 EXPECTED = "a JSON array [args (array), kwargs (object), embed (object or null)]"
 
 
@@ -35,14 +41,17 @@ def _headers_error(detail: str) -> MalformedMessage:
     return MalformedMessage("malformed-headers", f"malformed headers: {detail}")
 
 
-def check_headers(headers: Any, max_eta: float | None = None) -> None:
-    """The headers Celery's worker reads, with the types it assumes.
+def check_headers(
+    headers: Any, max_eta: float | None = None, max_time_limit: float | None = None
+) -> None:
+    """The headers Celery's worker reads, with the types and ranges it assumes.
 
     ``max_eta``: how far ahead an ``eta`` may lie, in seconds. The worker holds an ETA
     message unacked in memory until it is due; past the broker's ``consumer_timeout`` the
     broker closes the channel, and the message comes back to be held again, round after
     round. Delays belong to native delayed delivery (a countdown), which holds them in
-    the broker.
+    the broker. ``max_time_limit``: the longest time limit a message may ask for (a longer
+    one outlives the delivery, as above).
     """
     if not isinstance(headers, dict):
         raise _headers_error(f"expected a table, got {type(headers).__name__}")
@@ -53,9 +62,11 @@ def check_headers(headers: Any, max_eta: float | None = None) -> None:
     for name in TEXT_HEADERS:
         if not isinstance(headers.get(name), str | None):
             raise _headers_error(f"{name!r} must be a string, got {headers[name]!r}"[:300])
-    retries = headers.get("retries")
-    if retries is not None and (type(retries) is not int or retries < 0):
-        raise _headers_error(f"'retries' must be a non-negative integer, got {retries!r}"[:300])
+    for name in COUNT_HEADERS:
+        value = headers.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            raise _headers_error(f"{name!r} must be a non-negative integer, got {value!r}"[:300])
+    _check_stamps(headers)
     if not isinstance(headers.get("ignore_result"), bool | None):
         raise _headers_error(f"'ignore_result' must be a boolean, got {headers['ignore_result']!r}")
     for name in ("eta", "expires"):
@@ -74,22 +85,69 @@ def check_headers(headers: Any, max_eta: float | None = None) -> None:
                 f"'eta' is {ahead:.0f} s ahead, more than {max_eta:.0f} s: a worker would hold"
                 " it past the broker's consumer_timeout; publish with a countdown instead",
             )
-    timelimit = headers.get("timelimit")
-    if timelimit is not None and not (
+    _check_timelimit(headers.get("timelimit"), max_time_limit)
+
+
+def _check_timelimit(timelimit: Any, ceiling: float | None) -> None:
+    """``[hard, soft]`` seconds, each null or in (0, ``ceiling``], soft below hard: a
+    limit of -1 s had every pool process that took the message SIGKILLed."""
+    if timelimit is None:
+        return
+    if not (
         isinstance(timelimit, list | tuple)
         and len(timelimit) == 2
         and all(v is None or (isinstance(v, Real) and not isinstance(v, bool)) for v in timelimit)
     ):
         raise _headers_error(f"'timelimit' must be [hard, soft] seconds, got {timelimit!r}"[:300])
+    if any(v is not None and not 0 < v <= (ceiling or math.inf) for v in timelimit):
+        raise _headers_error(
+            f"'timelimit' seconds must be above 0 and at most {ceiling}, got {timelimit!r}"[:300]
+        )
+    hard, soft = timelimit
+    if hard is not None and soft is not None and soft >= hard:
+        raise _headers_error(
+            f"'timelimit' [hard, soft]: soft must be below hard, got {timelimit!r}"
+        )
 
 
-def check_message(message: Any, max_eta: float | None = None) -> None:
+def _check_stamps(headers: dict[str, Any]) -> None:
+    """``stamps`` a table, ``stamped_headers`` a list of names (Celery iterates both)."""
+    stamps, stamped = headers.get("stamps"), headers.get("stamped_headers")
+    if not isinstance(stamps, dict | None):
+        raise _headers_error(f"'stamps' must be a table, got {type(stamps).__name__}")
+    if stamped is not None and not (
+        isinstance(stamped, list | tuple) and all(isinstance(s, str) for s in stamped)
+    ):
+        raise _headers_error(f"'stamped_headers' must be a list of names, got {stamped!r}"[:300])
+
+
+def check_protocol(message: Any) -> None:
+    """A task message has a ``task`` header (protocol 2). Without one Celery reads the body
+    as protocol 1, whose task, id and options none of the platform's checks see."""
+    headers = message.headers
+    if isinstance(headers, dict) and "task" in headers:
+        return
+    try:
+        named = isinstance(message.payload, dict) and "task" in message.payload
+    except Exception:  # undecodable: it names no task either
+        named = False
+    if named:
+        raise MalformedMessage(
+            "protocol-1", "a task named in the body (Celery protocol 1) is not run: use"
+            " protocol 2, the 'task' and 'id' headers and an [args, kwargs, embed] body",
+        )  # fmt: skip
+    raise MalformedMessage("no-task-header", "message has no 'task' header")
+
+
+def check_message(
+    message: Any, max_eta: float | None = None, max_time_limit: float | None = None
+) -> None:
     """A protocol-2 task message: headers, content type, then the decoded body.
 
     Decoding raises kombu's ``DecodeError`` / ``ContentDisallowed`` as Celery's would; the
     decoded body is cached on the message, so the worker does not decode it twice.
     """
-    check_headers(message.headers, max_eta)
+    check_headers(message.headers, max_eta, max_time_limit)
     if not message.content_type:
         # kombu would hand the raw bytes on as if they were the decoded body.
         raise MalformedMessage(
@@ -122,6 +180,11 @@ def check_body(payload: Any) -> None:
     if not isinstance(embed, dict):
         raise MalformedMessage(
             "malformed-body", f"embed must be an object or null, got {type(embed).__name__}"
+        )
+    unknown = sorted(str(k) for k in embed if k not in EMBED_KEYS)
+    if unknown:
+        raise MalformedMessage(
+            "malformed-body", f"embed keys other than {', '.join(EMBED_KEYS)}: {unknown}"[:300]
         )
     for name in EMBED_LISTS:
         value = embed.get(name)

@@ -1,6 +1,7 @@
 """Per-service broker users and database roles on the session's vhost and database, and
 what a `make run` on them leaves behind, removed."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,26 @@ def creds(stack) -> CredentialSettings:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
             conn.execute(sql.SQL("DROP ROLE {}").format(role))
             management.delete_user(prefix + name)
+
+
+def ops_as(stack, creds: CredentialSettings, *args: str) -> subprocess.CompletedProcess:
+    """``python -m shared.ops ARGS`` under this module's user prefix; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.ops", *args],
+        env={**stack.env, "SERVICE_USER_PREFIX": creds.service_user_prefix},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def upstream(stack, creds: CredentialSettings) -> Iterator[str]:
+    """The AMQP URL of an upstream made with ``eventful upstream add crm --publishes
+    user.signed_up``: it may publish that event type and nothing else."""
+    added = ops_as(stack, creds, "upstream", "add", "crm", "--publishes", "user.signed_up")
+    yield re.search(r"^AMQP_URL=(\S+)$", added.stdout, re.MULTILINE).group(1)
+    ops_as(stack, creds, "upstream", "remove", "crm")
 
 
 def beat_entries(admin: Engine) -> list[dict]:

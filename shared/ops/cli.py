@@ -4,6 +4,7 @@ Every command has ``--help``; listings take ``--json`` for scripts. Exit codes: 
 1 something to act on (drift, nothing purged), 2 an error, said on stderr.
 """
 
+import getpass
 import importlib
 import json
 import os
@@ -335,9 +336,19 @@ def cmd_dlq_show(
 @ID
 @click.option("--limit", type=int, help="replay at most N")
 @click.option("--dry-run", is_flag=True, help="say what would happen, change nothing")
+@click.option(
+    "--include-refused",
+    is_flag=True,
+    help="replay not-allowed letters too (judged as their first publisher again)",
+)
 @click.option("--crash-after", type=click.Choice(replay.REPLAY_STEPS), hidden=True)
 def cmd_dlq_replay(
-    service_name: str, ids: tuple[str, ...], limit: int | None, dry_run: bool, crash_after
+    service_name: str,
+    ids: tuple[str, ...],
+    limit: int | None,
+    dry_run: bool,
+    include_refused: bool,
+    crash_after,
 ) -> int:
     """Send dead letters back to the queue they died in (audited, once each)."""
     topo = service(service_name)
@@ -349,6 +360,7 @@ def cmd_dlq_replay(
         limit=limit,
         dry_run=dry_run,
         crash_after=crash_after,
+        include_refused=include_refused,
     )
     for item in done:
         letter, copies = item.letter, len(item.copies)
@@ -358,7 +370,8 @@ def cmd_dlq_replay(
         )
     replayed = sum(d.outcome in ("replayed", "would replay") for d in done)
     verb = "would replay" if dry_run else "replayed"
-    print(f"{verb} {replayed} of {len(done)} dead letter(s) from {topo.dlq}")
+    asked = f"asked by {getpass.getuser()}, audited in ops.dlq_audit"
+    print(f"{verb} {replayed} of {len(done)} dead letter(s) from {topo.dlq} ({asked})")
     return 0
 
 

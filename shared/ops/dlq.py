@@ -25,10 +25,12 @@ from kombu import Connection
 from sqlalchemy import Engine, text
 
 from shared import intake
+from shared.allowed import ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY, ORIGINAL_USER
 from shared.frames import install
 from shared.ops.moving import move, put_back
 from shared.topology import ServiceTopology
 
+ORIGINAL_HEADERS = (ORIGINAL_USER, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY)
 #: The longest task id the audit and result tables store (Celery's own column is 155).
 TASK_ID_MAX = 155
 
@@ -85,6 +87,22 @@ class DeadLetter:
             return str(self.headers["x-original-queue"])
         deaths = self.headers.get("x-death") or [{}]
         return str(deaths[0].get("queue") or "")
+
+    def publisher(self, work_queues: set[str]) -> dict[str, str]:
+        """Who first published it and by which route, as the worker is to judge its replay
+        (``shared.allowed``): the worker's record, in a copy the worker made; in a copy
+        RabbitMQ made (its newest ``x-death`` names the work queue it died in), the
+        ``user_id`` the broker validated and the route ``x-death`` gives. Never what the
+        sender wrote in ``x-original-*`` headers of its own."""
+        deaths = self.headers.get("x-death")
+        death = deaths[0] if isinstance(deaths, list) and deaths else {}
+        death = death if isinstance(death, dict) else {}
+        if "x-dead-letter-reason" in self.headers and death.get("queue") not in work_queues:
+            return {h: _text(self.headers.get(h)) or "" for h in ORIGINAL_HEADERS}
+        keys = death.get("routing-keys")
+        key = keys[0] if isinstance(keys, list) and keys else ""
+        values = (self.message.properties.get("user_id"), death.get("exchange"), key)
+        return {h: _text(v) or "" for h, v in zip(ORIGINAL_HEADERS, values, strict=True)}
 
     @property
     def dead_lettered_at(self) -> str:

@@ -41,6 +41,9 @@ from shared.tracing import CAUSATION, CORRELATION
 
 #: The failure headers are ``x-``; these ``x-`` headers are the message's own.
 STORY_IDS = (CORRELATION, CAUSATION)
+#: Dead letters a routine replay leaves alone: the worker refused their publisher. Named
+#: (``include_refused``), they are judged as that publisher again.
+REFUSED = ("not-allowed",)
 
 REPLAY_STAMP = "dlq_replay"
 REPLAY_STEPS = ("claimed", "published", "committed", "marked")
@@ -76,13 +79,17 @@ def _grouped(letters: list[DeadLetter]) -> list[Replay]:
     return list(groups.values())
 
 
-def _replay_copy(letter: DeadLetter, user: str) -> amqp.Message:
+def _replay_copy(
+    letter: DeadLetter, user: str, work_queues: frozenset[str] = frozenset()
+) -> amqp.Message:
     """The message as first published, to run now: failure headers gone (its correlation and
-    causation ids kept: a replay continues the story it died in), attempt counter at
+    causation ids kept: a replay continues the story it died in), who first published it by
+    which route (``DeadLetter.publisher``: the worker judges the replay as them), attempt counter at
     zero, no ``eta`` or ``expires`` (an expired task the operator replays must run, not be
     revoked on arrival again), stamped with the dead letter it replays, and sent as the
-    operator's ``user`` (the broker checks it; the worker runs what the operator sends)."""
+    operator's ``user`` (the broker checks it)."""
     headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-") or k in STORY_IDS}
+    headers.update(letter.publisher(work_queues))
     stamps = headers.get("stamps") if isinstance(headers.get("stamps"), dict) else {}
     previous = headers.get("stamped_headers")  # a sender may have put anything there
     stamped = [h for h in previous if h != REPLAY_STAMP] if isinstance(previous, list) else []
@@ -165,7 +172,10 @@ def _reached(step: str, crash_after: str | None) -> None:
         os._exit(CRASH_EXIT)
 
 
-def _skip_reason(topo: ServiceTopology, letter: DeadLetter) -> str | None:
+def _skip_reason(topo: ServiceTopology, letter: DeadLetter, include_refused: bool) -> str | None:
+    reason = letter.headers.get("x-dead-letter-reason")
+    if reason in REFUSED and not include_refused:
+        return f"skipped: {reason} (its publisher may not send it; --include-refused to try)"
     if not letter.task_id:
         return "skipped: no usable task id (no worker can run it)"
     if letter.origin not in {q.name for q in topo.work_queues()}:
@@ -201,7 +211,11 @@ def _settle(
         return "would replay"
     _reached("claimed", crash_after)
     channel.basic_publish(
-        _replay_copy(item.letter, channel.connection.client.userid),
+        _replay_copy(
+            item.letter,
+            channel.connection.client.userid,
+            frozenset(q.name for q in topo.work_queues()),
+        ),
         exchange=topo.name,
         routing_key=item.letter.origin,
     )
@@ -225,6 +239,7 @@ def replay(
     limit: int | None = None,
     dry_run: bool = False,
     crash_after: str | None = None,
+    include_refused: bool = False,
 ) -> list[Replay]:
     """Send dead letters back to their queue; each returned replay's ``outcome`` says what."""
     chosen, sent = [], 0
@@ -235,7 +250,7 @@ def replay(
             if (ids and item.letter.task_id not in ids) or (limit is not None and sent >= limit):
                 continue
             chosen.append(item)
-            item.outcome = _skip_reason(topo, item.letter) or _settle(
+            item.outcome = _skip_reason(topo, item.letter, include_refused) or _settle(
                 channel, engine, topo, item, dry_run, crash_after
             )
             sent += item.outcome in ("replayed", "would replay")

@@ -129,21 +129,27 @@ def test_commands_from_others_run_with_the_services_own_tasks_and_chord_unlock(
     assert stack.dead_letters("reports") == []
 
 
-def test_an_operator_replay_runs_what_the_check_refused(
+def test_an_operator_replay_is_judged_as_the_publisher_it_replays(
     stack,
     creds,
     reports_worker,
     db,
     clean_queues,
 ):
+    """Replayed by the operator (whom the check trusts), a render notifier sent is still
+    notifier's: not run, dead-lettered not-allowed again, recorded as notifier's."""
     migrate(stack.database_url, "ops", OPS_MIGRATIONS)
     task_id = as_notifier(stack, creds, "reports", "reports.tasks", "reports.render",
-                          [[DOCUMENT], {}, {}])  # fmt: skip
+                          [[DOCUMENT], {}, {}], user_id=creds.user("notifier"))  # fmt: skip
     wait_for(lambda: depth(stack.amqp_url, SERVICES["reports"]) == 1, timeout=30)
     replay = subprocess.run(
-        [sys.executable, "-m", "shared.ops", "dlq", "replay", "reports", "--id", task_id],
+        [sys.executable, "-m", "shared.ops", "dlq", "replay", "reports", "--id", task_id,
+         "--include-refused"],
         env=stack.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert replay.returncode == 0, replay.stderr
-    wait_for(lambda: task_state(db, task_id) == "SUCCESS", timeout=30)
-    assert stored_reports(db) == 1
+    assert "replayed 1 of 1" in replay.stdout
+    headers = not_allowed(stack, task_id)
+    assert headers["x-original-user-id"] == creds.user("notifier")
+    assert headers["x-original-queue"] == "reports.tasks"
+    assert stored_reports(db) == 0

@@ -69,3 +69,26 @@ def test_a_moved_message_is_the_same_but_for_the_user_id_the_broker_would_refuse
     assert {k: v for k, v in moved.properties.items() if k != "application_headers"} == {
         "content_type": "text/plain", "content_encoding": "utf-16", "message_id": "m-1"
     }  # fmt: skip
+
+
+FORGED = {"x-original-user-id": "notifier", "x-original-exchange": "notifier",
+          "x-original-routing-key": "notifier.tasks"}  # fmt: skip
+WORK_QUEUES = frozenset(q.name for q in NOTIFIER.work_queues())
+
+
+def test_a_replay_is_judged_as_the_workers_record_of_who_sent_it():
+    dead = letter(EVENT, {"task": "user.signed_up", "id": "ev-1", **FORGED}, "application/json")
+    headers = _replay_copy(dead, "operator", WORK_QUEUES).headers
+    assert {k: headers[k] for k in FORGED} == FORGED  # the worker writes these in its copy
+
+
+def test_a_copy_rabbitmq_made_is_judged_by_what_the_broker_recorded_not_by_its_headers():
+    """An upstream's message with a forged record, expired in notifier.events: the newest
+    ``x-death`` names the work queue, so the record is the sender's own words."""
+    death = {"queue": "notifier.events", "reason": "expired", "exchange": "events",
+             "routing-keys": ["user.signed_up"], "count": 1}  # fmt: skip
+    headers = {"task": "notifier.send_email", "id": "t-1", **FORGED, "x-death": [death]}
+    dead = letter([[], {}, {}], headers, "application/json", user_id="t1_crm")
+    replayed = _replay_copy(dead, "operator", WORK_QUEUES).headers
+    assert {k: replayed[k] for k in FORGED} == {"x-original-user-id": "t1_crm",
+        "x-original-exchange": "events", "x-original-routing-key": "user.signed_up"}  # fmt: skip
