@@ -230,7 +230,7 @@ def test_recreate_refuses_while_a_worker_dead_letters_into_the_queue_and_nothing
             json={"durable": True, "arguments": {"x-queue-type": "quorum"}},
         )
         management.request("POST", f"/bindings/{v}/e/notifier.dlx/q/notifier.dlq", json={})
-        sent = 300  # messages no task can run: the worker dead-letters each
+        sent = 100  # messages no task can run: the worker dead-letters each
         with Connection(amqp_url) as conn:
             channel = conn.channel()
             for i in range(sent):
@@ -248,7 +248,7 @@ def test_recreate_refuses_while_a_worker_dead_letters_into_the_queue_and_nothing
         names = {q["name"] for q in management.queues(vhost)}
         assert "notifier.dlq.recreating" not in names
         dlq = lambda: management.queue(vhost, "notifier.dlq").get("messages")  # noqa: E731
-        wait_for(lambda: dlq() == sent, timeout=120)
+        wait_for(lambda: dlq() == sent, timeout=240)  # ~10/s on a loaded 2-core machine
     finally:
         worker.stop()
     wait_for(lambda: not management.request("GET", f"/vhosts/{Management.q(vhost)}/connections"))
