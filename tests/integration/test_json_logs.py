@@ -18,6 +18,10 @@ def test_json_logs_tie_each_handler_line_to_its_task_and_event(clean_queues):
         publish_raw(stack.amqp_url, "events", "user.signed_up", framed(event),
                     application_headers=headers(event), **JSON)  # fmt: skip
         wait_for(lambda: stack.smtp.to(event["payload"]["email"]), timeout=30)
+        # The entry task goes on after the e-mail (the admins' notice): stopping the worker
+        # (SIGTERM to its process group) before it ends would cut its last lines.
+        done = f"Task user.signed_up[{event['id']}] succeeded"
+        wait_for(lambda: done in worker.output(), timeout=30)
     finally:
         worker.stop()
     lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]

@@ -127,7 +127,7 @@ def test_a_forged_accepted_delivery_header_cannot_suppress_a_commanded_email(
 
 @pytest.mark.parametrize(
     ("header", "value"),
-    [("retries", 1000), ("group", "g-1"), ("group_index", 0), ("ignore_result", True),
+    [("retries", 1000), ("group", "g-1"), ("group_index", 0),
      ("shadow", "notifier.send_welcome_email"), ("timelimit", [30, 20]),
      ("replaced_task_nesting", 3), ("is_eager", True), ("headers", {"x-outage-waited": 1})],
 )  # fmt: skip
