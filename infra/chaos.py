@@ -16,8 +16,8 @@ restart mid-send; a PostgreSQL crash (``stop -m immediate``) while report chords
 then no database for ``--db-down`` seconds; the SMTP server answering 421 at the greeting
 (``--smtp-busy``), then slowly (``--smtp-slow``), then down (``--smtp-down``); a
 PostgreSQL crash in which both workers are warm-restarted, their pool processes exiting
-with result rows still to write (``--exit-outage`` seconds); after each, a batch of bad
-input. Then it waits until the pipeline is complete or quiet,
+with result rows still to write (``--exit-outage`` seconds; 0 leaves it out); after
+each, a batch of bad input. Then it waits until the pipeline is complete or quiet,
 counts (``infra/chaos_count.py``), prints one table, stops everything it started and
 removes the private servers (not with ``--keep``).
 """
@@ -182,9 +182,10 @@ def run(args: argparse.Namespace) -> int:
             ("SMTP slow answers",
              lambda: faults.smtp_slow(mailbox, args.smtp_slow, args.smtp_delay)),
             ("SMTP down", lambda: faults.smtp_outage(mailbox, args.smtp_down)),
-            ("pool exits in a PostgreSQL outage",
-             lambda: faults.exits_during_database_outage(fleet, args.exit_outage)),
         ]  # fmt: skip
+        if args.exit_outage > 0:
+            exits = lambda: faults.exits_during_database_outage(fleet, args.exit_outage)  # noqa: E731
+            injections.append(("pool exits in a PostgreSQL outage", exits))
         done: list[str] = []
         bad: list[faults.BadMessage] = []
         spacing = args.events / args.rate / (len(injections) + 1)
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smtp-busy", type=float, default=60.0, help="SMTP 421, seconds")
     parser.add_argument(
         "--exit-outage", type=float, default=60.0,
-        help="PostgreSQL outage in which both workers restart, seconds",
+        help="PostgreSQL outage in which both workers restart, seconds (0: no such fault)",
     )  # fmt: skip
     parser.add_argument("--smtp-slow", type=float, default=60.0, help="SMTP slow, seconds")
     parser.add_argument(
