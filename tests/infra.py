@@ -7,8 +7,6 @@ them); else, with a Docker engine, testcontainers; else the local servers (what
 """
 
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
@@ -26,9 +24,17 @@ class Servers:
 
 
 def _docker_available() -> bool:
-    if not shutil.which("docker"):
+    """A Docker API answers (DOCKER_HOST, or the default socket): what testcontainers needs."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # no SDK, no socket, no engine behind it: the local servers then
         return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
 
 
 def servers(stack) -> Servers:
@@ -46,13 +52,18 @@ def servers(stack) -> Servers:
 
 
 def _containers(stack) -> Servers:
+    """RabbitMQ and PostgreSQL started for this session, removed after it. The images are the
+    public ones unless TEST_RABBITMQ_IMAGE / TEST_POSTGRES_IMAGE name others (`make
+    test-containers` names the ones infra/engine.sh built, where no registry is reachable)."""
     from testcontainers.community.postgres import PostgresContainer
     from testcontainers.community.rabbitmq import RabbitMqContainer
 
+    rabbit_image = os.environ.get("TEST_RABBITMQ_IMAGE", "rabbitmq:3.13-management")
+    postgres_image = os.environ.get("TEST_POSTGRES_IMAGE", "postgres:16")
     rabbit = stack.enter_context(
-        RabbitMqContainer("rabbitmq:3.13-management").with_exposed_ports(5672, 15672, 15692)
+        RabbitMqContainer(rabbit_image).with_exposed_ports(5672, 15672, 15692)
     )
-    postgres = stack.enter_context(PostgresContainer("postgres:16", driver="psycopg"))
+    postgres = stack.enter_context(PostgresContainer(postgres_image, driver="psycopg"))
     host = rabbit.get_container_host_ip()
     return Servers(
         f"amqp://guest:guest@{host}:{rabbit.get_exposed_port(5672)}//",
