@@ -66,6 +66,7 @@ mirror() {
 }
 
 has_image() { podman image exists "$1"; }
+size() { podman image inspect --format '{{.Size}}' "$1" | awk '{printf "%d MB", $1 / 1e6}'; }
 
 base_image() {  # suite: localhost/eventful-debian:SUITE, a minbase debootstrap
   local suite=$1 image=localhost/eventful-debian:$1 dir
@@ -76,6 +77,7 @@ base_image() {  # suite: localhost/eventful-debian:SUITE, a minbase debootstrap
   rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
   tar -C "$dir" -c . | podman import -q --change 'CMD ["/bin/bash"]' - "$image" >/dev/null
   rm -rf "$dir"
+  say "$image: ${SECONDS}s since start, $(size "$image")"
 }
 
 build() {  # image dockerfile build-arg... (every time: the layer cache makes it quick)
@@ -83,6 +85,7 @@ build() {  # image dockerfile build-arg... (every time: the layer cache makes it
   podman build --network host --format docker -q -t "$image" -f "$file" \
     --secret "id=pip_cert,src=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" \
     "${@/#/--build-arg=}" "$ROOT" >/dev/null
+  say "$image: ${SECONDS}s since start, $(size "$image")"
 }
 
 rabbitmq() {
