@@ -131,3 +131,10 @@ test-containers: install
 	TEST_RABBITMQ_IMAGE=localhost/eventful-rabbitmq:bookworm \
 	TEST_POSTGRES_IMAGE=localhost/eventful-postgres:15 \
 	  $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(TESTS)
+
+# The whole system in containers (infra/docker-compose.yml on the local images), the demo's
+# check against it, then everything removed (infra/compose_demo.py).
+.PHONY: compose-demo
+compose-demo: install
+	bash infra/engine.sh
+	eval "$$(bash infra/engine.sh env)"; $(PY) -m infra.compose_demo

@@ -110,12 +110,21 @@ app() {
   build localhost/eventful:latest infra/Dockerfile BASE=localhost/eventful-python:3.11
 }
 
+# docker-compose v1 (Debian's; the v2 plugin is not packaged) for the compose files, and the
+# CNI plugin that lets containers find each other by service name.
+compose() {
+  command -v docker-compose >/dev/null && [ -e /usr/lib/cni/dnsname ] && return 0
+  say "installing docker-compose and the dnsname CNI plugin from Debian packages"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    docker-compose golang-github-containernetworking-plugin-dnsname >/dev/null
+}
+
 case "${1:-all}" in
   env)
     echo "export DOCKER_HOST=unix://$SOCKET TESTCONTAINERS_RYUK_DISABLED=true" \
       "TESTCONTAINERS_CONNECTION_MODE=docker_host"
     exit 0 ;;
-  all) set -- rabbitmq postgres app ;;
+  all) set -- rabbitmq postgres app compose ;;
 esac
 cd "$ROOT"
 install_engine
@@ -123,8 +132,8 @@ configure_engine
 start_service
 for group in "$@"; do
   case $group in
-    rabbitmq | postgres | app) "$group" ;;
-    *) say "unknown image group $group (rabbitmq, postgres, app; or env)"; exit 2 ;;
+    rabbitmq | postgres | app | compose) "$group" ;;
+    *) say "unknown group $group (rabbitmq, postgres, app, compose; or env)"; exit 2 ;;
   esac
 done
 say "ready: $(podman --version), runtime $(podman info --format '{{.Host.OCIRuntime.Name}}'), socket $SOCKET"

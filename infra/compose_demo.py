@@ -1,0 +1,86 @@
+"""`make compose-demo`: the whole system in containers (infra/docker-compose.yml on the images
+infra/engine.sh built), the demo's check run against it, then everything removed.
+
+Every service process is its own container, each service's workers too, as the README says
+to deploy them; the ports are published on free loopback ports, never the machine's own.
+Podman runs no health check by itself without systemd (its timers are systemd units), so
+this runs each container's check every few seconds, as Docker's daemon would: compose waits
+for a healthy broker and database before it starts the rest. Exits 0 only if every signup's
+welcome e-mail and facts were delivered and counted once.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+from sqlalchemy import create_engine
+
+from infra.demo import sign_up_and_check, welcome_mails
+from infra.processes import ROOT, free_port, wait_for
+
+PROJECT = "eventful-demo"
+FILES = ["-f", "infra/docker-compose.yml", "-f", "infra/docker-compose.local.yml"]
+PORTS = ["RABBITMQ_PORT", "RABBITMQ_UI_PORT", "POSTGRES_PORT", "API_PORT", "FLOWER_PORT",
+         "FLOWER_NOTIFIER_PORT", "FLOWER_REPORTS_PORT"]  # fmt: skip
+
+
+def compose(env: dict[str, str], *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["docker-compose", "-p", PROJECT, *FILES, *args], cwd=ROOT, env=env, **kwargs
+    )
+
+
+def run_health_checks(stop: threading.Event) -> None:
+    """Each of the project's containers' health check, every 3 s, until ``stop``."""
+    while not stop.wait(3):
+        names = subprocess.run(
+            ["podman", "ps", "--filter", f"label=com.docker.compose.project={PROJECT}",
+             "--format", "{{.Names}}"], capture_output=True, text=True,
+        ).stdout.split()  # fmt: skip
+        for name in names:
+            subprocess.run(["podman", "healthcheck", "run", name], capture_output=True)
+
+
+def api_ready(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def main() -> int:
+    ports = {name: str(free_port()) for name in PORTS}
+    env = {**os.environ, **ports, "LOCAL_MODE": "1", "SIGNUP_API_TOKEN": "compose-demo"}
+    api = f"http://127.0.0.1:{ports['API_PORT']}"
+    stop = threading.Event()
+    threading.Thread(target=run_health_checks, args=(stop,), daemon=True).start()
+    started = time.monotonic()
+    try:
+        if compose(env, "up", "-d").returncode != 0:
+            return 1
+        wait_for(lambda: api_ready(api), timeout=300, interval=1)
+        print(f"compose-demo: the API answered {time.monotonic() - started:.0f} s after `up`")
+        database = (
+            f"postgresql+psycopg://postgres:postgres@127.0.0.1:{ports['POSTGRES_PORT']}/eventful"
+        )
+        engine = create_engine(database)
+
+        def mails(email: str) -> int:
+            logs = compose(env, "logs", "--no-color", "smtp", capture_output=True, text=True)
+            return welcome_mails(logs.stdout, email)
+
+        ok = sign_up_and_check(api, engine, mails)
+        engine.dispose()
+        print("all delivered and counted once" if ok else "NOT all delivered")
+        return 0 if ok else 1
+    finally:
+        compose(env, "ps")
+        stop.set()
+        compose(env, "down", "-v", "-t", "20")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
