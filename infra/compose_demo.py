@@ -6,10 +6,12 @@ to deploy them; the ports are published on free loopback ports, never the machin
 Podman runs no health check by itself without systemd (its timers are systemd units), so
 this runs each container's check every few seconds, as Docker's daemon would: compose waits
 for a healthy broker and database before it starts the rest. Exits 0 only if every signup's
-welcome e-mail and facts were delivered and counted once.
+welcome e-mail and facts were delivered and counted once, in a first round and in a second
+one sent while a SIGKILLed notifier worker container comes back under its restart policy.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -44,6 +46,32 @@ def run_health_checks(stop: threading.Event) -> None:
             subprocess.run(["podman", "healthcheck", "run", name], capture_output=True)
 
 
+def container(env: dict[str, str], service: str) -> str:
+    return compose(env, "ps", "-q", service, capture_output=True, text=True).stdout.split()[0]
+
+
+def inspect(name: str, template: str) -> str:
+    return subprocess.run(
+        ["podman", "inspect", "--format", template, name], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def crash(env: dict[str, str], service: str) -> int:
+    """SIGKILL the main process of ``service``'s container from the host (a crash, not a
+    `stop`: the restart policy applies); its restart count before."""
+    name = container(env, service)
+    restarts = int(inspect(name, "{{.RestartCount}}"))
+    os.kill(int(inspect(name, "{{.State.Pid}}")), signal.SIGKILL)
+    return restarts
+
+
+def restarted(env: dict[str, str], service: str, before: int) -> bool:
+    name = container(env, service)
+    count, state = int(inspect(name, "{{.RestartCount}}")), inspect(name, "{{.State.Status}}")
+    print(f"{service}: restarted {count - before} time(s) under its restart policy, {state}")
+    return count > before and state == "running"
+
+
 def api_ready(api: str) -> bool:
     try:
         return httpx.get(f"{api}/readyz", timeout=2).status_code == 200
@@ -73,6 +101,10 @@ def main() -> int:
             return welcome_mails(logs.stdout, email)
 
         ok = sign_up_and_check(api, engine, mails)
+        restarts = crash(env, "notifier-worker")
+        print("notifier-worker killed (SIGKILL); signing up while it is down:")
+        ok &= sign_up_and_check(api, engine, mails)
+        ok &= restarted(env, "notifier-worker", restarts)
         engine.dispose()
         print("all delivered and counted once" if ok else "NOT all delivered")
         return 0 if ok else 1
