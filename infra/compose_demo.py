@@ -7,7 +7,8 @@ Podman runs no health check by itself without systemd (its timers are systemd un
 this runs each container's check every few seconds, as Docker's daemon would: compose waits
 for a healthy broker and database before it starts the rest. Exits 0 only if every signup's
 welcome e-mail and facts were delivered and counted once, in a first round and in a second
-one sent while a SIGKILLed notifier worker container comes back under its restart policy.
+one sent while a SIGKILLed notifier worker container comes back under its restart policy, and
+in SCALE_USERS signups queued for one, then three notifier worker containers (`--scale`).
 """
 
 import os
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from datetime import datetime
 
 import httpx
 from sqlalchemy import create_engine
@@ -24,6 +27,7 @@ from infra.demo import sign_up_and_check, welcome_mails
 from infra.processes import ROOT, free_port, wait_for
 
 PROJECT = "eventful-demo"
+SCALE_USERS = 60
 FILES = ["-f", "infra/docker-compose.yml", "-f", "infra/docker-compose.local.yml"]
 PORTS = ["RABBITMQ_PORT", "RABBITMQ_UI_PORT", "POSTGRES_PORT", "API_PORT", "FLOWER_PORT",
          "FLOWER_NOTIFIER_PORT", "FLOWER_REPORTS_PORT"]  # fmt: skip
@@ -72,6 +76,44 @@ def restarted(env: dict[str, str], service: str, before: int) -> bool:
     return count > before and state == "running"
 
 
+class SmtpLog:
+    """What the smtp container printed, timestamped; read again at most once a second
+    (each read is a compose call)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env, self.read_at, self.text = env, 0.0, ""
+
+    def __call__(self) -> str:
+        if time.monotonic() - self.read_at > 1:
+            logs = compose(
+                self.env, "logs", "-t", "--no-color", "smtp", capture_output=True, text=True
+            )
+            self.text, self.read_at = logs.stdout, time.monotonic()
+        return self.text
+
+
+def drain_rate(env: dict[str, str], api: str, log: SmtpLog, workers: int) -> tuple[float, bool]:
+    """SCALE_USERS signups queued while no notifier worker runs, then ``workers`` worker
+    containers started (`--scale`): welcome e-mails a second, first to last as the sink
+    logged them, and whether each was sent exactly once."""
+    compose(env, "stop", "-t", "20", "notifier-worker", capture_output=True)
+    run_id, number = uuid.uuid4().hex[:6], uuid.uuid4().int % 10**5
+    emails = [f"scale{i}-{run_id}@example.com" for i in range(SCALE_USERS)]
+    for i, email in enumerate(emails):
+        body = {"email": email, "name": f"Scale {i}", "phone": f"+8220{number:05d}{i:03d}"}
+        httpx.post(f"{api}/users/signup", json=body, timeout=30).raise_for_status()
+    scale = ["up", "-d", "--no-recreate", "--scale", f"notifier-worker={workers}"]
+    compose(env, *scale, "notifier-worker", capture_output=True)
+    wait_for(lambda: all(welcome_mails(log(), e) for e in emails), timeout=600, interval=1)
+    stamps = [
+        datetime.fromisoformat(line.split(" | ", 1)[1].split()[0][:26].rstrip("Z"))
+        for line in log().splitlines()
+        if " | " in line and any(f"mail to {e}: Subject: Welcome" in line for e in emails)
+    ]
+    seconds = (max(stamps) - min(stamps)).total_seconds() or 1e-3
+    return (len(stamps) - 1) / seconds, all(welcome_mails(log(), e) == 1 for e in emails)
+
+
 def api_ready(api: str) -> bool:
     try:
         return httpx.get(f"{api}/readyz", timeout=2).status_code == 200
@@ -96,16 +138,20 @@ def main() -> int:
         )
         engine = create_engine(database)
 
-        def mails(email: str) -> int:
-            logs = compose(env, "logs", "--no-color", "smtp", capture_output=True, text=True)
-            return welcome_mails(logs.stdout, email)
-
-        ok = sign_up_and_check(api, engine, mails)
+        log = SmtpLog(env)
+        ok = sign_up_and_check(api, engine, lambda email: welcome_mails(log(), email))
         restarts = crash(env, "notifier-worker")
         print("notifier-worker killed (SIGKILL); signing up while it is down:")
-        ok &= sign_up_and_check(api, engine, mails)
+        ok &= sign_up_and_check(api, engine, lambda email: welcome_mails(log(), email))
         ok &= restarted(env, "notifier-worker", restarts)
         engine.dispose()
+        for workers in (1, 3):
+            rate, once = drain_rate(env, api, log, workers)
+            print(
+                f"{workers} notifier worker container(s): {rate:.1f} welcome e-mails/s"
+                f" ({SCALE_USERS} queued signups), {'each sent once' if once else 'NOT once'}"
+            )
+            ok &= once
         print("all delivered and counted once" if ok else "NOT all delivered")
         return 0 if ok else 1
     finally:
