@@ -2,7 +2,7 @@
 # A container engine on this machine, and the project's images built locally.
 #   infra/engine.sh [GROUP...]  install Podman (Debian's, rootful, runc), start its Docker API
 #                               socket, build the base images and the project's images: all,
-#                               or the groups named (rabbitmq, postgres, app)
+#                               or the groups named (rabbitmq, postgres, app, compose)
 #   infra/engine.sh env         print the variables that point a Docker client (and
 #                               testcontainers) at that socket
 # Idempotent, like infra/ensure-services.sh: what is there already is kept. It never binds
@@ -36,7 +36,7 @@ configure_engine() {
   mkdir -p "$(dirname "$conf")"
   cat > "$conf.new" <<CONF
 [containers]
-default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=$(nproc_limit):$(nproc_limit)"]
+default_ulimits = ["nofile=$(hard -Hn 1048576)", "nproc=$(hard -Hu 32768)"]
 
 [engine]
 runtime = "runc"
@@ -44,7 +44,9 @@ CONF
   mv "$conf.new" "$conf"
 }
 
-nproc_limit() { local n; n=$(ulimit -Hu); [ "$n" = unlimited ] && n=32768; echo $((n < 32768 ? n : 32768)); }
+hard() {  # ulimit-flag cap: "soft:hard" at the host's hard limit, at most cap
+  local n; n=$(ulimit "$1"); [ "$n" = unlimited ] && n=$2; n=$((n < $2 ? n : $2)); echo "$n:$n"
+}
 
 answering() { curl -sf --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; }
 
@@ -71,6 +73,7 @@ size() { podman image inspect --format '{{.Size}}' "$1" | awk '{printf "%d MB", 
 base_image() {  # suite: localhost/eventful-debian:SUITE, a minbase debootstrap
   local suite=$1 image=localhost/eventful-debian:$1 dir
   has_image "$image" && return 0
+  mkdir -p "$STATE"
   dir=$(mktemp -d "$STATE/debootstrap-$suite.XXXX")
   say "debootstrap $suite (minbase) from $(mirror)"
   debootstrap --variant=minbase "$suite" "$dir" "$(mirror)" >"$STATE/debootstrap-$suite.log" 2>&1

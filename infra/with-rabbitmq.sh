@@ -13,7 +13,7 @@ if [ "$1" != -- ]; then conf=(-v "$(realpath "$1"):/etc/rabbitmq/conf.d/90-extra
 [ "$1" = -- ] && shift
 
 name=eventful-rabbitmq-$tag-$$
-started=$(date +%s.%N)
+started=$(date +%s%N)
 podman run -d --rm --no-healthcheck --name "$name" "${conf[@]}" \
   -p 127.0.0.1::5672 -p 127.0.0.1::15672 -p 127.0.0.1::15692 \
   "localhost/eventful-rabbitmq:$tag" >/dev/null
@@ -29,6 +29,6 @@ for _ in $(seq 120); do
   sleep 1
 done
 version=$(curl -sf "$RABBITMQ_MANAGEMENT_URL/api/overview" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rabbitmq_version"])')
-echo "with-rabbitmq: RabbitMQ $version ready in $(echo "$(date +%s.%N) - $started" | bc | cut -c1-4) s" \
+echo "with-rabbitmq: RabbitMQ $version ready in $((($(date +%s%N) - started) / 1000000)) ms" \
   "at $AMQP_URL (management $RABBITMQ_MANAGEMENT_URL)" >&2
 "$@"
