@@ -107,3 +107,37 @@ api: install
 	uvicorn services.signup.api:app --host 127.0.0.1 --port 8000
 relay: install
 	eventful outbox relay signup
+
+# Containers (issue 29): Podman from Debian, its Docker API socket, and the project's images
+# built locally (infra/engine.sh). Nothing in `make test` needs them.
+test-rabbitmq4 test-containers: export LOCAL_MODE = 1
+.PHONY: engine test-rabbitmq4 test-containers
+engine:
+	bash infra/engine.sh
+
+# The integration suite (or TESTS) against RabbitMQ 4.0 (Debian trixie's) in a container,
+# with 4.3's default denials (infra/containers/rabbitmq-4.3.conf); the machine's PostgreSQL.
+TESTS ?= tests/integration
+test-rabbitmq4: install services
+	bash infra/engine.sh rabbitmq
+	bash infra/with-rabbitmq.sh trixie infra/containers/rabbitmq-4.3.conf -- \
+	  $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(TESTS)
+
+# The integration tests (or TESTS) with no server URLs: testcontainers starts RabbitMQ and
+# PostgreSQL for each pytest process, from the images infra/engine.sh built, through
+# Podman's Docker API socket (no reaper: its image cannot be pulled; each session removes
+# its own containers).
+test-containers: install
+	bash infra/engine.sh rabbitmq postgres
+	eval "$$(bash infra/engine.sh env)"; \
+	unset AMQP_URL DATABASE_URL RABBITMQ_MANAGEMENT_URL RABBITMQ_METRICS_URL; \
+	TEST_RABBITMQ_IMAGE=localhost/eventful-rabbitmq:bookworm \
+	TEST_POSTGRES_IMAGE=localhost/eventful-postgres:15 \
+	  $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(TESTS)
+
+# The whole system in containers (infra/docker-compose.yml on the local images), the demo's
+# check against it, then everything removed (infra/compose_demo.py).
+.PHONY: compose-demo
+compose-demo: install
+	bash infra/engine.sh
+	eval "$$(bash infra/engine.sh env)"; $(PY) -m infra.compose_demo

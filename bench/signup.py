@@ -57,7 +57,6 @@ def whole_system(
     args = argparse.Namespace(
         api_port=next(ports), smtp_port=stack.smtp.port, sms_port=0,
         flower_port=next(ports), metrics_port=next(ports), prometheus_port=next(ports),
-        broker_metrics_port=15692,
     )  # fmt: skip
     # The stack's sink counts the e-mails; no Prometheus in a load test.
     skip = ("smtp-sink", "prometheus")

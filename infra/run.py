@@ -106,8 +106,7 @@ def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
             )  # fmt: skip
         )
     if unavailable(args.prometheus_port) is None:
-        host = urlsplit(settings.amqp_url.split(";")[0]).hostname
-        exporter = f"{host}:{args.broker_metrics_port}"
+        exporter = urlsplit(settings.rabbitmq_metrics_url).netloc
         found.append(prometheus(args.prometheus_port, logs, vhost_of(settings.amqp_url), exporter))
     return found
 
@@ -178,9 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flower-port", type=int, default=5555, help="first of one per service")
     parser.add_argument("--metrics-port", type=int, default=9101, help="first of one per worker")
     parser.add_argument("--prometheus-port", type=int, default=9090)
-    parser.add_argument(
-        "--broker-metrics-port", type=int, default=15692, help="RabbitMQ's rabbitmq_prometheus"
-    )
     parser.add_argument("--grace", type=float, default=20.0, help="seconds before SIGKILL")
     parser.add_argument(
         "--restarts", type=int, default=5, help="restarts of one process within the window"

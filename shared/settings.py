@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         "http://guest:guest@127.0.0.1:15672",
         description="Management API URL(s), ';'-separated, used by the operations CLI.",
     )
+    rabbitmq_metrics_url: str = Field(
+        "http://127.0.0.1:15692",
+        description="RabbitMQ's Prometheus exporter (rabbitmq_prometheus), scraped by"
+        " `make run`'s Prometheus.",
+    )
     local_mode: bool = Field(
         False,
         description="A developer's machine (make run, make test, make demo): secrets that are"

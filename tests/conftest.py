@@ -30,6 +30,7 @@ class Stack:
     amqp_url: str
     database_url: str
     management_url: str
+    metrics_url: str
     vhost: str
     log_dir: Path
     smtp: SmtpSink
@@ -87,6 +88,7 @@ def build_stack(base: Servers, cleanup: ExitStack, log_dir: Path) -> Stack:
         amqp_url=amqp_url,
         database_url=database_url,
         management_url=base.management_url,
+        metrics_url=base.metrics_url,
         vhost=vhost,
         log_dir=log_dir,
         smtp=smtp,
@@ -96,6 +98,7 @@ def build_stack(base: Servers, cleanup: ExitStack, log_dir: Path) -> Stack:
         "AMQP_URL": stack.amqp_url,
         "DATABASE_URL": database_url,
         "RABBITMQ_MANAGEMENT_URL": base.management_url,
+        "RABBITMQ_METRICS_URL": base.metrics_url,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp.port),
         "RETRY_DELAY_SCALE": "0.01",

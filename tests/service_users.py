@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +35,24 @@ def creds(stack) -> CredentialSettings:
     )  # fmt: skip
     assert applied.returncode == 0, applied.stderr
     yield CredentialSettings(service_user_prefix=prefix)
+    remove_service_identities(stack, prefix)
+
+
+def remove_service_identities(stack, prefix: str, names: Iterable[str] = SERVICES) -> None:
+    """The broker users and database roles ``topology apply`` made under ``prefix``, gone:
+    both are global, so a test that leaves them leaves them on the shared servers for good.
+    What a role owns in the session's database passes to the admin before it is dropped."""
     management = Management(stack.management_url)
     admin = make_url(stack.database_url).set(drivername="postgresql")
     with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        for name in SERVICES:
-            role = sql.Identifier(prefix + name)
-            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
-            conn.execute(sql.SQL("DROP ROLE {}").format(role))
-            management.delete_user(prefix + name)
+        for name in names:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (prefix + name,)).rowcount:
+                role = sql.Identifier(prefix + name)
+                conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+                conn.execute(sql.SQL("DROP ROLE {}").format(role))
+            if management.user(prefix + name):
+                management.delete_user(prefix + name)
 
 
 def ops_as(stack, creds: CredentialSettings, *args: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ import re
 import socket
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -31,11 +30,10 @@ def scrape(port: int) -> str:
 
 
 def broker_metrics(stack) -> str:
-    """What RabbitMQ's exporter (rabbitmq_prometheus, :15692) serves about the test's vhost:
+    """What RabbitMQ's exporter (rabbitmq_prometheus) serves about the test's vhost:
     what `make run`'s Prometheus scrapes."""
-    host = urlsplit(stack.management_url).hostname
     families = "family=queue_coarse_metrics&family=queue_consumer_count"
-    url = f"http://{host}:15692/metrics/detailed?vhost={stack.vhost}&{families}"
+    url = f"{stack.metrics_url}/metrics/detailed?vhost={stack.vhost}&{families}"
     return httpx.get(url, timeout=5).text
 
 

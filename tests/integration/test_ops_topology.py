@@ -10,6 +10,7 @@ import pytest
 
 from infra.scratch import put_scratch_vhost
 from shared.management import Management
+from tests.service_users import remove_service_identities
 from tests.support import wait_for
 
 
@@ -26,13 +27,11 @@ def management(stack) -> Management:
 
 
 @pytest.fixture
-def prefix(management):
-    """Service users are global on a broker: these are this test's own, removed after it."""
+def prefix(stack):
+    """Service users and roles are global: these are this test's own, removed after it."""
     prefix = f"t{uuid.uuid4().hex[:6]}-"
     yield prefix
-    for name in ("signup", "notifier", "reports"):
-        if management.user(prefix + name):
-            management.delete_user(prefix + name)
+    remove_service_identities(stack, prefix)
 
 
 def fresh_vhost(stack, management, cleanup: list[str]) -> tuple[str, str]:

@@ -1,6 +1,7 @@
 """Credentials in URLs: decoded where they are used, redacted wherever they are shown."""
 
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -15,7 +16,10 @@ def test_a_password_with_reserved_characters_works_percent_encoded(stack):
     try:
         encoded = password.replace("%", "%25").replace("@", "%40").replace(":", "%3A")
         encoded = encoded.replace("/", "%2F")
-        url = f"http://{user}:{encoded}@127.0.0.1:15672"
+        server = urlsplit(stack.management_url.split(";")[0])
+        url = urlunsplit(
+            server._replace(netloc=f"{user}:{encoded}@{server.netloc.rpartition('@')[2]}")
+        )
         assert Management(url).request("GET", "/whoami")["name"] == user
     finally:
         admin.request("DELETE", f"/users/{user}")
