@@ -142,3 +142,11 @@ def clean_queues(stack: Stack) -> Stack:
         queues += [q.name for q in topo.work_queues()] + [topo.dlq]
     stack.purge(*queues)
     return stack
+
+
+@pytest.fixture
+def reports_worker(clean_queues: Stack) -> Iterator[Worker]:
+    """A started reports worker (a test module with other needs defines its own)."""
+    worker = clean_queues.worker("reports").start()
+    yield worker
+    worker.stop()

@@ -1,12 +1,14 @@
 """Test helpers that speak plain AMQP, as a service that is not Celery would."""
 
 import json
+import subprocess
+import sys
 import uuid
 from typing import Any
 
 from kombu import Connection
 
-from infra.processes import Worker, free_port, wait_for
+from infra.processes import ROOT, Worker, free_port, wait_for
 from infra.smtp_sink import SmtpSink
 from shared.allowed import broker_user
 
@@ -105,3 +107,12 @@ def headers(event: dict, **changes: object) -> dict:
     base = {"task": "user.signed_up", "id": event["id"]}
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}
+
+
+def run_client(stack: Any, script: str, *args: str, timeout: float = 120) -> str:
+    """``script`` run as a caller would, in its own interpreter with the stack's settings;
+    its standard output (it must exit 0)."""
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=stack.env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

@@ -2,34 +2,12 @@
 and a dead letter never rewrites a row another task already has (its id is the sender's)."""
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from tests.readme import readme_block
-from tests.support import JSON, publish_raw, send_command, send_raw, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_client(stack, script: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=stack.env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-@pytest.fixture
-def reports_worker(clean_queues):
-    worker = clean_queues.worker("reports").start()
-    yield worker
-    worker.stop()
-
+from tests.support import JSON, publish_raw, run_client, send_command, send_raw, wait_for
 
 #: A caller of a task no reports worker has: how long ``get`` took, and what it raised.
 UNKNOWN = """

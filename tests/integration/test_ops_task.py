@@ -7,8 +7,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
-
 from tests.support import send_command, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,13 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def eventful(stack, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "shared.ops", *args], cwd=ROOT, env=stack.env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
-
-
-@pytest.fixture
-def reports_worker(clean_queues):
-    worker = clean_queues.worker("reports").start()
-    yield worker
-    worker.stop()
 
 
 #: What a caller reading a reports task through signup's app sees.

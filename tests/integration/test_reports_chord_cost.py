@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 SIZES, ROUNDS = (2, 24), 5
 
@@ -37,13 +35,6 @@ print(json.dumps({{n: {{
     "chord": [timed(chord(header(n), total.s())) for _ in range({ROUNDS})],
 }} for n in {SIZES}}}))
 """
-
-
-@pytest.fixture
-def reports_worker(clean_queues):
-    worker = clean_queues.worker("reports").start()
-    yield worker
-    worker.stop()
 
 
 def test_a_chord_completes_within_its_unlock_polls_of_the_group_alone(stack, reports_worker):

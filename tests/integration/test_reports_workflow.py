@@ -24,13 +24,6 @@ SEOUL = ZoneInfo("Asia/Seoul")
 
 
 @pytest.fixture
-def reports_worker(clean_queues):
-    worker = clean_queues.worker("reports").start()
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture
 def generated(stack):
     """A queue bound to ``events`` for ``report.generated``: the announcements, as the
     notifier would receive them."""

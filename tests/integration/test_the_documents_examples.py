@@ -5,29 +5,9 @@ times the document promises (countdown, eta) are measured beside it.
 """
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 
 from tests.readme import readme_block
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_client(stack, script: str, timeout: float = 120) -> str:
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=stack.env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-@pytest.fixture
-def reports_worker(clean_queues):
-    worker = clean_queues.worker("reports").start()
-    yield worker
-    worker.stop()
+from tests.support import run_client
 
 
 def test_the_readme_examples_run_as_written_against_a_real_worker(stack, reports_worker):
