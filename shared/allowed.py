@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from shared.contracts import Command
-from shared.intake import Received, received
+from shared.intake import keep_received, received
 from shared.topology import EVENTS_EXCHANGE
 from shared.trust import kept, refusals
 from shared.wire import MalformedMessage
@@ -120,7 +120,5 @@ def _screen(message: Any, sender: Publisher) -> None:
         )
     headers = {k: v for k, v in message.headers.items() if kept(k)}
     if headers != message.headers:
-        if received(message) is message:
-            sent = (message.body, dict(message.headers), message.content_type)
-            message._received = Received(*sent, message.content_encoding)
+        keep_received(message)
         message.headers = headers

@@ -53,6 +53,16 @@ def received(message: Any) -> Any:
     return getattr(message, "_received", None) or message
 
 
+def keep_received(message: Any) -> None:
+    """Keep ``message`` as it arrived, before the first rewrite of it (a dead letter copies
+    what the publisher sent)."""
+    if received(message) is message:
+        message._received = Received(
+            message.body, dict(message.headers or {}), message.content_type,
+            message.content_encoding,
+        )  # fmt: skip
+
+
 def translated(message: Any, topo: ServiceTopology) -> dict[str, Any] | None:
     """The ``task`` and ``id`` headers a worker runs ``message`` by when it arrives on
     ``topo``'s events queue, if it is a CloudEvent or a plain envelope we read (the event's
@@ -112,9 +122,7 @@ def translate(message: Any, topo: ServiceTopology) -> None:
             "routing-key-mismatch",
             f"type {event['type']!r} published with routing key {routing_key!r}"[:300],
         )
-    message._received = Received(
-        message.body, dict(headers), message.content_type, message.content_encoding
-    )
+    keep_received(message)
     message.body = json.dumps([[], {"event": event}, {}]).encode()
     message.headers = {"task": event["type"], "id": event["id"], **_trace(attributes, headers)}
     message.content_type, message.content_encoding = "application/json", "utf-8"
