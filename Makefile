@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 test demo run api bench chaos: export LOCAL_MODE = 1
 
 .PHONY: install services lint format test test-unit test-cluster cluster-up cluster-down \
-        migrate topology plan run demo bench bench-publish chaos fuzz api relay beat
+        migrate topology plan run demo bench bench-publish chaos fuzz api relay beat docs
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -21,9 +21,17 @@ $(VENV)/.installed: pyproject.toml
 services:
 	bash infra/ensure-services.sh
 
+# The docs site (MkDocs, docs/): a broken link, anchor or missing page fails the build.
+export NO_MKDOCS_2_WARNING := 1
 lint: install
 	ruff check .
 	ruff format --check .
+	mkdocs build --strict --quiet
+
+# The docs site, rebuilt as you edit (8000 is the signup API's).
+DOCS_ADDR ?= 127.0.0.1:8010
+docs: install
+	mkdocs serve --strict -a $(DOCS_ADDR)
 
 format: install
 	ruff format .
@@ -73,10 +81,11 @@ demo: install services migrate topology
 bench: install services
 	$(PY) -m bench.run --cluster
 
-# The last run's results become the published ones, and the README's table is made from them.
+# The last run's results become the published ones; every docs build makes the Performance
+# page's table from them (docs/hooks.py).
 bench-publish: install
 	cp var/bench/latest.json var/bench/latest.png bench/results/
-	$(PY) -m bench.report bench/results/latest.json --readme
+	$(PY) -m bench.report bench/results/latest.json
 
 # Faults injected into CHAOS_EVENTS signups, on private servers (RabbitMQ :5690, PostgreSQL :5433).
 CHAOS_EVENTS    ?= 10000

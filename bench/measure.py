@@ -1,6 +1,6 @@
 """The measurements: raw AMQP, and draining N tasks through a real worker process; and
 ``Row``, the one shape every row of ``make bench`` has (in the run, in the JSON, in the
-README's table and in the chart)."""
+docs' table and in the chart)."""
 
 import os
 import subprocess
@@ -24,7 +24,7 @@ PLAIN_RSS = "plain-rss"
 
 @dataclass
 class Row:
-    """One measured figure. ``name`` says exactly what was measured (the label the README
+    """One measured figure. ``name`` says exactly what was measured (the label the docs
     and the chart show); ``per_second`` is the figure in ``unit``; its ratio is taken to the
     row keyed ``baseline`` in the same run (None: no ratio). ``better`` says which way is
     good ("higher" for rates, "lower" for memory and latency); ``target``, the ratio the

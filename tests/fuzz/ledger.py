@@ -15,8 +15,9 @@ did not write for the ledger's sake:
 Nothing found is ``missing``: acked without a trace. Two known gaps are counted apart
 (``gap:...``), not failed on, so the table shows them: an unrouted event that carries its
 own AMQP ``expiration`` (``events.unrouted`` has no DLX) and a message whose ``eta`` is
-far ahead (Celery holds it unacked in the worker). Reasons must be in the README's
-table; that table is read from the README, so the test and the documentation agree.
+far ahead (Celery holds it unacked in the worker). Reasons must be in the documented table
+(docs/architecture/failure-semantics.md), read from that page, so the test and the
+documentation agree.
 """
 
 import json
@@ -35,12 +36,13 @@ from sqlalchemy import Engine, text
 from shared.topology import EVENTS_EXCHANGE, SERVICES, UNROUTED
 from tests.fuzz.messages import Published
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+FAILURES = Path(__file__).resolve().parents[2] / "docs" / "architecture" / "failure-semantics.md"
 
 
 def documented_reasons() -> tuple[set[str], set[str]]:
-    """The README's dead-letter reasons: (``x-dead-letter-reason`` codes, native ``x-death``)."""
-    text_ = README.read_text()
+    """The documented dead-letter reasons (docs/architecture/failure-semantics.md):
+    (``x-dead-letter-reason`` codes, native ``x-death``)."""
+    text_ = FAILURES.read_text()
     table = text_.split("| what happened | `x-dead-letter-reason` |", 1)[1].split("\n\n", 1)[0]
     ours, native = set(), set()
     for row in table.splitlines()[2:]:
@@ -243,7 +245,7 @@ def judge(messages: Iterable[Published], seen: Observation) -> Verdict:
             ok = reason in ours or (reason.startswith("x-death:") and reason[8:] in native)
             if not ok:
                 culprit = by_mid.get(copy.message_id)
-                problems.append(f"{service}: reason {reason!r} is not in the README's table: "
+                problems.append(f"{service}: reason {reason!r} is not in the documented table: "
                                 f"{culprit or copy.headers!r}")  # fmt: skip
                 culprits += [culprit] if culprit else []
     return Verdict(outcomes, problems, culprits)

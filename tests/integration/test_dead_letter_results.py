@@ -6,7 +6,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from tests.readme import readme_block
+from tests.docs import docs_block
 from tests.support import JSON, publish_raw, run_client, send_command, send_raw, wait_for
 
 #: A caller of a task no reports worker has: how long ``get`` took, and what it raised.
@@ -35,8 +35,8 @@ def test_a_caller_of_an_unknown_task_is_told_at_once_that_it_was_dead_lettered(
     assert out["took"] < 5, out  # not the caller's 15 s timeout
 
 
-def test_the_readme_s_dead_letter_example_runs_as_written(stack, reports_worker):
-    run_client(stack, readme_block("a dead-lettered task's result"))
+def test_the_docs_dead_letter_example_runs_as_written(stack, reports_worker):
+    run_client(stack, docs_block("architecture/results.md", "a dead-lettered task's result"))
 
 
 #: Each id's state and exception, read through the reports app as a caller would.

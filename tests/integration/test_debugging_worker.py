@@ -1,5 +1,5 @@
-"""The README's debugging worker starts as written, runs tasks, and says what it does not
-enforce; the same pool without the README's flag is still refused."""
+"""The debugging worker of docs/operations/scaling.md starts as written, runs tasks, and says
+what it does not enforce; the same pool without the page's flag is still refused."""
 
 import shlex
 import subprocess
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.readme import readme_block
+from tests.docs import docs_block
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_debugging_command() -> list[str]:
-    return shlex.split(readme_block("debugging worker", "sh").strip())
+    return shlex.split(docs_block("operations/scaling.md", "debugging worker", "sh").strip())
 
 
 ADD = """

@@ -1,5 +1,6 @@
 """Generated messages at the AMQP edge: each ends handled, retrying or dead-lettered with a
-reason from the README's table, no worker exits, and the next good event is handled.
+reason from the documented table (docs/architecture/failure-semantics.md), no worker exits,
+and the next good event is handled.
 
 ``make test`` runs a bounded, derandomized campaign (``FUZZ_MESSAGES``, 300, of which
 ``FUZZ_POISONED``, 40, have property bytes py-amqp may not decode: ``tests/fuzz/tables.py``);

@@ -3,7 +3,7 @@
 Every case here is what a publisher in another language sends by mistake, published with a
 plain AMQP client to ``events`` as an upstream would. Both subscribers of
 ``user.signed_up`` must keep their worker process (same PID), put every case in their DLQ
-with the reason the README lists, and go on handling the next good event.
+with the reason the docs list (failure semantics), and go on handling the next good event.
 """
 
 import json

@@ -1,17 +1,18 @@
-"""The source document's Celery, typed as the README shows it, against a real worker.
+"""The source document's Celery, typed as the docs show it (docs/architecture/reports.md),
+against a real worker.
 
-The README's block of examples is run as written, in a client process of its own; the
+The page's block of examples is run as written, in a client process of its own; the
 times the document promises (countdown, eta) are measured beside it.
 """
 
 import json
 
-from tests.readme import readme_block
+from tests.docs import docs_block
 from tests.support import run_client
 
 
-def test_the_readme_examples_run_as_written_against_a_real_worker(stack, reports_worker):
-    run_client(stack, readme_block("the document's examples"))
+def test_the_docs_examples_run_as_written_against_a_real_worker(stack, reports_worker):
+    run_client(stack, docs_block("architecture/reports.md", "the document's examples"))
 
 
 #: A countdown and an eta, each timed from the call to its result.

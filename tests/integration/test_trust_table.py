@@ -1,8 +1,8 @@
-"""The README's table of who may set what ("Isolation and credentials"), row by row: each
+"""The table of who may set what (docs/reference/trust.md), row by row: each
 part set to its probe by another service (signup, a command to notifier.tasks) and by an
 upstream (``user.signed_up`` on events), against a notifier worker running as its own
 user. Generated from ``shared.trust.PARTS``, the table the worker itself applies, and the
-README's copy of it is checked to be that table.
+docs page is checked to be built from that table.
 
 All probes are published at once (a module fixture), then each case reads its own outcome:
 an e-mail to its own address (``runs``), or its dead letter and reason.
@@ -12,7 +12,6 @@ import json
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import amqp
@@ -20,10 +19,10 @@ import pytest
 from kombu import Connection
 
 from shared.trust import EMBED, PARTS, Part, markdown
+from tests.docs import rendered
 from tests.support import JSON, envelope, wait_for
 
 ROUTES = ("another service", "upstream")
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @dataclass
@@ -141,5 +140,5 @@ def test_each_row_of_the_trust_table_holds_from_another_service_and_an_upstream(
     assert outcomes[case.key].startswith(expected), outcomes[case.key]
 
 
-def test_the_readme_shows_the_table_the_worker_applies():
-    assert markdown() in README.read_text()
+def test_the_docs_show_the_table_the_worker_applies():
+    assert markdown() in rendered("reference/trust.md")
