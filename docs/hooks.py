@@ -67,7 +67,7 @@ def settings() -> str:
 
 def _settings_table(cls: type[BaseSettings]) -> list[str]:
     inherited = {f for base in cls.__mro__[1:] for f in getattr(base, "model_fields", {})}
-    about = (inspect.getdoc(cls) or "").split("\n\n")[0]
+    about = inspect.cleandoc(cls.__dict__.get("__doc__") or "").split("\n\n")[0]
     rows = [f"## `{cls.__module__}.{cls.__name__}`", "", about, "",
             "| variable | default | meaning |", "|---|---|---|"]  # fmt: skip
     for field, info in cls.model_fields.items():
