@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from shared.system import Deployment, ServiceDeclaration
-from shared.topology import ServiceTopology
+from shared.core.system import Deployment, ServiceDeclaration
+from shared.core.topology import ServiceTopology
 
 SERVICE = ServiceDeclaration(
     ServiceTopology(

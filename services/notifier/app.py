@@ -16,8 +16,8 @@ from services.notifier.config import get_settings
 from services.notifier.deliveries import Deliveries
 from services.notifier.mailer import SmtpMailer
 from services.notifier.sms import SmsClient
-from shared.contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
-from shared.service import Service
+from shared.contracts.models import ReportGenerated, SendEmail, SendSms, UserSignedUp
+from shared.service.declaration import Service
 
 settings = get_settings()
 logger = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from sqlalchemy.exc import DBAPIError
 
 from services.notifier.errors import PermanentDeliveryError
 from services.notifier.model import deliveries
-from shared.contracts import Event, NotificationPayload, max_length
-from shared.db import Database
+from shared.contracts.models import Event, NotificationPayload, max_length
+from shared.core.db import Database
 
 logger = logging.getLogger(__name__)
 #: Seconds an accepted send keeps trying to record ``sent`` while the database is away.

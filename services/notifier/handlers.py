@@ -11,8 +11,8 @@ from services.notifier.deliveries import Delivery
 from services.notifier.errors import TRANSIENT
 from services.notifier.mailer import SmtpMailer
 from services.notifier.sms import SmsClient
-from shared.contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
-from shared.retry import RetryPolicy
+from shared.contracts.models import ReportGenerated, SendEmail, SendSms, UserSignedUp
+from shared.core.retry import RetryPolicy
 
 #: Growing delays without jitter: one e-mail per signup, and the delays stay predictable.
 WELCOME_EMAIL_RETRY = RetryPolicy(

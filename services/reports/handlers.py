@@ -4,7 +4,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.reports import workflow
 from services.reports.model import facts
-from shared.contracts import (
+from shared.contracts.models import (
     Event,
     GenerateReport,
     NotificationFailed,

@@ -25,10 +25,10 @@ from services.reports.model import facts, reports, scan_progress
 from services.reports.periods import period, shards
 from services.reports.render import markdown, summarize
 from services.reports.scan import Progress, next_batch
-from shared.contracts import ReportGenerated, ReportGeneratedPayload
-from shared.db import Database
-from shared.retry import RetryPolicy
-from shared.service import Service
+from shared.contracts.models import ReportGenerated, ReportGeneratedPayload
+from shared.core.db import Database
+from shared.core.retry import RetryPolicy
+from shared.service.declaration import Service
 
 logger = logging.getLogger(__name__)
 

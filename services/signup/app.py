@@ -2,8 +2,8 @@
 
 from services.signup import handlers
 from services.signup.config import SignupSettings, get_settings
-from shared.contracts import UserStats
-from shared.service import Service
+from shared.contracts.models import UserStats
+from shared.service.declaration import Service
 
 
 def build_service(settings: SignupSettings) -> Service:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from services.signup.config import SignupSettings
 from services.signup.model import users
-from shared.contracts import UserStats
+from shared.contracts.models import UserStats
 
 
 class StatsTimedOut(RuntimeError):

@@ -3,7 +3,7 @@
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 
-from shared.contracts import UserSignedUpPayload, max_length
+from shared.contracts.models import UserSignedUpPayload, max_length
 
 metadata = sa.MetaData(schema="signup")
 

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from services.signup.model import users
 from services.signup.sms import SmsClient
-from shared.contracts import UserSignedUp
-from shared.outbox import Outbox, Relay, RelayError
-from shared.service import Service
+from shared.contracts.models import UserSignedUp
+from shared.service.declaration import Service
+from shared.service.outbox import Outbox, Relay, RelayError
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ each command. Messages are the contracts' JSON Schemas; bindings carry the AMQP 
 from collections.abc import Iterable
 from typing import Any
 
-from shared.compat import inline
-from shared.contracts import Command, Event
-from shared.topology import EVENTS_EXCHANGE, UNROUTED, ServiceTopology
+from shared.contracts.compatibility import inline
+from shared.contracts.models import Command, Event
+from shared.core.topology import EVENTS_EXCHANGE, UNROUTED, ServiceTopology
 
 AMQP = "0.3.0"  # the AMQP bindings' version
 FRAMING = (

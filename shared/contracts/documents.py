@@ -4,18 +4,18 @@ and the system's AsyncAPI 3.0 document, generated from the code and committed.
 ``eventful contracts write`` regenerates them; ``eventful contracts check`` (and the test
 suite) fails when the committed documents and the code differ. A committed schema is a
 *published* one: ``write`` refuses to overwrite it with a breaking change or to delete it
-(``shared.compat``), so a break can only land by deleting the file by hand, in a diff a
-reviewer sees. The fix for a break is a new version, not a new snapshot.
+(``shared.contracts.compatibility``), so a break can only land by deleting the file by
+hand, in a diff a reviewer sees. The fix for a break is a new version, not a new snapshot.
 """
 
 import json
 from pathlib import Path
 from typing import Any
 
-from shared import asyncapi
-from shared.compat import breaking_changes
-from shared.contracts import Command, Event
-from shared.topology import SERVICES
+from shared.contracts import asyncapi
+from shared.contracts.compatibility import breaking_changes
+from shared.contracts.models import Command, Event
+from shared.core.topology import SERVICES
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 REGENERATE = "eventful contracts write  (or: python -m shared.ops contracts write)"

@@ -3,7 +3,7 @@
 A consumer is never deployed in lockstep with its producers, so an event may arrive in a
 version other than its handler's:
 
-- older: upcasters (``shared.contracts.upcaster``) turn it into the next version, step by
+- older: upcasters (``shared.contracts.models.upcaster``) turn it into the next version, step by
   step, until it has the handler's shape;
 - newer: each version keeps every field of the one before unchanged (the contract rule,
   checked here and by the compatibility test), so the newer event is read as the older one,
@@ -16,8 +16,8 @@ version other than its handler's:
 from functools import cache
 from typing import Any
 
-from shared.compat import breaking_changes, inline
-from shared.contracts import UPCASTERS, Event
+from shared.contracts.compatibility import breaking_changes, inline
+from shared.contracts.models import UPCASTERS, Event
 
 
 class UnsupportedVersion(ValueError):

@@ -10,7 +10,7 @@ fields; readers ignore payload fields they do not know (payloads are ``extra="ig
 the envelope stays strict). Anything else (a field removed, renamed, retyped, rebounded,
 or a new required one) is a new version: a new class whose payload keeps every field of
 the previous version unchanged, and an ``upcaster`` from the previous version, so a
-consumer on either version reads both (``shared.evolution``).
+consumer on either version reads both (``shared.contracts.evolution``).
 
 Every string is bounded: a contract is also what the receiving service can store, and
 the columns that store a field take their size from it (``max_length``), so what one

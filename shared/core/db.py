@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-from shared.system import declaration
+from shared.core.system import declaration
 
 
 class Database:
@@ -55,7 +55,7 @@ def ensure_database(database_url: str) -> None:
 
 #: The platform's tables in every service's schema (outbox, beat entries), versioned apart
 #: from the service's own tables.
-SERVICE_TABLES = Path(__file__).resolve().parent / "service_migrations"
+SERVICE_TABLES = Path(__file__).resolve().parents[1] / "service_migrations"
 
 
 def migrate(database_url: str, service_name: str, migrations: Path | None = None) -> None:

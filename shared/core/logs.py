@@ -1,7 +1,7 @@
 """Worker logs as one JSON object per line (``LOG_FORMAT=json``), for a log pipeline.
 
 Each line names the service and, inside a task, the task's name and id, the id of the
-event it handles and the message's correlation id (``shared.tracing``), and the trace id
+event it handles and the message's correlation id (``shared.core.tracing``), and the trace id
 while a span is active (tracing on): "what happened to this request?" is one query by
 either id. Only ids: message texts stay as the code wrote them, which keeps personal data
 out at INFO.
@@ -15,7 +15,7 @@ from typing import Any
 from celery._state import get_current_task
 from celery.signals import after_setup_logger, after_setup_task_logger
 
-from shared.tracing import CORRELATION, current_trace_id
+from shared.core.tracing import CORRELATION, current_trace_id
 
 
 class JsonFormatter(logging.Formatter):

@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     eventful_system: str = Field(
         "services",
         description="The module whose SERVICES lists the services this system runs"
-        " (shared/system.py).",
+        " (shared/core/system.py).",
     )
     amqp_url: str = Field(
         "amqp://guest:guest@127.0.0.1:5672//",
@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     operator_user: str = Field(
         "guest",
         description="The operator's broker user: a worker runs any task it publishes"
-        " (DLQ replays), as it does its own (shared/allowed.py).",
+        " (DLQ replays), as it does its own (shared/worker/allowed.py).",
     )
     task_time_limit: int = Field(
         25 * 60,

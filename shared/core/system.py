@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from shared.topology import ServiceTopology
+    from shared.core.topology import ServiceTopology
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ def load(system: str) -> dict[str, ServiceDeclaration]:
 
 def declarations() -> dict[str, ServiceDeclaration]:
     """The services of the system this process runs (``EVENTFUL_SYSTEM``)."""
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     return load(get_settings().eventful_system)
 

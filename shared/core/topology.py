@@ -1,6 +1,6 @@
 """The broker topology as data: every exchange, queue, binding and argument, by name.
 
-Per service ``svc`` (each declared in its own package, see ``shared.system``):
+Per service ``svc`` (each declared in its own package, see ``shared.core.system``):
 
 - exchange ``svc`` (topic): the service's private route. Commands arrive on routing key
   ``svc.tasks``; retries and replays of event handlers come back on ``svc.events``, so a
@@ -14,9 +14,9 @@ Shared by the vhost, and declared only by the operator (``declare_all``, what
 whose alternate exchange ``events.unrouted`` keeps, in the queue of the same name, any event
 nobody subscribes to; and Celery's native delayed delivery, 28 ``celery_delayed_*`` levels
 and ``celery_delayed_delivery``, where every service's countdown retries wait. A worker only
-checks that they exist and binds its own queues to them (``shared.delayed``): a declare,
+checks that they exist and binds its own queues to them (``shared.worker.delayed``): a declare,
 even of what exists, needs the configure right that would also let any service delete them
-(``shared.permissions``).
+(``shared.ops.permissions``).
 
 The queues that keep messages for an operator (each DLQ, ``events.unrouted``) have no
 dead-letter exchange, so a message past their delivery limit is dropped. RabbitMQ 4.x
@@ -43,7 +43,7 @@ from kombu.transport.native_delayed_delivery import (
     declare_native_delayed_delivery_exchanges_and_queues,
 )
 
-from shared.system import Discovered
+from shared.core.system import Discovered
 
 EVENTS_EXCHANGE = "events"
 UNROUTED = "events.unrouted"
@@ -139,7 +139,7 @@ class ServiceTopology:
         return self.tasks_queue
 
 
-#: The system's services by name, as their packages declare them (``shared.system``).
+#: The system's services by name, as their packages declare them (``shared.core.system``).
 SERVICES: Mapping[str, ServiceTopology] = Discovered(lambda declared: declared.topology)
 
 

@@ -20,19 +20,19 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 from sqlalchemy import create_engine
 
-from shared import contract_docs
-from shared.check import check_app
-from shared.db import ensure_database, migrate
-from shared.management import Management, ManagementError
+from shared.contracts import documents as contract_docs
+from shared.core.db import ensure_database, migrate
+from shared.core.settings import get_settings, redact
+from shared.core.system import declaration
+from shared.core.topology import SERVICES, service
 from shared.ops import alive, definitions, dlq, outbox, replay, task, upstreams
 from shared.ops.apply import apply_roles, apply_users, declare_topology, vhost_of
 from shared.ops.deployments import WORKERS
+from shared.ops.management import Management, ManagementError
+from shared.ops.permissions import CredentialSettings
 from shared.ops.plan import plan
 from shared.ops.recreate import QueueBusy, recreate
-from shared.permissions import CredentialSettings
-from shared.settings import get_settings, redact
-from shared.system import declaration
-from shared.topology import SERVICES, service
+from shared.worker.check import check_app
 
 OPS_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 AS_JSON = click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
@@ -45,7 +45,7 @@ def _json(value: Any) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Operate an eventful system: migrations, broker topology, workers, dead letters,
-    outboxes. Services come from EVENTFUL_SYSTEM (shared/system.py)."""
+    outboxes. Services come from EVENTFUL_SYSTEM (shared/core/system.py)."""
 
 
 @cli.command("migrate")
@@ -458,7 +458,7 @@ def cmd_outbox_drop(service_name: str, event_id: str, yes: bool) -> int:
 @click.option("--batch", type=int, default=100, show_default=True, help="rows per transaction")
 def cmd_outbox_relay(service_name: str, interval: float, batch: int) -> int:
     """Publish the service's unsent events until stopped (SIGTERM/SIGINT): the sweeper."""
-    from shared.outbox import relay_until_stopped
+    from shared.service.outbox import relay_until_stopped
 
     return relay_until_stopped(service_name, interval, batch)
 
@@ -519,7 +519,7 @@ def cmd_upstream_remove(name: str) -> int:
 @cli.group("contracts")
 def contracts_group() -> None:
     """The contracts as documents: a JSON Schema per event version and command, and the
-    system's AsyncAPI 3.0 document (shared/contract_docs.py)."""
+    system's AsyncAPI 3.0 document (shared/contracts/documents.py)."""
 
 
 CONTRACTS_DIR = click.option(

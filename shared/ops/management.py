@@ -5,7 +5,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
-from shared.settings import redact
+from shared.core.settings import redact
 
 
 class ManagementError(RuntimeError):

@@ -1,4 +1,5 @@
-"""A Prometheus endpoint per service worker: ``celery -A services.X.app worker -I shared.metrics``.
+"""A Prometheus endpoint per service worker:
+``celery -A services.X.app worker -I shared.ops.metrics``.
 
 Counters come from Celery's task signals, which fire in the process that ran the task: a
 prefork child. prometheus_client's multiprocess mode (files in ``PROMETHEUS_MULTIPROC_DIR``)
@@ -63,11 +64,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
-from shared.beat import SingleBeatScheduler, lock_is_held  # noqa: E402
-from shared.deadletter import dead_lettered  # noqa: E402
+from shared.core.settings import get_settings  # noqa: E402
 from shared.ops.outbox import outbox_lag  # noqa: E402
-from shared.results import row_refused  # noqa: E402
-from shared.settings import get_settings  # noqa: E402
+from shared.worker.beat import SingleBeatScheduler, lock_is_held  # noqa: E402
+from shared.worker.deadletter import dead_lettered  # noqa: E402
+from shared.worker.results import row_refused  # noqa: E402
 
 logger = logging.getLogger(__name__)
 values.ValueClass = values.get_value_class()

@@ -1,13 +1,13 @@
 """Least privilege per service, as data: its RabbitMQ user and its PostgreSQL role.
 
 A service's user may configure (declare, delete) only what is its own: its exchanges and
-queues (``shared.topology.declare_service``) and Celery's pidbox/celeryev names, which
-``shared.app`` namespaces per service. What the vhost shares (``events``,
+queues (``shared.core.topology.declare_service``) and Celery's pidbox/celeryev names, which
+``shared.worker.app`` namespaces per service. What the vhost shares (``events``,
 ``events.unrouted``, Celery's ``celery_delayed_*`` levels and ``celery_delayed_delivery``)
 holds other services' messages, so only the operator declares it (``topology apply``);
 a service may publish events to ``events`` and countdowns to ``celery_delayed_27``, and
 bind its own exchange and queues from ``events`` and ``celery_delayed_delivery``, and
-nothing else there: no delete, purge, read or unbind (``shared.delayed``). Topic
+nothing else there: no delete, purge, read or unbind (``shared.worker.delayed``). Topic
 permissions then narrow the routing keys: on ``events`` it publishes only its own event
 types and binds only the ones it subscribes to; on another service's exchange it may only
 send commands (``<owner>.tasks``); through the delay levels, only to its own queues and
@@ -22,7 +22,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import make_url
 
-from shared.topology import (
+from shared.core.topology import (
     DELAY_LEVELS,
     DELAYED_DELIVERY,
     EVENTS_EXCHANGE,

@@ -11,7 +11,7 @@
 Each handler is its own task (``mail.send_welcome_email``) with its own retry policy.
 An event arrives as one task named after its type (``user.signed_up``) on ``mail.events``;
 that entry task validates the envelope and runs each handler as its own task, inside
-itself (``shared.inline``: retries and dead letters are still the handler's, on
+itself (``shared.worker.inline``: retries and dead letters are still the handler's, on
 ``mail.tasks``), ids derived from the event id so a redelivered event runs the same ids
 again. Handlers name their dependencies as parameters, resolved once at
 registration: ``task`` (the bound Celery task), ``session`` (a transaction that commits
@@ -34,15 +34,15 @@ from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from shared.app import BROKER_AWAY, create_celery_app
-from shared.contracts import Command, Event
-from shared.db import Database
-from shared.evolution import UnsupportedVersion, contract_of, read_as
-from shared.inline import Step, can_inline, run_inline, settle_killed, share_time_limits
-from shared.progress import note
-from shared.retry import RetryPolicy, checked_task_options
-from shared.settings import Settings, get_settings
-from shared.topology import ServiceTopology, declare_service, service
+from shared.contracts.evolution import UnsupportedVersion, contract_of, read_as
+from shared.contracts.models import Command, Event
+from shared.core.db import Database
+from shared.core.retry import RetryPolicy, checked_task_options
+from shared.core.settings import Settings, get_settings
+from shared.core.topology import ServiceTopology, declare_service, service
+from shared.worker.app import BROKER_AWAY, create_celery_app
+from shared.worker.inline import Step, can_inline, run_inline, settle_killed, share_time_limits
+from shared.worker.progress import note
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Callable[..., Any])
@@ -91,7 +91,7 @@ class Service:
         #: Per event type, each handler's task and the contract (version) it was written for.
         self._handlers: dict[str, list[tuple[Any, type[Event]]]] = {}
         self._entries: dict[str, Any] = {}
-        #: Each handler of an event or command, by task name (``shared.testing`` runs them).
+        #: Each handler of an event or command, by task name (``shared.service.testing`` runs them).
         self.handlers: dict[str, Handler] = {}
         #: Each task's retry policy, by task name (read by the startup check).
         self.retry_policies: dict[str, RetryPolicy] = {}
@@ -193,10 +193,10 @@ class Service:
     def _entry_task(self, event_cls: type[Event]) -> Any:
         """The task named after the event type: validates the event under the contract of
         the version it carries, then hands each handler the event in the version that
-        handler was written for (``shared.evolution``), or dead-letters the whole event
+        handler was written for (``shared.contracts.evolution``), or dead-letters the whole event
         (``unsupported-version``) before running anything. Each handler runs as its own
-        task, inside this one (``shared.inline``) unless its options need a message. Killed by
-        its hard time limit, it is settled per handler (``settle_killed``), from the same
+        task, inside this one (``shared.worker.inline``) unless its options need a message.
+        Killed by its hard time limit, it is settled per handler (``settle_killed``), from the same
         plan."""
         event_type = event_cls.model_fields["type"].default
         self._routes[event_type] = self.topology.events_queue

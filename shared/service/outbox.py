@@ -5,7 +5,7 @@ loses the event when the broker is away after the database has committed. Instea
 
 - ``Outbox.add(session, event)`` writes the event to ``<service>.outbox`` in the caller's
   transaction: the event exists exactly when the change does. The row keeps the headers
-  it is to be published with (trace context, correlation ids: ``shared.tracing``).
+  it is to be published with (trace context, correlation ids: ``shared.core.tracing``).
 - ``Relay.publish_pending()`` publishes unsent rows, oldest first, with publisher confirms
   and marks them sent. It holds the rows' locks while it publishes
   (``FOR UPDATE SKIP LOCKED``), so two relays never publish the same row; a crash between
@@ -43,10 +43,10 @@ from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from shared.contracts import Event
-from shared.service import Service
-from shared.topology import declare_service
-from shared.tracing import outbox_headers
+from shared.contracts.models import Event
+from shared.core.topology import declare_service
+from shared.core.tracing import outbox_headers
+from shared.service.declaration import Service
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ def relay_until_stopped(service_name: str, interval: float, batch: int) -> int:
     return 0
 
 
-if __name__ == "__main__":  # ``python -m shared.outbox relay SERVICE``: the older spelling
+if __name__ == "__main__":  # ``python -m shared.service.outbox relay SERVICE``: the older spelling
     from shared.ops.cli import main
 
     sys.exit(main(["outbox", *sys.argv[1:]]))

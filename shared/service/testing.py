@@ -15,8 +15,8 @@ from typing import Any
 
 from celery.exceptions import Reject
 
-from shared.evolution import read_as
-from shared.service import InvalidMessage, Service
+from shared.contracts.evolution import read_as
+from shared.service.declaration import InvalidMessage, Service
 
 
 class Harness:
@@ -40,7 +40,7 @@ class Harness:
 
     def handle_event(self, event: Any) -> dict[str, Any]:
         """Run every handler of ``event``'s type, as its entry task would dispatch it: in
-        the version each handler was written for (``shared.evolution``)."""
+        the version each handler was written for (``shared.contracts.evolution``)."""
         return {
             name: self.handle(name, event=read_as(event, handler.contract).model_dump(mode="json"))
             for name, handler in self.service.handlers.items()

@@ -3,7 +3,7 @@
 Topic permissions check routing keys, not the ``task`` header: a service ``a`` may publish
 to ``b.tasks`` (to send ``b`` a command) with ``task=b.internal_step``. So a worker runs:
 
-- any task, with whatever else the message asks for (``shared.trust``), when the
+- any task, with whatever else the message asks for (``shared.worker.trust``), when the
   message's ``user_id`` is the service's own broker user or the operator's
   (``OPERATOR_USER``). RabbitMQ refuses a publish whose ``user_id`` is not the
   connection's user, and the platform stamps it on every publish of a service
@@ -17,7 +17,7 @@ to ``b.tasks`` (to send ``b`` a command) with ``task=b.internal_step``. So a wor
 - a command it serves (``Command.owner``), from anyone.
 
 Everything else is dead-lettered ``not-allowed``, as is a message from anyone else that
-asks for more than its task (``shared.trust``). Isolation needs a broker user per
+asks for more than its task (``shared.worker.trust``). Isolation needs a broker user per
 service: services sharing one user are one principal here.
 """
 
@@ -26,13 +26,13 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from shared.contracts import Command
-from shared.intake import keep_received, received
-from shared.topology import EVENTS_EXCHANGE
-from shared.trust import kept, refusals
-from shared.wire import MalformedMessage
+from shared.contracts.models import Command
+from shared.core.topology import EVENTS_EXCHANGE
+from shared.worker.intake import keep_received, received
+from shared.worker.trust import kept, refusals
+from shared.worker.wire import MalformedMessage
 
-#: Headers a dead letter records of its original (``shared.deadletter.dead_letter``) and a
+#: Headers a dead letter records of its original (``shared.worker.deadletter.dead_letter``) and a
 #: replay carries (``shared.ops.replay``); read only on the operator's replays.
 ORIGINAL_USER = "x-original-user-id"
 ORIGINAL_EXCHANGE = "x-original-exchange"

@@ -14,16 +14,16 @@ from celery.app.task import X_DEATH_HEADERS
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
-from shared.allowed import broker_user, stamped
-from shared.check import install as install_startup_check
-from shared.confirms import current as current_batch
-from shared.contracts import Command, event_types
-from shared.logs import use_json_logs
-from shared.progress import retried
-from shared.results import UTC_SESSION
-from shared.settings import Settings
-from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
-from shared.tracing import install as install_tracing
+from shared.contracts.models import Command, event_types
+from shared.core.logs import use_json_logs
+from shared.core.settings import Settings
+from shared.core.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
+from shared.core.tracing import install as install_tracing
+from shared.worker.allowed import broker_user, stamped
+from shared.worker.check import install as install_startup_check
+from shared.worker.confirms import current as current_batch
+from shared.worker.progress import retried
+from shared.worker.results import UTC_SESSION
 
 
 def _pause_after_nack(exc: Exception, interval: float) -> None:
@@ -60,7 +60,7 @@ OUTAGE_HEADER = "x-outage-waited"
 class ServiceTask(Task):
     """Late acks, dead-lettering on final failure, and retries that stay inside the service."""
 
-    Request = "shared.deadletter:DeadLetteringRequest"
+    Request = "shared.worker.deadletter:DeadLetteringRequest"
 
     def retry(
         self,
@@ -84,7 +84,7 @@ class ServiceTask(Task):
         the broker's error, not Celery's ``Reject(requeue=False)``, which would
         dead-letter the task for the outage: the message is requeued instead (and an
         inline handler's event), bounded by the queue's delivery limit. A published
-        retry is noted for the parent (``shared.progress``).
+        retry is noted for the parent (``shared.worker.progress``).
         """
         if eta is None:
             delay = self.default_retry_delay if countdown is None else countdown
@@ -208,10 +208,10 @@ def in_utc(value: Any) -> Any:
 
 
 class ServiceCelery(Celery):
-    """Celery whose publishes join the thread's ``shared.confirms.confirmed_batch``, with
+    """Celery whose publishes join the thread's ``shared.worker.confirms.confirmed_batch``, with
     task messages from ``UtcAMQP``."""
 
-    amqp_cls = "shared.app:UtcAMQP"
+    amqp_cls = "shared.worker.app:UtcAMQP"
 
     def producer_or_acquire(self, producer=None):
         batch = current_batch(self) if producer is None else None
@@ -253,7 +253,7 @@ def create_celery_app(
     route = router_for(topo, own_queues)
 
     def route_stamped(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Every publish carries the service's broker user (``shared.allowed``). A name the
+        """Every publish carries the service's broker user (``shared.worker.allowed``). A name the
         router does not know goes to the default queue, as Celery would send it: an answer
         with only ``user_id`` would leave it with no queue at all."""
         destination = route(*args, **kwargs) or {"queue": topo.tasks_queue}
@@ -264,7 +264,7 @@ def create_celery_app(
         broker_transport_options={"confirm_publish": True},
         broker_connection_retry_on_startup=True,
         broker_channel_error_retry=True,
-        result_backend=f"shared.results:PostgresBackend+{settings.database_url}",
+        result_backend=f"shared.worker.results:PostgresBackend+{settings.database_url}",
         database_table_schemas={"task": topo.name, "group": topo.name},
         database_engine_options={"pool_pre_ping": True, "connect_args": {"options": UTC_SESSION}},
         result_extended=True,
@@ -299,7 +299,7 @@ def create_celery_app(
         control_exchange=topo.name,
         event_exchange=f"{topo.name}.celeryev",
         operator_user=settings.operator_user,
-        worker_consumer="shared.delayed:Consumer",  # operator-declared delay levels
+        worker_consumer="shared.worker.delayed:Consumer",  # operator-declared delay levels
         worker_prefetch_multiplier=4,
         retry_delay_scale=settings.retry_delay_scale,
         service_topology=topo,

@@ -18,7 +18,7 @@ Here the entry is put back as it was and stays due; beat sends it again every
 ``max_interval`` until the broker confirms it, and a beat that takes over meanwhile finds
 it still due in the table and sends it (once: it is stored only after the confirm).
 
-Enable it per service app: ``beat_scheduler = "shared.beat:SingleBeatScheduler"``.
+Enable it per service app: ``beat_scheduler = "shared.worker.beat:SingleBeatScheduler"``.
 """
 
 import copy
@@ -33,8 +33,8 @@ from celery.beat import ScheduleEntry, Scheduler, SchedulingError
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
-from shared.app import PUBLISH_RETRY_POLICY
-from shared.settings import get_settings
+from shared.core.settings import get_settings
+from shared.worker.app import PUBLISH_RETRY_POLICY
 
 logger = logging.getLogger(__name__)
 

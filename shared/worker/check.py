@@ -20,8 +20,8 @@ from celery import Celery, bootsteps
 from celery.exceptions import ImproperlyConfigured
 from celery.schedules import schedule as every
 
-from shared.contracts import Command
-from shared.retry import RetryPolicy
+from shared.contracts.models import Command
+from shared.core.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 #: Pools that accept ``soft_time_limit``/``time_limit`` and never enforce them.
@@ -122,7 +122,7 @@ def _unenforced(pool: str, allowed: bool) -> tuple[str, bool, str]:
 
 
 def _beat(app: Celery) -> list[Finding]:
-    from shared.beat import SingleBeatScheduler
+    from shared.worker.beat import SingleBeatScheduler
 
     takeover = SingleBeatScheduler.max_interval
     found = []

@@ -22,7 +22,7 @@ from typing import Any
 from celery import states
 from sqlalchemy.dialects.postgresql import insert
 
-from shared.results import PendingRows, PostgresBackend
+from shared.worker.results import PendingRows, PostgresBackend
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _pending(backend: PostgresBackend) -> PendingRows:
 
 def _insert_absent(backend: PostgresBackend, rows: dict[str, dict]) -> None:
     """Insert each row whose task id has none; leave every existing row as it is. Durable:
-    a chord may be waiting on the task (its members' rows are, ``shared.results``)."""
+    a chord may be waiting on the task (its members' rows are, ``shared.worker.results``)."""
     table = backend.task_cls.__table__
     statement = insert(table).on_conflict_do_nothing(index_elements=[table.c.task_id])
     with backend._writer(durable=True).connect() as conn:

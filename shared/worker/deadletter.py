@@ -34,17 +34,17 @@ from celery.worker.state import task_ready
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
-from shared.allowed import ORIGINAL_USER, check_allowed, publisher
-from shared.app import BROKER_AWAY, PUBLISH_RETRY_POLICY
-from shared.dead_results import record as record_result
-from shared.evolution import UnsupportedVersion
-from shared.frames import check_properties, install, note
-from shared.intake import received, translate
-from shared.progress import RETRIED, killed
-from shared.results import ChordTimeout
-from shared.topology import service
-from shared.tracing import record_dead_letter
-from shared.wire import MalformedMessage, check_message, check_protocol
+from shared.contracts.evolution import UnsupportedVersion
+from shared.core.topology import service
+from shared.core.tracing import record_dead_letter
+from shared.worker.allowed import ORIGINAL_USER, check_allowed, publisher
+from shared.worker.app import BROKER_AWAY, PUBLISH_RETRY_POLICY
+from shared.worker.dead_results import record as record_result
+from shared.worker.frames import check_properties, install, note
+from shared.worker.intake import received, translate
+from shared.worker.progress import RETRIED, killed
+from shared.worker.results import ChordTimeout
+from shared.worker.wire import MalformedMessage, check_message, check_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ class DeadLetteringRequest(Request):
     def _settle_killed(self, exc: TimeLimitExceeded) -> bool:
         """The hard time limit: kill the pool process first (nothing it does afterwards,
         a retry, a commit, goes unseen), then settle by what it had done
-        (``shared.progress``). A retry it had published carries the task on: the message is
+        (``shared.worker.progress``). A retry it had published carries the task on: the message is
         acked, not also dead-lettered. An entry task settles each of its handlers
         (``settle_killed``). Otherwise False: dead-lettered ``time-limit``, as any
         final failure. Celery calls this before it kills the process itself."""
@@ -346,7 +346,7 @@ class DeadLetteringConsumer(Consumer):
 
         Whatever a message makes the handler raise is an "Unrecoverable error" that stops
         the worker, and the redelivered message stops the next one. So a protocol-2 message
-        is checked first (``shared.wire``), and anything else that escapes is dead-lettered
+        is checked first (``shared.worker.wire``), and anything else that escapes is dead-lettered
         too. A broken connection still propagates (the consumer reconnects); an error after
         the message was settled is only logged.
         """
@@ -377,7 +377,7 @@ class DeadLetteringConsumer(Consumer):
 
     def connect(self):
         """The consuming connection, with bodies as the bytes on the wire (``_keep_wire_body``)."""
-        install()  # properties py-amqp cannot decode: delivered marked (shared.frames)
+        install()  # properties py-amqp cannot decode: delivered marked (shared.worker.frames)
         conn = super().connect()
         conn.default_channel.auto_decode = False
         return conn

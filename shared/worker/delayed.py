@@ -7,14 +7,14 @@ it, the declare is refused and Celery only logs that native delayed delivery "wi
 available" while the worker runs on. Here the operator declares them (``topology apply``):
 the consumer checks, each time it connects, that they exist (passive declares need no
 right) and stops with what to run if not; the step only binds the service's own exchange
-and queues (``shared.topology.bind_delayed_delivery``).
+and queues (``shared.core.topology.bind_delayed_delivery``).
 """
 
 from celery import bootsteps
 from celery.worker.consumer.tasks import Tasks
 
-from shared.deadletter import DeadLetteringConsumer
-from shared.topology import bind_delayed_delivery, require_shared
+from shared.core.topology import bind_delayed_delivery, require_shared
+from shared.worker.deadletter import DeadLetteringConsumer
 
 _CELERYS = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
 
@@ -24,7 +24,7 @@ class BindDelayedDelivery(bootsteps.StartStopStep):
     all of them are declared (``DeclareTopology``; ``Tasks`` only those the worker
     consumes), and nothing shared declared."""
 
-    requires = (Tasks, "shared.app:DeclareTopology")
+    requires = (Tasks, "shared.worker.app:DeclareTopology")
 
     def start(self, c) -> None:
         channel = c.connection.channel()

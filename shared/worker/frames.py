@@ -19,7 +19,7 @@ delivery tag) and is dead-lettered ``malformed-message`` by the dying worker.
 the fields that can be read are read one by one (each has a length on the wire), the
 others are left out, and the message is delivered with ``UNDECODABLE`` in its properties,
 a key no wire can set. Frame state then advances as for any message. The worker's
-consumer (``shared.deadletter``) dead-letters such a message as ``undecodable-frame``,
+consumer (``shared.worker.deadletter``) dead-letters such a message as ``undecodable-frame``,
 keeping its body, the properties that could be read and the raw bytes (``note``); the
 ``eventful dlq`` tools read one that reached a DLQ natively and, moving it, keep the same
 (``readable_properties``), so the next reader of that DLQ is not at risk.
@@ -32,7 +32,7 @@ from amqp.basic_message import Message
 from amqp.serialization import _read_item, loads
 from amqp.spec import Basic
 
-from shared.wire import MalformedMessage
+from shared.worker.wire import MalformedMessage
 
 #: The properties key that marks a message whose properties py-amqp could not decode.
 UNDECODABLE = "x-undecodable-properties"

@@ -22,7 +22,7 @@ What cannot be inlined keeps its own message: a handler with ``rate_limit`` or `
 the entry task's are the sum of its handlers' (``share_time_limits``), so a hung send is
 still interrupted and retried, and handlers that each keep within their own limits
 never meet the shared one. A hard time limit kills the whole entry task; the worker then
-settles each handler by what the killed process had noted (``shared.progress``,
+settles each handler by what the killed process had noted (``shared.worker.progress``,
 ``settle_killed``): the one running is dead-lettered as its own message (``time-limit``)
 and its ``on_failure`` runs, the ones not yet run get their own message.
 """
@@ -37,10 +37,10 @@ from celery.app.trace import trace_task
 from celery.exceptions import BackendStoreError
 from kombu.serialization import dumps
 
-from shared import progress
-from shared.allowed import broker_user
-from shared.deadletter import BROKER_AWAY, dead_letter, is_final, reason_for
-from shared.tracing import ids_for
+from shared.core.tracing import ids_for
+from shared.worker import progress
+from shared.worker.allowed import broker_user
+from shared.worker.deadletter import BROKER_AWAY, dead_letter, is_final, reason_for
 
 #: Task options the worker enforces per message: a handler with one keeps its own message.
 PER_MESSAGE = ("rate_limit", "expires")
@@ -93,7 +93,7 @@ def run_inline(entry: Any, step: Step) -> None:
 
 def settle_killed(entry: Any, steps: list[Step], record: Any, exc: BaseException) -> None:
     """The hard time limit killed ``entry`` (its worker's request) at ``record``
-    (``shared.progress``; None: before its first handler). Handlers before it are done; the
+    (``shared.worker.progress``; None: before its first handler). Handlers before it are done; the
     one running is dead-lettered as its own message (``time-limit``) and its
     ``on_failure`` runs, unless its retry was already published; the ones not yet run
     (or not yet published) get their own message, as a first attempt, and run."""

@@ -28,9 +28,9 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from shared.topology import EVENTS_EXCHANGE, ServiceTopology
-from shared.tracing import TRACE_HEADERS
-from shared.wire import MalformedMessage
+from shared.core.topology import EVENTS_EXCHANGE, ServiceTopology
+from shared.core.tracing import TRACE_HEADERS
+from shared.worker.wire import MalformedMessage
 
 PREFIXES = ("cloudEvents:", "cloudEvents_")
 STRUCTURED = "application/cloudevents+json"

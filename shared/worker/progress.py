@@ -2,7 +2,7 @@
 
 The hard limit kills the pool process and its parent settles the message, knowing only
 that the task did not finish. Two things it must know happen inside the process: which
-handler an entry task was running (``shared.inline``: the others are done or not yet
+handler an entry task was running (``shared.worker.inline``: the others are done or not yet
 run), and that the task's retry was already published and confirmed (``ServiceTask``:
 the retry carries the task on; dead-lettering it as well would run it after its death).
 So each pool process keeps one record of the last such step, written with one ``pwrite``
@@ -70,7 +70,7 @@ def _close(**_: Any) -> None:
 def _started(task_id: str, **_: Any) -> None:
     """A new job starts from a clean record: an earlier attempt's ``retried`` (same task
     id, same process) must not speak for this one. Handlers traced inside an entry task
-    (``inline``) are steps of its job, noted by ``shared.inline``."""
+    (``inline``) are steps of its job, noted by ``shared.worker.inline``."""
     if not _file["inline"]:
         note(task_id, task_id)
 

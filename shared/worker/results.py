@@ -73,7 +73,7 @@ UTC_SESSION = "-c timezone=UTC"
 logger = logging.getLogger(__name__)
 
 #: Sent (in the process that held it) for a result row the database refused alone and
-#: that was dropped; ``shared.metrics`` counts them.
+#: that was dropped; ``shared.ops.metrics`` counts them.
 row_refused = Signal(name="row_refused")
 
 _buffers: list["PendingRows"] = []  # this process's, flushed when it shuts down

@@ -4,13 +4,13 @@ A Celery message carries more than a task and its arguments: follow-up work (the
 embed), control headers (time limits, retries, groups, ...) and the platform's own ``x-``
 headers. The worker obeys all of them with the service's identity, so they count only from
 a publisher the service trusts (its own broker user, or the operator outside a replay:
-``shared.allowed.publisher``). From anyone else ``screen`` keeps what any publisher may
+``shared.worker.allowed.publisher``). From anyone else ``screen`` keeps what any publisher may
 say, drops the platform's own headers and any header nobody reads, and refuses
 (``not-allowed``, naming it) whatever asks for something. Shapes and ranges are checked
-for everyone, before this (``shared.wire``).
+for everyone, before this (``shared.worker.wire``).
 
 ``PARTS`` is the one table: the README's ("Isolation and credentials", ``python -m
-shared.trust`` prints it) and the standing test (``tests/integration/test_trust_table.py``)
+shared.worker.trust`` prints it) and the standing test (``tests/integration/test_trust_table.py``)
 are generated from it. A header named like any other attribute of Celery's request
 (``Context``) is refused: Celery copies every header into the request, so ``callbacks``,
 ``is_eager`` or ``headers`` sent as headers become what the task runs with.
@@ -95,7 +95,7 @@ def _request_attributes() -> tuple[str, ...]:
 
 PARTS: tuple[Part, ...] = (
     Part("property", ("user_id",), BROKER,
-         "who published: decides trust (shared.allowed)",
+         "who published: decides trust (shared.worker.allowed)",
          probe="another user", outcome="broker refuses"),
     Part("property", ("content_type",), ANYONE, "JSON only, for everyone",
          probe="application/x-python-serialize", outcome="content-type-not-allowed"),

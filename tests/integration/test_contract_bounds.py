@@ -6,7 +6,7 @@ import uuid
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 
-from shared.contracts import NotificationPayload, UserSignedUpPayload, max_length
+from shared.contracts.models import NotificationPayload, UserSignedUpPayload, max_length
 from tests.support import JSON, envelope, framed, headers, publish_raw, wait_for
 
 

@@ -11,7 +11,7 @@ import time
 from sqlalchemy import text
 
 from infra.tcp_proxy import TcpProxy
-from shared.contracts import GenerateReport
+from shared.contracts.models import GenerateReport
 from tests.integration.test_reports_time_limits import seed_signups
 from tests.support import send_command, wait_for
 

@@ -9,7 +9,7 @@ import pytest
 from kombu import Connection
 from sqlalchemy import text
 
-from shared.contracts import (
+from shared.contracts.models import (
     Event,
     GenerateReport,
     NotificationFailed,

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from services.signup.model import users
-from shared.contracts import UserStats
+from shared.contracts.models import UserStats
 from tests.support import wait_for
 
 STATS_TIMEOUT = 3.0

@@ -1,7 +1,7 @@
 """The README's table of who may set what ("Isolation and credentials"), row by row: each
 part set to its probe by another service (signup, a command to notifier.tasks) and by an
 upstream (``user.signed_up`` on events), against a notifier worker running as its own
-user. Generated from ``shared.trust.PARTS``, the table the worker itself applies, and the
+user. Generated from ``shared.worker.trust.PARTS``, the table the worker itself applies, and the
 README's copy of it is checked to be that table.
 
 All probes are published at once (a module fixture), then each case reads its own outcome:
@@ -19,7 +19,7 @@ import amqp
 import pytest
 from kombu import Connection
 
-from shared.trust import EMBED, PARTS, Part, markdown
+from shared.worker.trust import EMBED, PARTS, Part, markdown
 from tests.support import JSON, envelope, wait_for
 
 ROUTES = ("another service", "upstream")

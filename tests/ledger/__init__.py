@@ -4,8 +4,8 @@ signups, read from ``events``."""
 
 from pathlib import Path
 
-from shared.system import Deployment, ServiceDeclaration
-from shared.topology import ServiceTopology
+from shared.core.system import Deployment, ServiceDeclaration
+from shared.core.topology import ServiceTopology
 
 SERVICE = ServiceDeclaration(
     ServiceTopology("ledger", subscribes=("user.signed_up",)),

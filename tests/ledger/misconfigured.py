@@ -1,8 +1,8 @@
 """A ledger app whose one step has a soft time limit above its hard one: a worker of it
 must refuse to start."""
 
-from shared.service import Service
-from shared.topology import ServiceTopology
+from shared.core.topology import ServiceTopology
+from shared.service.declaration import Service
 
 service = Service(ServiceTopology("ledger"))
 

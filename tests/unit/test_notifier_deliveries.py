@@ -7,7 +7,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from services.notifier.deliveries import Delivery, status_after
 from services.notifier.errors import PermanentDeliveryError
-from shared.contracts import UserSignedUp
+from shared.contracts.models import UserSignedUp
 
 
 def task(task_id: str) -> SimpleNamespace:

@@ -4,13 +4,13 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from shared.app import router_for
-from shared.contracts import Command
-from shared.topology import ServiceTopology
+from shared.contracts.models import Command
+from shared.core.topology import ServiceTopology
+from shared.worker.app import router_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 #: The published language may name a command's owner; nothing else in shared/ may.
-CONTRACTS = SHARED / "contracts.py"
+CONTRACTS = SHARED / "contracts" / "models.py"
 
 
 def test_no_platform_file_names_a_service():

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from shared.contracts import UserSignedUp
-from shared.retry import RetryPolicy
-from shared.service import Service
-from shared.system import declarations
-from shared.topology import ServiceTopology
+from shared.contracts.models import UserSignedUp
+from shared.core.retry import RetryPolicy
+from shared.core.system import declarations
+from shared.core.topology import ServiceTopology
+from shared.service.declaration import Service
 
 
 def a_service() -> Service:
@@ -79,7 +79,7 @@ def test_an_internal_task_gets_its_arguments_by_position_and_its_dependencies_by
 #: session's default settings, and the integration tests configure theirs later.
 DESCRIBE = """
 import importlib, json
-from shared.system import declarations
+from shared.core.system import declarations
 out = {}
 for name, declared in declarations().items():
     service = importlib.import_module(declared.app).service

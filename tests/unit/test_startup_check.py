@@ -6,11 +6,11 @@ import subprocess
 import sys
 from typing import ClassVar
 
-from shared.check import check_app
-from shared.contracts import Command
-from shared.retry import RetryPolicy
-from shared.service import Service
-from shared.topology import ServiceTopology
+from shared.contracts.models import Command
+from shared.core.retry import RetryPolicy
+from shared.core.topology import ServiceTopology
+from shared.service.declaration import Service
+from shared.worker.check import check_app
 
 
 class Checkout(Command):
