@@ -17,9 +17,9 @@ from sqlalchemy import create_engine, text
 
 from bench.measure import Row, cpu_seconds, ready_messages, rss_mb
 from bench.setup import BenchEnv
+from contracts import UserSignedUp
 from infra.processes import Worker, wait_for
 from infra.smtp_sink import SmtpSink
-from shared.contracts.models import UserSignedUp
 from shared.core.settings import Settings
 from shared.service.declaration import Service
 

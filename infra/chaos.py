@@ -102,8 +102,8 @@ def start_reports(engine) -> list[str]:
     shard counts has run: the workflows are in flight, not merely queued."""
     from datetime import date, timedelta
 
+    from contracts import GenerateReport
     from services.reports.app import service
-    from shared.contracts.models import GenerateReport
 
     query = "SELECT count(*) FROM reports.celery_taskmeta WHERE name = 'reports.count_shard'"
     before = _scalar(engine, query)

@@ -10,11 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from contracts import UserSignedUp
 from services.signup.model import users
 from services.signup.sms import SmsClient
-from shared.contracts.models import UserSignedUp
-from shared.service.declaration import Service
-from shared.service.outbox import Outbox, Relay, RelayError
+from shared import Outbox, Relay, RelayError, Service
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ service may publish the next can always keep.
 """
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 from annotated_types import MaxLen
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 #: RFC 5321's limit on a forward path.
 EMAIL_MAX = 320
@@ -48,70 +48,6 @@ class Event(BaseModel):
         version = cls.model_fields["version"].default
         if isinstance(event_type, str) and isinstance(version, int):
             Event.registry[(event_type, version)] = cls
-
-
-class UserSignedUpPayload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    user_id: UUID
-    email: EmailStr = Field(max_length=EMAIL_MAX)
-    name: str = Field(min_length=1, max_length=200)
-    phone: str | None = Field(None, max_length=32)
-
-
-class UserSignedUp(Event):
-    type: Literal["user.signed_up"] = "user.signed_up"
-    version: Literal[1] = 1
-    payload: UserSignedUpPayload
-
-
-class UserSignedUpV2Payload(UserSignedUpPayload):
-    #: A BCP 47 language tag ("en", "pt-BR"): the language the user reads.
-    locale: str = Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
-
-
-class UserSignedUpV2(Event):
-    """v2 adds the user's ``locale`` (required: a new version, not an optional field)."""
-
-    type: Literal["user.signed_up"] = "user.signed_up"
-    version: Literal[2] = 2
-    payload: UserSignedUpV2Payload
-
-
-class NotificationPayload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    delivery_id: str = Field(max_length=200)
-    kind: str = Field(max_length=100)
-    channel: Literal["email", "sms"]
-    #: Who it went to, for people: a long list of recipients is summarised to fit.
-    recipient: str = Field(max_length=1000)
-    caused_by: UUID | None = None
-    error: str | None = Field(None, max_length=1000)
-
-
-class NotificationSent(Event):
-    type: Literal["notification.sent"] = "notification.sent"
-    version: Literal[1] = 1
-    payload: NotificationPayload
-
-
-class NotificationFailed(Event):
-    type: Literal["notification.failed"] = "notification.failed"
-    version: Literal[1] = 1
-    payload: NotificationPayload
-
-
-class ReportGeneratedPayload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    report_id: UUID
-    kind: str = Field(max_length=20)
-    day: str = Field(max_length=10)
-    summary: dict[Annotated[str, Field(max_length=100)], int] = Field(max_length=100)
-
-
-class ReportGenerated(Event):
-    type: Literal["report.generated"] = "report.generated"
-    version: Literal[1] = 1
-    payload: ReportGeneratedPayload
 
 
 def max_length(model: type[BaseModel], field: str) -> int:
@@ -151,12 +87,6 @@ def upcaster(event_type: str, version: int) -> Callable[[Callable], Callable]:
     return register
 
 
-@upcaster("user.signed_up", 1)
-def _signed_up_v1_to_v2(event: dict[str, Any]) -> dict[str, Any]:
-    """Every v1 user was welcomed in English: that is the locale v1 implies."""
-    return {**event, "version": 2, "payload": {**event["payload"], "locale": "en"}}
-
-
 class Command(BaseModel):
     """A request to one service; ``task`` names the service that owns it (before the dot)
     and the task that serves it."""
@@ -174,32 +104,3 @@ class Command(BaseModel):
     def owner(cls) -> str:
         """The service that serves this command."""
         return cls.task.split(".", 1)[0]
-
-
-class SendEmail(Command):
-    task: ClassVar[str] = "notifier.send_email"
-    to: EmailStr = Field(max_length=EMAIL_MAX)
-    subject: str = Field(min_length=1, max_length=300)
-    body: str = Field(max_length=100_000)
-    attachment: str | None = Field(None, max_length=2000)
-
-
-class SendSms(Command):
-    task: ClassVar[str] = "notifier.send_sms"
-    to: str = Field(pattern=r"^\+?[0-9]{6,16}$", max_length=17)
-    text: str = Field(min_length=1, max_length=480)
-
-
-class UserStats(Command):
-    """Signups per UTC day over the last ``days`` days, and the total; answered by signup."""
-
-    task: ClassVar[str] = "signup.user_stats"
-    days: int = Field(7, ge=1, le=366)
-
-
-class GenerateReport(Command):
-    """Build (or rebuild) the report of ``kind`` for the period starting on ``day``."""
-
-    task: ClassVar[str] = "reports.generate_report"
-    kind: Literal["daily", "weekly"]
-    day: date

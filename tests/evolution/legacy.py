@@ -1,6 +1,6 @@
 """A consumer written for ``user.signed_up`` v1, still deployed when v2 is published."""
 
-from shared.contracts.models import UserSignedUp
+from contracts import UserSignedUp
 from shared.service.declaration import Service
 from tests.evolution import LEGACY
 

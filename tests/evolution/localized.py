@@ -1,6 +1,6 @@
 """A consumer written for ``user.signed_up`` v2: every event it sees has a locale."""
 
-from shared.contracts.models import UserSignedUpV2
+from contracts import UserSignedUpV2
 from shared.service.declaration import Service
 from tests.evolution import LOCALIZED
 

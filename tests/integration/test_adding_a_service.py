@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from contracts import UserSignedUp
 from infra.processes import Worker, free_port, wait_for
 from infra.scratch import put_scratch_vhost
-from shared.contracts.models import UserSignedUp
 from shared.core.settings import get_settings
 from shared.ops.management import Management
 from shared.ops.permissions import CredentialSettings

@@ -15,7 +15,7 @@ from datetime import date
 import pytest
 from sqlalchemy import text
 
-from shared.contracts.models import GenerateReport
+from contracts import GenerateReport
 from shared.core.db import migrate
 from shared.core.topology import SERVICES
 from shared.ops.cli import OPS_MIGRATIONS

@@ -66,8 +66,8 @@ def poison_row(db, event_type: str = UNPUBLISHABLE) -> str:
 
 def signed_up(email: str) -> str:
     """A valid ``user.signed_up`` recorded through the outbox, as the API records it; its id."""
+    from contracts import UserSignedUp
     from services.signup.app import service
-    from shared.contracts.models import UserSignedUp
     from shared.service.outbox import Outbox
 
     event = UserSignedUp(

@@ -229,8 +229,8 @@ def test_a_signup_with_the_broker_unreachable_is_201_at_once_and_delivered_when_
 
 
 def test_two_relays_at_once_publish_each_outbox_row_once_and_stop_cleanly_on_sigterm(stack, db):
+    from contracts import UserSignedUp
     from services.signup.app import service
-    from shared.contracts.models import UserSignedUp
     from shared.service.outbox import Outbox
 
     rows = 300

@@ -162,7 +162,7 @@ def test_protocol_1_from_another_service_is_refused(stack, creds, workers, db, c
 
 def test_a_service_s_own_workflows_keep_their_embed(stack, creds, workers, db, clean_queues):
     """GenerateReport from another service: the chord and chain it starts are reports' own."""
-    from shared.contracts.models import GenerateReport
+    from contracts import GenerateReport
 
     command = GenerateReport(kind="daily", day=date(2031, 2, 4)).model_dump(mode="json")
     task_id = str(uuid.uuid4())

@@ -7,7 +7,8 @@ from celery.exceptions import Reject, Retry, TimeLimitExceeded, WorkerLostError
 from kombu.exceptions import ContentDisallowed, DecodeError
 from pydantic import ValidationError
 
-from shared.contracts.models import Event, SendEmail, UserSignedUp, event_class
+from contracts import SendEmail, UserSignedUp
+from shared.contracts.models import Event, event_class
 from shared.core.topology import SERVICES, service
 from shared.worker.app import router_for
 from shared.worker.deadletter import is_final, original_route, reason_for

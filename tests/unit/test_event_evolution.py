@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
+from contracts import UserSignedUp, UserSignedUpV2
 from shared.contracts.evolution import UnsupportedVersion, contract_of, read_as
-from shared.contracts.models import UserSignedUp, UserSignedUpV2
 
 PAYLOAD = {"user_id": str(uuid.uuid4()), "email": "ada@example.com", "name": "Ada"}
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from shared.contracts.models import UserSignedUp
+from contracts import UserSignedUp
 from shared.core.retry import RetryPolicy
 from shared.core.system import declarations
 from shared.core.topology import ServiceTopology

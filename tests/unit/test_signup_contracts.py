@@ -3,9 +3,9 @@
 import pytest
 from pydantic import ValidationError
 
+from contracts import NotificationSent, UserStats
 from infra.tcp_proxy import TcpProxy
 from services.signup.schemas import SignupRequest
-from shared.contracts.models import NotificationSent, UserStats
 from shared.service.declaration import Service
 from shared.service.outbox import Outbox
 

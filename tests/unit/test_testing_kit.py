@@ -5,12 +5,7 @@ import uuid
 
 import pytest
 
-from shared.contracts.models import (
-    NotificationPayload,
-    NotificationSent,
-    UserSignedUp,
-    UserSignedUpV2,
-)
+from contracts import NotificationPayload, NotificationSent, UserSignedUp, UserSignedUpV2
 from shared.core.topology import ServiceTopology
 from shared.service.declaration import InvalidMessage, Service
 from shared.service.testing import Harness
