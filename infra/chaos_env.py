@@ -132,7 +132,7 @@ class Fleet:
             worker.start()
         log = open(self.world.logs / "signup-outbox-relay.log", "ab")  # noqa: SIM115
         self.relay = subprocess.Popen(
-            [sys.executable, "-m", "shared.service.outbox", "relay", "signup", "--interval", "0.2"],
+            [sys.executable, "-m", "shared.ops", "outbox", "relay", "signup", "--interval", "0.2"],
             cwd=ROOT, env=self.world.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

@@ -97,7 +97,7 @@ def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
                 {**as_service("signup"), **sms},
             )  # fmt: skip
         )
-    if importlib.util.find_spec("shared.service.outbox"):
+    if importlib.util.find_spec("shared.ops"):
         found.append(
             Program(
                 "signup-outbox-relay",

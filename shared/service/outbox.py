@@ -27,7 +27,6 @@ loses the event when the broker is away after the database has committed. Instea
 import logging
 import queue
 import signal
-import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -337,12 +336,6 @@ def relay_until_stopped(service_name: str, interval: float, batch: int) -> int:
     sweep(relay, interval, stop)
     logger.info("%s outbox relay stopped", service_name)
     return 0
-
-
-if __name__ == "__main__":  # ``python -m shared.service.outbox relay SERVICE``: the older spelling
-    from shared.ops.cli import main
-
-    sys.exit(main(["outbox", *sys.argv[1:]]))
 
 
 def _among(column: Any, ids: Sequence[UUID]) -> Any:

@@ -40,12 +40,13 @@ def tap(amqp_url: str, routing_key: str) -> Iterator[Callable[[], list[str]]]:
 
 @contextmanager
 def relays(stack, count: int, amqp_url: str, *args: str) -> Iterator[list[subprocess.Popen]]:
-    """``count`` outbox relay processes (``python -m shared.service.outbox relay signup``)."""
+    """``count`` outbox relay processes (``python -m shared.ops outbox relay signup``)."""
     procs = []
     cmd = [
         sys.executable,
         "-m",
-        "shared.service.outbox",
+        "shared.ops",
+        "outbox",
         "relay",
         "signup",
         "--interval",
