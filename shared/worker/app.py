@@ -60,7 +60,7 @@ OUTAGE_HEADER = "x-outage-waited"
 class ServiceTask(Task):
     """Late acks, dead-lettering on final failure, and retries that stay inside the service."""
 
-    Request = "shared.worker.deadletter:DeadLetteringRequest"
+    Request = "shared.worker.request:DeadLetteringRequest"
 
     def retry(
         self,

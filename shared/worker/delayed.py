@@ -14,7 +14,7 @@ from celery import bootsteps
 from celery.worker.consumer.tasks import Tasks
 
 from shared.core.topology import bind_delayed_delivery, require_shared
-from shared.worker.deadletter import DeadLetteringConsumer
+from shared.worker.receive import ReceivingConsumer
 
 _CELERYS = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
 
@@ -34,13 +34,13 @@ class BindDelayedDelivery(bootsteps.StartStopStep):
             channel.close()
 
 
-class Consumer(DeadLetteringConsumer):
+class Consumer(ReceivingConsumer):
     """The platform's consumer, refusing to run on a vhost without the shared objects."""
 
-    class Blueprint(DeadLetteringConsumer.Blueprint):
+    class Blueprint(ReceivingConsumer.Blueprint):
         default_steps = [
             f"{__name__}:BindDelayedDelivery" if step == _CELERYS else step
-            for step in DeadLetteringConsumer.Blueprint.default_steps
+            for step in ReceivingConsumer.Blueprint.default_steps
         ]
 
     def connect(self):

@@ -40,7 +40,8 @@ from kombu.serialization import dumps
 from shared.core.tracing import ids_for
 from shared.worker import progress
 from shared.worker.allowed import broker_user
-from shared.worker.deadletter import BROKER_AWAY, dead_letter, is_final, reason_for
+from shared.worker.app import BROKER_AWAY
+from shared.worker.deadletter import dead_letter, is_final, reason_for
 
 #: Task options the worker enforces per message: a handler with one keeps its own message.
 PER_MESSAGE = ("rate_limit", "expires")
