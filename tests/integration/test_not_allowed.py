@@ -18,7 +18,7 @@ from sqlalchemy import text
 from contracts import GenerateReport
 from shared.core.db import migrate
 from shared.core.topology import SERVICES
-from shared.ops.cli import OPS_MIGRATIONS
+from shared.ops.commands.common import OPS_MIGRATIONS
 from shared.ops.dlq import depth
 from tests.support import JSON, drain, publish_raw, wait_for
 

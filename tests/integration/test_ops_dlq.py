@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from shared.core.db import migrate
 from shared.core.topology import SERVICES
-from shared.ops.cli import OPS_MIGRATIONS
+from shared.ops.commands.common import OPS_MIGRATIONS
 from shared.ops.dlq import depth
 from shared.ops.management import Management
 from shared.ops.replay import CRASH_EXIT, REPLAY_STEPS

@@ -22,7 +22,7 @@ from infra.processes import ROOT
 from shared.core.db import migrate
 from shared.core.topology import SERVICES
 from shared.core.tracing import CAUSATION, CORRELATION
-from shared.ops.cli import OPS_MIGRATIONS
+from shared.ops.commands.common import OPS_MIGRATIONS
 from shared.ops.dlq import depth
 from tests.integration.test_upstream_forms import CE_JSON, binary, structured
 from tests.support import (

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from shared.core.db import migrate
 from shared.core.topology import SERVICES
-from shared.ops.cli import OPS_MIGRATIONS
+from shared.ops.commands.common import OPS_MIGRATIONS
 from shared.ops.dlq import depth
 from tests.service_users import ops_as
 from tests.support import JSON, envelope, framed, publish_raw, wait_for

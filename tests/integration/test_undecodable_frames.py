@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from shared.core.db import migrate
 from shared.core.topology import SERVICES
-from shared.ops.cli import OPS_MIGRATIONS
+from shared.ops.commands.common import OPS_MIGRATIONS
 from shared.worker.frames import UNDECODABLE, install
 from tests.integration.test_upstream_credentials import crm  # noqa: F401 (a fixture)
 from tests.raw_properties import encode, nested, publish_properties, shortstr, table
