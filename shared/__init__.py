@@ -22,7 +22,8 @@ from shared.core.settings import Settings
 from shared.core.system import Deployment, ServiceDeclaration
 from shared.core.topology import ServiceTopology
 from shared.core.tracing import instrument_app
-from shared.service.declaration import DATABASE_RETRY_DELAY, Service
+from shared.service.declaration import Service
+from shared.service.handler import DATABASE_RETRY_DELAY, InvalidMessage
 from shared.service.outbox import AfterCommit, Outbox, Relay, RelayError
 from shared.service.testing import Harness
 
@@ -52,4 +53,5 @@ __all__ = [
     "instrument_app",
     "use_json_logs_outside_workers",
     "Harness",
+    "InvalidMessage",
 ]

@@ -20,61 +20,42 @@ event, send a command), and any name given in ``dependencies`` (a factory, calle
 per process). A handler's retry policy is a ``RetryPolicy`` named beside it.
 """
 
-import functools
 import inspect
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, uuid5
 
 from celery import Celery
 from celery.exceptions import Reject
-from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from pydantic import BaseModel
 
 from shared.contracts.evolution import UnsupportedVersion, contract_of, read_as
 from shared.contracts.models import Command, Event
 from shared.core.db import Database
 from shared.core.retry import RetryPolicy, checked_task_options
 from shared.core.settings import Settings, get_settings
-from shared.core.topology import ServiceTopology, declare_service, service
-from shared.worker.app import BROKER_AWAY, create_celery_app
+from shared.core.topology import ServiceTopology, service
+from shared.service.handler import (
+    DATABASE_RETRY_DELAY,
+    DATABASE_UNAVAILABLE,
+    Handler,
+    final_only,
+    validate,
+)
+from shared.service.publishing import Publishing
+from shared.worker.app import create_celery_app
 from shared.worker.inline import Step, can_inline, run_inline, settle_killed, share_time_limits
 from shared.worker.progress import note
 
 logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=Callable[..., Any])
-#: The database is away (restarting, failing over, a connection cut mid-transaction): the
-#: handler's transaction did not commit, so the task is retried, not dead-lettered.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
-DATABASE_RETRY_DELAY = 5
 #: Dependencies every service provides, besides those it declares.
 BUILT_IN = frozenset({"task", "session", "db", "publish", "send"})
 
 
-class InvalidMessage(ValueError):
-    """A message whose body does not match its contract: dead-lettered, never retried."""
-
-
-@dataclass(frozen=True)
-class Handler:
-    """A handler as registered: the function, the contract of its message, where the
-    message sits in the task's keyword arguments (``event``; None: all of them), and the
-    dependencies it names."""
-
-    fn: Callable[..., Any]
-    contract: type[BaseModel]
-    key: str | None
-    deps: list[str]
-
-    def parse(self, kwargs: dict[str, Any]) -> Any:
-        """The message as the worker would validate it; ``Reject`` if it is invalid."""
-        return _validate(self.contract, self.key, (), kwargs)
-
-
-class Service:
+class Service(Publishing):
     def __init__(
         self,
         name: str | ServiceTopology,
@@ -187,7 +168,7 @@ class Service:
         self.retry_policies[owner] = policy
         options = checked_task_options(owner, options)
         if "on_failure" in options:
-            options = {**options, "on_failure": _final_only(options["on_failure"])}
+            options = {**options, "on_failure": final_only(options["on_failure"])}
         return {**options, **policy.task_options()}
 
     def _entry_task(self, event_cls: type[Event]) -> Any:
@@ -205,7 +186,7 @@ class Service:
             """Each handler with its task id and its version of the event, in order."""
             try:
                 wire = contract_of(event_type, kwargs.get("event"))
-                event = _validate(wire or event_cls, "event", args, kwargs)
+                event = validate(wire or event_cls, "event", args, kwargs)
                 shaped = [(t, read_as(event, c)) for t, c in self._handlers[event_type]]
             except UnsupportedVersion as exc:
                 raise Reject(exc, requeue=False) from None
@@ -246,7 +227,7 @@ class Service:
 
         @self.celery.task(name=name, bind=True, shared=False, **task_options)
         def run(task, *args: Any, **kwargs: Any) -> Any:
-            message = _validate(contract, key, args, kwargs)
+            message = validate(contract, key, args, kwargs)
             return self._call(task, name, lambda **deps: handler(message, **deps), deps, {})
 
         return run
@@ -282,78 +263,3 @@ class Service:
             except KeyError:
                 raise LookupError(f"{self.name}: no dependency named {name!r}") from None
         return self._instances[name]
-
-    # -- talking to other services -------------------------------------------------------
-
-    def _ensure_declared(self) -> None:
-        if not self._declared:
-            with self.celery.connection_for_write() as conn:
-                declare_service(conn.default_channel, self.topology)
-            self._declared = True
-
-    def publish(self, event: Event) -> None:
-        """Publish a domain event to ``events`` (confirmed by the broker before returning)."""
-        self._ensure_declared()
-        self.publish_body(event.type, event.model_dump(mode="json"), event.id)
-
-    def publish_body(self, event_type: str, body: dict, event_id: Any, **options: Any) -> None:
-        """Publish an event already in its JSON form (what the outbox stores), in the wire
-        format the README documents; ``options`` go to Celery's ``send_task``."""
-        if event_type not in self.topology.publishes:
-            raise ValueError(f"{self.name} may not publish {event_type!r}")
-        self.celery.send_task(
-            event_type,
-            kwargs={"event": body},
-            task_id=str(event_id),
-            declare=[],
-            ignore_result=True,
-            **options,
-        )
-
-    def send(self, command: Command, **options: Any) -> str:
-        """Send a command to the service that owns it; returns the task id.
-
-        The command's result is stored by its owner, in the owner's schema: read it
-        through that service (e.g. an HTTP endpoint it serves) or an app of the owner,
-        not through this service's result backend.
-        """
-        self._ensure_declared()
-        return self.celery.send_task(
-            command.task, kwargs=command.model_dump(mode="json"), declare=[], **options
-        ).id
-
-
-def _final_only(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """A task's ``on_failure`` for its final failure only. Celery's tracer calls it for any
-    exception; the broker's (``BROKER_AWAY``) requeues the message, which runs again, so
-    a final-failure report then (an event saying the work failed) would be false."""
-
-    @functools.wraps(hook)
-    def on_failure(task: Any, exc: BaseException, *args: Any) -> Any:
-        return None if isinstance(exc, BROKER_AWAY) else hook(task, exc, *args)
-
-    return on_failure
-
-
-def _validate(contract: type[BaseModel], key: str | None, args: tuple, kwargs: dict) -> Any:
-    """Parse the message into its contract, or dead-letter it with the validation errors."""
-    data = kwargs.get(key) if key else kwargs
-    if args or (key and set(kwargs) != {key}):
-        expected = f"kwargs {{'{key}': {{...}}}}" if key else "keyword arguments only"
-        exc = InvalidMessage(f"{contract.__name__}: expected {expected}")
-        raise Reject(exc, requeue=False)
-    try:
-        return contract.model_validate(data)
-    except ValidationError as err:
-        raise Reject(
-            InvalidMessage(f"{contract.__name__}: {_describe(err)}"), requeue=False
-        ) from None
-
-
-def _describe(err: ValidationError) -> str:
-    """Which fields failed and why, without their values: this text reaches the logs and
-    the dead letter's headers, and the values are personal data (the body keeps them)."""
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
-        for e in err.errors(include_url=False, include_input=False)
-    )

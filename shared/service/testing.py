@@ -16,7 +16,8 @@ from typing import Any
 from celery.exceptions import Reject
 
 from shared.contracts.evolution import read_as
-from shared.service.declaration import InvalidMessage, Service
+from shared.service.declaration import Service
+from shared.service.handler import InvalidMessage
 
 
 class Harness:

@@ -7,7 +7,8 @@ import pytest
 
 from contracts import NotificationPayload, NotificationSent, UserSignedUp, UserSignedUpV2
 from shared.core.topology import ServiceTopology
-from shared.service.declaration import InvalidMessage, Service
+from shared.service.declaration import Service
+from shared.service.handler import InvalidMessage
 from shared.service.testing import Harness
 
 service = Service(
