@@ -24,7 +24,8 @@ from shared.core.topology import ServiceTopology
 from shared.core.tracing import instrument_app
 from shared.service.declaration import Service
 from shared.service.handler import DATABASE_RETRY_DELAY, InvalidMessage
-from shared.service.outbox import AfterCommit, Outbox, Relay, RelayError
+from shared.service.outbox import Outbox, Relay, RelayError
+from shared.service.relaying import AfterCommit
 from shared.service.testing import Harness
 
 __all__ = [

@@ -68,7 +68,7 @@ from shared.core.settings import get_settings  # noqa: E402
 from shared.ops.outbox import outbox_lag  # noqa: E402
 from shared.worker.beat import SingleBeatScheduler, lock_is_held  # noqa: E402
 from shared.worker.deadletter import dead_lettered  # noqa: E402
-from shared.worker.results import row_refused  # noqa: E402
+from shared.worker.pending_rows import row_refused  # noqa: E402
 
 logger = logging.getLogger(__name__)
 values.ValueClass = values.get_value_class()

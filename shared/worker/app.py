@@ -2,28 +2,25 @@
 
 import math
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
-from datetime import UTC, datetime
 from typing import Any
 
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from celery import Celery, Task, bootsteps
-from celery.app.amqp import AMQP
 from celery.app.task import X_DEATH_HEADERS
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
-from shared.contracts.models import Command, event_types
 from shared.core.logs import use_json_logs
 from shared.core.settings import Settings
-from shared.core.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
+from shared.core.topology import ServiceTopology, declare_service
 from shared.core.tracing import install as install_tracing
 from shared.worker.allowed import broker_user, stamped
 from shared.worker.check import install as install_startup_check
 from shared.worker.confirms import current as current_batch
 from shared.worker.progress import retried
 from shared.worker.results import UTC_SESSION
+from shared.worker.routing import router_for
 
 
 def _pause_after_nack(exc: Exception, interval: float) -> None:
@@ -183,66 +180,17 @@ class DeclareTopology(bootsteps.StartStopStep):
             channel.close()
 
 
-class UtcAMQP(AMQP):
-    """Task messages whose ``eta`` and ``expires`` headers are UTC. Celery writes them in the
-    app's ``timezone`` (Asia/Seoul: +09:00) or the caller's, and messages are stored data
-    (a dead letter keeps its headers): one zone there, UTC, as every header the platform
-    writes (``x-dead-lettered-at``). The same instant, so nothing is due at another time."""
-
-    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
-        message = super().as_task_v2(*args, **kwargs)
-        for key in ("eta", "expires"):
-            message.headers[key] = in_utc(message.headers.get(key))
-        return message
-
-
-def in_utc(value: Any) -> Any:
-    """An ISO 8601 time with an offset, as the same instant in UTC; anything else as is."""
-    if not isinstance(value, str):
-        return value
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    return when.astimezone(UTC).isoformat() if when.tzinfo is not None else value
-
-
 class ServiceCelery(Celery):
     """Celery whose publishes join the thread's ``shared.worker.confirms.confirmed_batch``, with
-    task messages from ``UtcAMQP``."""
+    task messages from ``shared.worker.utc.UtcAMQP``."""
 
-    amqp_cls = "shared.worker.app:UtcAMQP"
+    amqp_cls = "shared.worker.utc:UtcAMQP"
 
     def producer_or_acquire(self, producer=None):
         batch = current_batch(self) if producer is None else None
         if batch is not None:
             return nullcontext(batch.producer)
         return super().producer_or_acquire(producer)
-
-
-def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..., Any]:
-    """Routing as data: own tasks to own queues, events to ``events``, commands to their owner.
-
-    Ownership comes from the contracts, never from a name's prefix alone: an event type is
-    an event whatever service shares its first word (a service ``user`` does not capture
-    ``user.signed_up``), and a command goes to the owner its contract names.
-    """
-
-    def route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, Any] | None:
-        if name in own_queues:
-            return {"queue": own_queues[name]}
-        if name in event_types():
-            return {"exchange": EVENTS_EXCHANGE, "exchange_type": "topic", "routing_key": name}
-        if name in Command.registry:
-            owner = Command.registry[name].owner()
-            if owner == topo.name:
-                return {"queue": topo.tasks_queue}
-            return {"exchange": owner, "exchange_type": "topic", "routing_key": f"{owner}.tasks"}
-        if name.startswith(f"{topo.name}."):
-            return {"queue": topo.tasks_queue}
-        return None
-
-    return route
 
 
 def create_celery_app(

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from contracts import SendEmail, UserSignedUp
 from shared.contracts.models import Event, event_class
 from shared.core.topology import SERVICES, service
-from shared.worker.app import router_for
 from shared.worker.deadletter import is_final, original_route, reason_for
+from shared.worker.routing import router_for
 
 
 def test_an_event_round_trips_through_its_wire_form():

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from shared.contracts.models import Command
 from shared.core.topology import ServiceTopology
-from shared.worker.app import router_for
+from shared.worker.routing import router_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -76,7 +76,7 @@ def cmd_outbox_drop(service_name: str, event_id: str, yes: bool) -> int:
 @click.option("--batch", type=int, default=100, show_default=True, help="rows per transaction")
 def cmd_outbox_relay(service_name: str, interval: float, batch: int) -> int:
     """Publish the service's unsent events until stopped (SIGTERM/SIGINT): the sweeper."""
-    from shared.service.outbox import relay_until_stopped
+    from shared.service.relaying import relay_until_stopped
 
     return relay_until_stopped(service_name, interval, batch)
 
