@@ -2,8 +2,9 @@
 
 Celery takes retry options as loose task keyword arguments: ``max_retires=5`` is accepted
 and silently ignored. A ``RetryPolicy`` is built when its module is imported, so a
-misspelt or impossible option fails there, and the startup check (``shared.ops.check``)
-reads the schedule it implies. The field names are Celery's, so a Celery user knows them.
+misspelt or impossible option fails there, and the startup check (``shared.worker.check``)
+reads the schedule it implies from the same object (the task's ``retry_policy``). The
+field names are Celery's, so a Celery user knows them.
 """
 
 import dataclasses

@@ -75,7 +75,6 @@ class Service(Publishing):
         #: Each handler of an event or command, by task name (``shared.service.testing`` runs them).
         self.handlers: dict[str, Handler] = {}
         #: Each task's retry policy, by task name (read by the startup check).
-        self.retry_policies: dict[str, RetryPolicy] = {}
         self._declared = False
         self.celery: Celery = create_celery_app(self.topology, self.settings, self._routes)
 
@@ -165,11 +164,11 @@ class Service(Publishing):
         policy = retry or RetryPolicy()
         if not isinstance(policy, RetryPolicy):
             raise TypeError(f"{owner}: retry must be a RetryPolicy, not {policy!r}")
-        self.retry_policies[owner] = policy
         options = checked_task_options(owner, options)
         if "on_failure" in options:
             options = {**options, "on_failure": final_only(options["on_failure"])}
-        return {**options, **policy.task_options()}
+        # Celery's options, and the policy itself for the startup check (``retry_policy``).
+        return {**options, **policy.task_options(), "retry_policy": policy}
 
     def _entry_task(self, event_cls: type[Event]) -> Any:
         """The task named after the event type: validates the event under the contract of

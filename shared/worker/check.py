@@ -55,7 +55,12 @@ def _seconds(value: Any) -> float | None:
 
 
 def _schedule(task: Any) -> RetryPolicy | None:
-    """The task's effective retry options as a policy (None: it retries forever)."""
+    """The policy the task was declared with (``Service``: the same object, as it was
+    validated); a task registered on Celery directly has its options read instead. None:
+    it retries forever."""
+    declared = getattr(task, "retry_policy", None)
+    if isinstance(declared, RetryPolicy):
+        return declared
     if task.max_retries is None:
         return None
     return RetryPolicy(
