@@ -26,6 +26,7 @@ export NO_MKDOCS_2_WARNING := 1
 lint: install
 	ruff check .
 	ruff format --check .
+	lint-imports
 	mkdocs build --strict --quiet
 
 # The docs site, rebuilt as you edit (8000 is the signup API's).

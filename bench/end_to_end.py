@@ -17,11 +17,11 @@ from sqlalchemy import create_engine, text
 
 from bench.measure import Row, cpu_seconds, ready_messages, rss_mb
 from bench.setup import BenchEnv
+from contracts import UserSignedUp
 from infra.processes import Worker, wait_for
 from infra.smtp_sink import SmtpSink
-from shared.contracts import UserSignedUp
-from shared.service import Service
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.service.declaration import Service
 
 
 def end_to_end(env: BenchEnv, count: int, worker_args: list[str], logs: Path, label: str) -> Row:

@@ -21,8 +21,8 @@ from sqlalchemy import create_engine, text
 from bench.setup import BenchEnv, bench_env
 from infra.processes import Worker, wait_for
 from infra.smtp_sink import SmtpSink
-from shared.settings import Settings
-from shared.topology import SERVICES
+from shared.core.settings import Settings
+from shared.core.topology import SERVICES
 
 
 def publish_commands(amqp_url: str, count: int) -> float:

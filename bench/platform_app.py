@@ -1,7 +1,7 @@
 """The same trivial task through the platform: late acks, confirms, dead-lettering, results
 stored in PostgreSQL (STARTED and SUCCESS), quorum queues."""
 
-from shared.service import Service
+from shared.service.declaration import Service
 
 service = Service("reports")
 app = service.celery

@@ -38,7 +38,7 @@ from bench.measure import (
     with_ratios,
 )
 from bench.setup import BenchEnv, bench_env
-from shared.settings import Settings, get_settings
+from shared.core.settings import Settings, get_settings
 
 CLUSTER = (5681, 5682, 5683)
 
@@ -118,7 +118,7 @@ def plain_rows(bench: Bench) -> list[Row]:
 
 def project_no_result_rows(bench: Bench) -> list[Row]:
     """The platform's task without its result stored; published in a ``confirmed_batch``."""
-    from shared.confirms import confirmed_batch
+    from shared.worker.confirms import confirmed_batch
 
     _, platform_app = _apps(bench)
     with confirmed_batch(platform_app.app):

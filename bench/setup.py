@@ -11,10 +11,10 @@ from kombu import Connection
 from sqlalchemy import create_engine, make_url, text
 
 from infra.scratch import put_scratch_vhost
-from shared.db import ensure_database, migrate
-from shared.management import Management
-from shared.settings import Settings
-from shared.topology import SERVICES, declare_all
+from shared.core.db import ensure_database, migrate
+from shared.core.settings import Settings
+from shared.core.topology import SERVICES, declare_all
+from shared.ops.management import Management
 
 
 @dataclass

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 from bench.measure import Row, drain_with_worker
 from bench.setup import BenchEnv, bench_env
 from infra.otlp_sink import OtlpSink
-from shared.settings import Settings, get_settings
+from shared.core.settings import Settings, get_settings
 
 QUEUE = "reports.tasks"
 

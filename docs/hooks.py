@@ -1,7 +1,7 @@
 """The reference pages' tables, generated from the code at every `mkdocs build`, so none can
 drift: a page holds ``<!-- generated: NAME -->`` on a line of its own and the build puts
 ``GENERATORS[NAME]()`` there. Each generator imports through one stable entry point (the
-``eventful`` script of pyproject.toml, a settings class, shared.trust, bench.report), so a
+``eventful`` script of pyproject.toml, a settings class, shared.worker.trust, bench.report), so a
 module that moves costs one line here.
 
 ``python docs/hooks.py PAGE`` prints a page as the build renders it (what tests read)."""
@@ -26,10 +26,10 @@ MARK = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
 BENCH_RESULTS = "bench/results/latest.json"
 #: Modules whose settings classes are the configuration reference, platform first.
 SETTINGS_MODULES = (
-    "shared.settings",
-    "shared.permissions",
-    "shared.metrics",
-    "shared.tracing",
+    "shared.core.settings",
+    "shared.ops.permissions",
+    "shared.ops.metrics",
+    "shared.core.tracing",
     "services.signup.config",
     "services.notifier.config",
     "services.reports.config",
@@ -113,7 +113,7 @@ def _fields(schema: dict) -> list[str]:
 
 def trust() -> str:
     """The table the worker applies to a message from anyone but the service itself."""
-    return importlib.import_module("shared.trust").markdown()
+    return importlib.import_module("shared.worker.trust").markdown()
 
 
 def bench() -> str:

@@ -66,7 +66,7 @@ class Producer(threading.Thread):
     def run(self) -> None:
         from services.signup.app import service
         from services.signup.signup import DuplicateEmail, create_user
-        from shared.outbox import Outbox
+        from shared.service.outbox import Outbox
 
         outbox = Outbox(service)
         for i in range(self.n):
@@ -102,8 +102,8 @@ def start_reports(engine) -> list[str]:
     shard counts has run: the workflows are in flight, not merely queued."""
     from datetime import date, timedelta
 
+    from contracts import GenerateReport
     from services.reports.app import service
-    from shared.contracts import GenerateReport
 
     query = "SELECT count(*) FROM reports.celery_taskmeta WHERE name = 'reports.count_shard'"
     before = _scalar(engine, query)

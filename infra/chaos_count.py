@@ -31,7 +31,7 @@ from kombu import Connection
 from sqlalchemy import Engine, text
 
 from infra.chaos_faults import BAD_PREFIX, BadMessage
-from shared.management import Management
+from shared.ops.management import Management
 
 MESSAGE_ID = re.compile(r"^Message-ID: <([0-9a-f-]{36})@notifier>", re.MULTILINE | re.IGNORECASE)
 SUBSCRIBERS = ("notifier", "reports")
@@ -55,12 +55,14 @@ def welcome_message_id(event_id: UUID) -> str:
 
 
 def welcome_task_id(event_id: UUID) -> str:
-    """The id of an event's welcome task (shared/service.py derives it from the event id)."""
+    """The id of an event's welcome task (shared/service/declaration.py derives it from the
+    event id)."""
     return handler_task_id(event_id, "notifier.send_welcome_email")
 
 
 def handler_task_id(event_id: UUID, task: str) -> str:
-    """The id of the task that runs handler ``task`` for an event (shared/service.py)."""
+    """The id of the task that runs handler ``task`` for an event
+    (shared/service/declaration.py)."""
     return str(uuid5(NAMESPACE_URL, f"{event_id}/{task}"))
 
 

@@ -23,9 +23,9 @@ import psycopg
 from kombu import Connection
 
 from infra.processes import ROOT, Worker
-from shared.db import migrate
-from shared.management import Management
-from shared.topology import SERVICES, declare_all
+from shared.core.db import migrate
+from shared.core.topology import SERVICES, declare_all
+from shared.ops.management import Management
 
 SCRIPT = ROOT / "infra" / "private_services.sh"
 LOCK = Path("/tmp/eventful-chaos.lock")
@@ -132,7 +132,7 @@ class Fleet:
             worker.start()
         log = open(self.world.logs / "signup-outbox-relay.log", "ab")  # noqa: SIM115
         self.relay = subprocess.Popen(
-            [sys.executable, "-m", "shared.outbox", "relay", "signup", "--interval", "0.2"],
+            [sys.executable, "-m", "shared.ops", "outbox", "relay", "signup", "--interval", "0.2"],
             cwd=ROOT, env=self.world.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

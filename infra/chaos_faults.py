@@ -112,7 +112,7 @@ def exits_during_database_outage(fleet: Fleet, seconds: float) -> str:
     restart of both (SIGTERM to each main process, as ``docker stop``, systemd and a deploy
     do), so their pool processes exit in order holding result rows of tasks already acked;
     ``seconds`` later the database is back. Every such row must be written
-    (``shared/results.py``: an orderly exit waits for the database), and no task may run
+    (``shared/worker/results.py``: an orderly exit waits for the database), and no task may run
     twice for it. Then the workers start again."""
     private_services("crash-pg")
     try:

@@ -22,7 +22,7 @@ import httpx
 from sqlalchemy import Engine, create_engine, text
 
 from infra.processes import ROOT, wait_for
-from shared.settings import get_settings
+from shared.core.settings import get_settings
 
 USERS = 5
 API = "http://127.0.0.1:8000"

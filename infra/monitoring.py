@@ -2,7 +2,7 @@
 
 It scrapes every worker's ``/metrics`` through ``file_sd_configs``: each worker writes its
 address into the targets directory as it starts and removes it as it stops
-(``METRICS_TARGETS_DIR``, shared/metrics.py), so a second worker of a service, on whatever
+(``METRICS_TARGETS_DIR``, shared/ops/metrics.py), so a second worker of a service, on whatever
 port it found free, is scraped too. It scrapes RabbitMQ's own exporter (the
 ``rabbitmq_prometheus`` plugin, enabled by infra/ensure-services.sh) for the system's vhost
 only: queue depth and consumers, once per broker. It evaluates infra/prometheus/alerts.yml.

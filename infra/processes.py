@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.core.topology import service as service_topology
 from shared.ops.deployments import WORKERS
-from shared.topology import service as service_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 

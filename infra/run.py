@@ -29,10 +29,10 @@ from infra.monitoring import prometheus, targets_dir, unavailable
 from infra.processes import wait_for
 from infra.sms_gateway import SmsGateway
 from infra.supervisor import Program, Supervisor
+from shared.core.settings import get_settings
 from shared.ops.apply import vhost_of
 from shared.ops.deployments import WORKERS
-from shared.permissions import CredentialSettings
-from shared.settings import get_settings
+from shared.ops.permissions import CredentialSettings
 
 
 def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
@@ -97,7 +97,7 @@ def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
                 {**as_service("signup"), **sms},
             )  # fmt: skip
         )
-    if importlib.util.find_spec("shared.outbox"):
+    if importlib.util.find_spec("shared.ops"):
         found.append(
             Program(
                 "signup-outbox-relay",

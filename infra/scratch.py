@@ -11,7 +11,7 @@ import os
 import re
 import socket
 
-from shared.management import Management, ManagementError
+from shared.ops.management import Management, ManagementError
 
 _MARK = re.compile(r"^eventful scratch: pid=(\d+) host=(\S+)$")
 

@@ -15,10 +15,10 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 from infra.scratch import put_scratch_vhost
-from shared.db import migrate
-from shared.management import Management
-from shared.settings import get_settings
-from shared.topology import SERVICES, UNROUTED, declare_all
+from shared.core.db import migrate
+from shared.core.settings import get_settings
+from shared.core.topology import SERVICES, UNROUTED, declare_all
+from shared.ops.management import Management
 from tests.infra import Servers, servers
 from tests.support import SmtpSink, Worker, drain
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 
 @dataclass

@@ -17,9 +17,9 @@ import pytest
 from psycopg import sql
 from sqlalchemy import Engine, create_engine, make_url, text
 
-from shared.management import Management
-from shared.permissions import CredentialSettings
-from shared.topology import SERVICES
+from shared.core.topology import SERVICES
+from shared.ops.management import Management
+from shared.ops.permissions import CredentialSettings
 from tests.support import free_port, wait_for
 
 

@@ -10,7 +10,7 @@ from kombu import Connection
 
 from infra.processes import ROOT, Worker, free_port, wait_for
 from infra.smtp_sink import SmtpSink
-from shared.allowed import broker_user
+from shared.worker.allowed import broker_user
 
 __all__ = [
     "JSON", "SmtpSink", "Worker", "bind_probe", "drain", "envelope", "framed", "free_port",
@@ -49,7 +49,7 @@ def send_raw(
 ) -> None:
     """Send a task (``notifier.send_email``) in Celery's wire format to its owner's
     exchange, as the service itself or the operator would (``user_id``: the URL's user,
-    which ``shared.allowed`` trusts for internal tasks); the same ``task_id`` twice is a
+    which ``shared.worker.allowed`` trusts for internal tasks); the same ``task_id`` twice is a
     duplicate."""
     body = json.dumps([[], kwargs, {}]).encode()
     owner = owner or task.split(".", 1)[0]

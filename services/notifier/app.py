@@ -10,14 +10,14 @@ provider's "try later" without a Retry-After. Every task has soft/hard time limi
 
 import logging
 
+from contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
 from services.notifier import handlers
 from services.notifier.attempts import Attempts
 from services.notifier.config import get_settings
 from services.notifier.deliveries import Deliveries
 from services.notifier.mailer import SmtpMailer
 from services.notifier.sms import SmsClient
-from shared.contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
-from shared.service import Service
+from shared import Service
 
 settings = get_settings()
 logger = logging.getLogger(__name__)

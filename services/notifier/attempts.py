@@ -6,10 +6,10 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from contracts import NotificationFailed, NotificationSent
 from services.notifier.deliveries import AcceptedUnrecorded, Deliveries, Delivery
 from services.notifier.errors import TryLater
-from shared.contracts import NotificationFailed, NotificationSent
-from shared.service import DATABASE_RETRY_DELAY
+from shared import DATABASE_RETRY_DELAY
 
 logger = logging.getLogger(__name__)
 #: Header of a retry whose delivery the provider already accepted (its key).

@@ -4,7 +4,7 @@ from functools import lru_cache
 
 from pydantic import Field, model_validator
 
-from shared.settings import Settings
+from shared import Settings
 
 
 class NotifierSettings(Settings):

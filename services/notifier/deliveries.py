@@ -28,10 +28,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
+from contracts import NotificationPayload
 from services.notifier.errors import PermanentDeliveryError
 from services.notifier.model import deliveries
-from shared.contracts import Event, NotificationPayload, max_length
-from shared.db import Database
+from shared import Database, Event, max_length
 
 logger = logging.getLogger(__name__)
 #: Seconds an accepted send keeps trying to record ``sent`` while the database is away.

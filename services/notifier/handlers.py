@@ -6,13 +6,13 @@ the sending to ``attempts.run``, which is the same for all of them.
 
 from typing import Any
 
+from contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
 from services.notifier.attempts import Attempts
 from services.notifier.deliveries import Delivery
 from services.notifier.errors import TRANSIENT
 from services.notifier.mailer import SmtpMailer
 from services.notifier.sms import SmsClient
-from shared.contracts import ReportGenerated, SendEmail, SendSms, UserSignedUp
-from shared.retry import RetryPolicy
+from shared import RetryPolicy
 
 #: Growing delays without jitter: one e-mail per signup, and the delays stay predictable.
 WELCOME_EMAIL_RETRY = RetryPolicy(

@@ -2,8 +2,7 @@
 
 from pathlib import Path
 
-from shared.system import Deployment, ServiceDeclaration
-from shared.topology import ServiceTopology
+from shared import Deployment, ServiceDeclaration, ServiceTopology
 
 SERVICE = ServiceDeclaration(
     ServiceTopology(

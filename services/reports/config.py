@@ -4,7 +4,7 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from shared.settings import Settings
+from shared import Settings
 
 
 class ReportsSettings(Settings):

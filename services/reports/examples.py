@@ -13,7 +13,7 @@ The document's ``@app.task(bind=True)`` reads ``self.request``; here a parameter
 from typing import Any
 
 from services.reports.service import service
-from shared.retry import RetryPolicy
+from shared import RetryPolicy
 
 
 @service.task

@@ -2,15 +2,10 @@
 
 from sqlalchemy.dialects.postgresql import insert
 
+from contracts import GenerateReport, NotificationFailed, NotificationSent, UserSignedUp
 from services.reports import workflow
 from services.reports.model import facts
-from shared.contracts import (
-    Event,
-    GenerateReport,
-    NotificationFailed,
-    NotificationSent,
-    UserSignedUp,
-)
+from shared import Event
 
 
 def record_signup(event: UserSignedUp, session) -> None:

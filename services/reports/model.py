@@ -4,7 +4,8 @@ and the reports built from it."""
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-from shared.contracts import Event, NotificationPayload, UserSignedUpPayload, max_length
+from contracts import NotificationPayload, UserSignedUpPayload
+from shared import Event, max_length
 
 #: A fact's subject is a signup's e-mail or a notification's recipient.
 SUBJECT_MAX = max(

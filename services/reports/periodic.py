@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from services.reports import workflow
 from services.reports.periods import previous
-from shared.service import Service
+from shared import Service
 
 
 def heartbeat() -> dict[str, Any]:

@@ -5,8 +5,8 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
-#: Only one beat fires, however many are started (see shared/beat.py).
-SCHEDULER = "shared.beat:SingleBeatScheduler"
+#: Only one beat fires, however many are started (see shared/worker/beat.py).
+SCHEDULER = "shared.worker.beat:SingleBeatScheduler"
 
 
 def configure_beat(app: Celery, heartbeat_seconds: float) -> None:

@@ -20,15 +20,13 @@ from celery.canvas import Signature
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.dialects.postgresql import insert
 
+from contracts import ReportGenerated, ReportGeneratedPayload
 from services.reports.config import ReportsSettings
 from services.reports.model import facts, reports, scan_progress
 from services.reports.periods import period, shards
 from services.reports.render import markdown, summarize
 from services.reports.scan import Progress, next_batch
-from shared.contracts import ReportGenerated, ReportGeneratedPayload
-from shared.db import Database
-from shared.retry import RetryPolicy
-from shared.service import Service
+from shared import Database, RetryPolicy, Service
 
 logger = logging.getLogger(__name__)
 

@@ -32,10 +32,14 @@ from services.signup.model import users
 from services.signup.schemas import SignupRequest, TaskStatus, User
 from services.signup.signup import DuplicateEmail, create_user
 from services.signup.sms import SmsClient, SmsRejected, SmsUnavailable
-from shared.logs import use_json_logs_outside_workers
-from shared.outbox import AfterCommit, Outbox, Relay
-from shared.service import Service
-from shared.tracing import instrument_app
+from shared import (
+    AfterCommit,
+    Outbox,
+    Relay,
+    Service,
+    instrument_app,
+    use_json_logs_outside_workers,
+)
 
 
 @dataclass

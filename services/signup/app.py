@@ -1,9 +1,9 @@
 """The signup service: owns users, publishes ``user.signed_up``, serves ``signup.user_stats``."""
 
+from contracts import UserStats
 from services.signup import handlers
 from services.signup.config import SignupSettings, get_settings
-from shared.contracts import UserStats
-from shared.service import Service
+from shared import Service
 
 
 def build_service(settings: SignupSettings) -> Service:

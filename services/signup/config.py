@@ -5,7 +5,7 @@ from functools import lru_cache
 
 from pydantic import Field, SecretStr
 
-from shared.settings import Settings
+from shared import Settings
 
 LOCAL_API_TOKEN = "signup-local"
 

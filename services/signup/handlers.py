@@ -7,9 +7,9 @@ from psycopg.errors import QueryCanceled
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from contracts import UserStats
 from services.signup.config import SignupSettings
 from services.signup.model import users
-from shared.contracts import UserStats
 
 
 class StatsTimedOut(RuntimeError):

@@ -3,7 +3,8 @@
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 
-from shared.contracts import UserSignedUpPayload, max_length
+from contracts import UserSignedUpPayload
+from shared import max_length
 
 metadata = sa.MetaData(schema="signup")
 

@@ -10,11 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from contracts import UserSignedUp
 from services.signup.model import users
 from services.signup.sms import SmsClient
-from shared.contracts import UserSignedUp
-from shared.outbox import Outbox, Relay, RelayError
-from shared.service import Service
+from shared import Outbox, Relay, RelayError, Service
 
 logger = logging.getLogger(__name__)
 

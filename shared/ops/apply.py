@@ -8,9 +8,9 @@ from kombu import Connection
 from psycopg import sql
 from sqlalchemy import create_engine, make_url, text
 
-from shared.management import Management
-from shared.permissions import CredentialSettings, broker_permissions
-from shared.topology import SERVICES, declare_all
+from shared.core.topology import SERVICES, declare_all
+from shared.ops.management import Management
+from shared.ops.permissions import CredentialSettings, broker_permissions
 
 
 def vhost_of(amqp_url: str) -> str:

@@ -1,6 +1,6 @@
 """The declared broker state as RabbitMQ definitions: what ``plan`` diffs and ``export`` writes.
 
-Built from the same kombu objects the workers declare (``shared.topology``), plus the
+Built from the same kombu objects the workers declare (``shared.core.topology``), plus the
 layout of Celery's native delayed delivery (kombu's
 ``declare_native_delayed_delivery_exchanges_and_queues``: 28 TTL levels that dead-letter
 into each other, then ``celery_delayed_delivery`` forwarding to each service's exchange).
@@ -13,13 +13,13 @@ from typing import Any
 
 from kombu import Queue
 
-from shared.permissions import (
+from shared.core.topology import SERVICES, events_exchange, unrouted_queue
+from shared.ops.permissions import (
     DELAY_LEVELS,
     DELAYED_DELIVERY,
     CredentialSettings,
     broker_permissions,
 )
-from shared.topology import SERVICES, events_exchange, unrouted_queue
 
 Definitions = dict[str, Any]
 

@@ -1,5 +1,5 @@
 """How each service's worker is deployed: queues, pool, concurrency, as one command each
-(declared by the service, ``shared.system.Deployment``).
+(declared by the service, ``shared.core.system.Deployment``).
 
 Every worker runs prefork: it is the one pool that enforces ``soft_time_limit`` and
 ``time_limit`` (Celery's threads pool accepts and ignores them), and each child keeps
@@ -10,14 +10,14 @@ writes its result to PostgreSQL.
 
 Every worker runs ``--without-gossip``: gossip declares an event queue named
 ``celeryev.<uuid>``, a name no per-service user is allowed (it would let one service read
-another's worker events). ``-I shared.metrics`` serves Prometheus metrics on METRICS_PORT.
+another's worker events). ``-I shared.ops.metrics`` serves Prometheus metrics on METRICS_PORT.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.system import Discovered, ServiceDeclaration
-from shared.topology import service
+from shared.core.system import Discovered, ServiceDeclaration
+from shared.core.topology import service
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class WorkerDeployment:
             "-A", self.app, "worker",
             "-Q", self.queues(), "-n", f"{self.service}@%h",
             "--pool", self.pool, flag, value,
-            "--without-gossip", "-I", "shared.metrics", "-l", "INFO",
+            "--without-gossip", "-I", "shared.ops.metrics", "-l", "INFO",
         ]  # fmt: skip
 
     def command(self) -> str:

@@ -24,11 +24,11 @@ from typing import Any
 from kombu import Connection
 from sqlalchemy import Engine, text
 
-from shared import intake
-from shared.allowed import ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY, ORIGINAL_USER
-from shared.frames import install
+from shared.core.topology import ServiceTopology
 from shared.ops.moving import move, put_back
-from shared.topology import ServiceTopology
+from shared.worker import intake
+from shared.worker.allowed import ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY, ORIGINAL_USER
+from shared.worker.frames import install
 
 ORIGINAL_HEADERS = (ORIGINAL_USER, ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY)
 #: The longest task id the audit and result tables store (Celery's own column is 155).
@@ -47,7 +47,7 @@ class DeadLetter:
     #: Acked by whoever took it (a replay): not to be put back.
     settled: bool = False
     #: What the worker read a CloudEvent or plain envelope an upstream sent as (``task``,
-    #: ``id``: the event's type and id), see ``shared.intake``.
+    #: ``id``: the event's type and id), see ``shared.worker.intake``.
     translated: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -90,7 +90,7 @@ class DeadLetter:
 
     def publisher(self, work_queues: set[str]) -> dict[str, str]:
         """Who first published it and by which route, as the worker is to judge its replay
-        (``shared.allowed``): the worker's record, in a copy the worker made; in a copy
+        (``shared.worker.allowed``): the worker's record, in a copy the worker made; in a copy
         RabbitMQ made (its newest ``x-death`` names the work queue it died in), the
         ``user_id`` the broker validated and the route ``x-death`` gives. Never what the
         sender wrote in ``x-original-*`` headers of its own."""
@@ -152,7 +152,7 @@ def listed(
                 page.append(letter)
             matched += 1
 
-    install()  # a dead letter py-amqp cannot decode is read, not raised (shared.frames)
+    install()  # a dead letter py-amqp cannot decode is read, not raised (shared.worker.frames)
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()
@@ -173,7 +173,7 @@ def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[Dea
     ``settled``; the rest go back to the tail in order (``moving.put_back``). If the caller
     fails, the channel closes: the broker drops what it did not commit and returns the
     messages (out of order, none lost)."""
-    install()  # a dead letter py-amqp cannot decode is read, not raised (shared.frames)
+    install()  # a dead letter py-amqp cannot decode is read, not raised (shared.worker.frames)
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.channel()

@@ -23,7 +23,7 @@ from typing import Any
 
 import amqp
 
-from shared.frames import readable_properties
+from shared.worker.frames import readable_properties
 
 #: At most this many messages are out of their queue (unacked) while a move runs.
 BATCH = 50
@@ -78,7 +78,7 @@ def _copies_to(channel: Any, messages: list[amqp.Message], queue: str) -> None:
 def copy_of(message: amqp.Message) -> amqp.Message:
     """``message`` as it is (body, properties, headers), except ``user_id``, which the broker
     accepts only as the publisher's own name: kept as the ``x-user-id`` header, and
-    properties py-amqp could not decode, kept as a note (``shared.frames``). (py-amqp
+    properties py-amqp could not decode, kept as a note (``shared.worker.frames``). (py-amqp
     hands a bodyless message over as ``''``.)"""
     properties = readable_properties(message)
     if (user := properties.pop("user_id", None)) is not None:

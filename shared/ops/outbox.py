@@ -1,5 +1,5 @@
 """``outbox status | retry | drop``: how far each service's outbox relay is behind, the rows
-it parked (``shared.outbox``), and an operator's decision on each, written to
+it parked (``shared.service.outbox``), and an operator's decision on each, written to
 ``<service>.outbox_audit`` (who, when, which event, its type, tries and last error)."""
 
 import getpass
@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from shared.topology import SERVICES
+from shared.core.topology import SERVICES
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ queues, event receivers) are ignored.
 import re
 from typing import Any
 
-from shared.management import Management
 from shared.ops.definitions import Definitions, access, topology
-from shared.permissions import CredentialSettings
+from shared.ops.management import Management
+from shared.ops.permissions import CredentialSettings
 
 #: Celery's control and event exchanges, declared by workers, Flower and `celery inspect`.
 CELERY_AUX = re.compile(r"^((reply\.)?[\w-]+\.pidbox|([\w-]+\.)?celeryev)$")

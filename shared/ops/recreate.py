@@ -32,9 +32,9 @@ from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
 )
 
-from shared.management import Management
+from shared.core.topology import KEEP_ARGUMENTS, SERVICES, unrouted_queue
+from shared.ops.management import Management
 from shared.ops.moving import move
-from shared.topology import KEEP_ARGUMENTS, SERVICES, unrouted_queue
 
 
 class QueueBusy(Exception):

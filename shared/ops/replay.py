@@ -35,9 +35,9 @@ from uuid import NAMESPACE_URL, uuid5
 import amqp
 from sqlalchemy import Connection, Engine, text
 
+from shared.core.topology import ServiceTopology
+from shared.core.tracing import CAUSATION, CORRELATION
 from shared.ops.dlq import DeadLetter, join_results, opened
-from shared.topology import ServiceTopology
-from shared.tracing import CAUSATION, CORRELATION
 
 #: The failure headers are ``x-``; these ``x-`` headers are the message's own.
 STORY_IDS = (CORRELATION, CAUSATION)

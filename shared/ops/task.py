@@ -12,8 +12,8 @@ from typing import Any
 import click
 from sqlalchemy import Engine, create_engine, text
 
-from shared.settings import get_settings
-from shared.topology import SERVICES
+from shared.core.settings import get_settings
+from shared.core.topology import SERVICES
 
 COLUMNS = "status, name, worker, retries, date_done, result, traceback"
 

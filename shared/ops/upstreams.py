@@ -11,9 +11,9 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from shared.management import Management
-from shared.permissions import CredentialSettings
-from shared.topology import EVENTS_EXCHANGE, SERVICES
+from shared.core.topology import EVENTS_EXCHANGE, SERVICES
+from shared.ops.management import Management
+from shared.ops.permissions import CredentialSettings
 
 TAG = "eventful-upstream"
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")

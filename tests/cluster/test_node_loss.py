@@ -8,7 +8,7 @@ import subprocess
 import sys
 import uuid
 
-from shared.management import Management
+from shared.ops.management import Management
 from tests.cluster.conftest import rotated
 from tests.support import publish_raw, wait_for
 
@@ -39,7 +39,7 @@ def test_killing_the_leader_of_notifiers_queue_loses_nothing_and_sends_each_emai
         stack.worker("reports", AMQP_URL=rotated(stack.amqp_url, 2)).start(),
     ]
     relay = subprocess.Popen(
-        [sys.executable, "-m", "shared.outbox", "relay", "signup"],
+        [sys.executable, "-m", "shared.ops", "outbox", "relay", "signup"],
         env={**stack.env, "AMQP_URL": rotated(stack.amqp_url, 1)},
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip

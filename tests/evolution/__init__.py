@@ -4,8 +4,8 @@ not redeployed, ``localized`` for v2. Each handler returns what it saw, so a tes
 it from the handler's result."""
 
 import services
-from shared.system import Deployment, ServiceDeclaration
-from shared.topology import ServiceTopology
+from shared.core.system import Deployment, ServiceDeclaration
+from shared.core.topology import ServiceTopology
 
 
 def _consumer(name: str) -> ServiceDeclaration:

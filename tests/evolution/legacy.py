@@ -1,7 +1,7 @@
 """A consumer written for ``user.signed_up`` v1, still deployed when v2 is published."""
 
-from shared.contracts import UserSignedUp
-from shared.service import Service
+from contracts import UserSignedUp
+from shared.service.declaration import Service
 from tests.evolution import LEGACY
 
 service = Service(LEGACY.topology)

@@ -1,7 +1,7 @@
 """A consumer written for ``user.signed_up`` v2: every event it sees has a locale."""
 
-from shared.contracts import UserSignedUpV2
-from shared.service import Service
+from contracts import UserSignedUpV2
+from shared.service.declaration import Service
 from tests.evolution import LOCALIZED
 
 service = Service(LOCALIZED.topology)

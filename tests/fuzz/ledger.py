@@ -33,7 +33,7 @@ from typing import Any
 from kombu import Connection
 from sqlalchemy import Engine, text
 
-from shared.topology import EVENTS_EXCHANGE, SERVICES, UNROUTED
+from shared.core.topology import EVENTS_EXCHANGE, SERVICES, UNROUTED
 from tests.fuzz.messages import Published
 
 FAILURES = Path(__file__).resolve().parents[2] / "docs" / "architecture" / "failure-semantics.md"

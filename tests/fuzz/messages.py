@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from shared.topology import SERVICES
+from shared.core.topology import SERVICES
 from tests.fuzz.tables import raw_properties
 
 SUBSCRIBED = sorted({t for topo in SERVICES.values() for t in topo.subscribes})

@@ -19,8 +19,8 @@ import amqp
 from kombu import Connection
 from sqlalchemy import Engine
 
-from shared.frames import install
-from shared.topology import SERVICES, UNROUTED
+from shared.core.topology import SERVICES, UNROUTED
+from shared.worker.frames import install
 from tests.fuzz.ledger import Verdict, judge, observe, settled
 from tests.fuzz.messages import Published, good_signup
 from tests.raw_properties import RawMessage, encode
@@ -40,7 +40,7 @@ class EdgeFuzzer:
     def start(self) -> "EdgeFuzzer":
         # The ledger reads DLQs as the operator's tools do: a message whose properties
         # py-amqp cannot decode reaches one natively (its ``expiration`` passed in a work
-        # queue) with those properties, and must be read, not raised (``shared.frames``).
+        # queue) with those properties, and must be read, not raised (``shared.worker.frames``).
         install()
         for name in SERVICES:
             self._start(name)

@@ -1,4 +1,4 @@
-"""Hypothesis strategies over the trust boundary: every row of ``shared.trust.PARTS`` (set to
+"""Hypothesis strategies over the trust boundary: every row of ``shared.worker.trust.PARTS`` (set to
 its default, its probe or anything an AMQP table holds), the embed and protocol 1, sent as
 another service (a ``notifier.send_email`` command it may send) or as an upstream (a
 ``user.signed_up`` event it may publish).
@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from shared.trust import EMBED, HEADERS, PARTS, SIGNATURE, refusals
+from shared.worker.trust import EMBED, HEADERS, PARTS, SIGNATURE, refusals
 from tests.fuzz.messages import amqp_values
 
 EVIL = "evil.example"

@@ -14,12 +14,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from contracts import UserSignedUp
 from infra.processes import Worker, free_port, wait_for
 from infra.scratch import put_scratch_vhost
-from shared.contracts import UserSignedUp
-from shared.management import Management
-from shared.permissions import CredentialSettings
-from shared.settings import get_settings
+from shared.core.settings import get_settings
+from shared.ops.management import Management
+from shared.ops.permissions import CredentialSettings
 from tests.support import publish_raw
 
 SYSTEM = "tests.ledger.system"

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from shared.allowed import broker_user
+from shared.worker.allowed import broker_user
 from tests.support import JSON, envelope, framed, publish_raw, wait_for
 
 

@@ -13,9 +13,9 @@ from kombu import Connection, Exchange, Queue
 from kombu.exceptions import OperationalError
 
 from infra.tcp_proxy import TcpProxy
-from shared.confirms import UnconfirmedPublish, confirmed_batch
-from shared.service import Service
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.service.declaration import Service
+from shared.worker.confirms import UnconfirmedPublish, confirmed_batch
 
 
 def app_for(stack, amqp_url: str | None = None):

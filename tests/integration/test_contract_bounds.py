@@ -6,7 +6,8 @@ import uuid
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 
-from shared.contracts import NotificationPayload, UserSignedUpPayload, max_length
+from contracts import NotificationPayload, UserSignedUpPayload
+from shared.contracts.models import max_length
 from tests.support import JSON, envelope, framed, headers, publish_raw, wait_for
 
 

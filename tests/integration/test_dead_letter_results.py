@@ -124,7 +124,7 @@ CHORD = """
 import json, time
 from celery import chord
 from services.reports.app import app
-from shared.dead_results import DeadLettered
+from shared.worker.dead_results import DeadLettered
 header = [app.signature("reports.add", (1, 1)), app.signature("reports.no_such_task")]
 result = chord(header, app.signature("reports.sum_results")).apply_async()
 started = time.monotonic()

@@ -10,9 +10,9 @@ import pytest
 from kombu import Connection
 
 import services
-from shared.db import migrate
-from shared.settings import get_settings
-from shared.topology import declare_service
+from shared.core.db import migrate
+from shared.core.settings import get_settings
+from shared.core.topology import declare_service
 from tests.support import publish_raw, wait_for
 
 SYSTEM = "tests.evolution"

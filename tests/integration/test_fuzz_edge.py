@@ -14,8 +14,8 @@ import random
 import pytest
 from sqlalchemy import create_engine
 
-from shared.db import migrate
-from shared.ops.cli import OPS_MIGRATIONS
+from shared.core.db import migrate
+from shared.ops.commands.common import OPS_MIGRATIONS
 from tests.fuzz.campaign import fuzz, generate
 from tests.fuzz.messages import poisoned
 from tests.fuzz.runner import EdgeFuzzer

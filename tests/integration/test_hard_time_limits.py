@@ -1,6 +1,6 @@
 """A hard time limit kills the pool process; what it was running still ends in one place.
 
-The notifier runs an event's handlers inside the event's entry task (``shared.inline``),
+The notifier runs an event's handlers inside the event's entry task (``shared.worker.inline``),
 so the hard limit that kills a hung welcome e-mail kills the entry task. The handler that
 was running is dead-lettered as its own message (``time-limit``) and its final-failure
 hook publishes ``notification.failed``, once; the handler not yet run still runs.

@@ -15,11 +15,11 @@ from datetime import date
 import pytest
 from sqlalchemy import text
 
-from shared.contracts import GenerateReport
-from shared.db import migrate
-from shared.ops.cli import OPS_MIGRATIONS
+from contracts import GenerateReport
+from shared.core.db import migrate
+from shared.core.topology import SERVICES
+from shared.ops.commands.common import OPS_MIGRATIONS
 from shared.ops.dlq import depth
-from shared.topology import SERVICES
 from tests.support import JSON, drain, publish_raw, wait_for
 
 DOCUMENT = {

@@ -10,12 +10,12 @@ import pytest
 from kombu import Connection
 from sqlalchemy import create_engine, text
 
-from shared.db import migrate
-from shared.management import Management
-from shared.ops.cli import OPS_MIGRATIONS
+from shared.core.db import migrate
+from shared.core.topology import SERVICES
+from shared.ops.commands.common import OPS_MIGRATIONS
 from shared.ops.dlq import depth
+from shared.ops.management import Management
 from shared.ops.replay import CRASH_EXIT, REPLAY_STEPS
-from shared.topology import SERVICES
 from tests.support import free_port, publish_raw, send_raw, wait_for
 
 NOTIFIER = SERVICES["notifier"]

@@ -12,10 +12,10 @@ import amqp
 import pytest
 from kombu import Connection
 
-from shared.management import Management
+from shared.core.topology import KEEP_DELIVERY_LIMIT, SERVICES, UNROUTED
 from shared.ops.dlq import depth
+from shared.ops.management import Management
 from shared.ops.moving import BATCH as PASS_BATCH
-from shared.topology import KEEP_DELIVERY_LIMIT, SERVICES, UNROUTED
 from tests.integration.test_ops_dlq import NOTIFIER, db, put_dead_email, run_ops  # noqa: F401
 from tests.support import drain, envelope, publish_raw, wait_for
 

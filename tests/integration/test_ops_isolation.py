@@ -14,9 +14,9 @@ from kombu import Connection
 from kombu.transport.native_delayed_delivery import calculate_routing_key
 from sqlalchemy import create_engine, text
 
-from shared.management import Management
-from shared.permissions import DELAYED_DELIVERY, CredentialSettings
-from shared.topology import EVENTS_EXCHANGE, SERVICES, UNROUTED, ServiceTopology, declare_all
+from shared.core.topology import EVENTS_EXCHANGE, SERVICES, UNROUTED, ServiceTopology, declare_all
+from shared.ops.management import Management
+from shared.ops.permissions import DELAYED_DELIVERY, CredentialSettings
 from tests.service_users import make_run
 from tests.support import drain, wait_for
 

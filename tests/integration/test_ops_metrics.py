@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.beat import AdvisoryLock, lock_key
+from shared.worker.beat import AdvisoryLock, lock_key
 from tests.support import JSON, envelope, framed, free_port, headers, publish_raw, wait_for
 
 
@@ -58,7 +58,7 @@ def test_a_reports_worker_counts_its_tasks_and_shows_queue_and_dlq_depth(
     worker = stack.worker(
         "reports",
         "-I",
-        "shared.metrics",
+        "shared.ops.metrics",
         METRICS_PORT=str(port),
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
     ).start()
@@ -108,7 +108,7 @@ def test_two_workers_of_a_service_on_one_host_each_serve_their_own_counts(
     port, targets = free_port(), tmp_path / "targets"
     env = {"METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
            "METRICS_TARGETS_DIR": str(targets)}  # fmt: skip
-    workers = [stack.worker("reports", "-I", "shared.metrics", **env) for _ in range(2)]
+    workers = [stack.worker("reports", "-I", "shared.ops.metrics", **env) for _ in range(2)]
     try:
         for worker in workers:
             worker.start()
@@ -142,7 +142,7 @@ def test_two_workers_of_a_service_on_one_host_each_serve_their_own_counts(
 
 def test_a_worker_shows_whether_anyone_holds_its_services_beat_lock(stack, tmp_path):
     port = free_port()
-    worker = stack.worker("reports", "-I", "shared.metrics", METRICS_PORT=str(port)).start()
+    worker = stack.worker("reports", "-I", "shared.ops.metrics", METRICS_PORT=str(port)).start()
     lock = AdvisoryLock(stack.database_url, lock_key("reports"))
     try:
         held = lambda: sample(scrape(port), "eventful_beat_lock_held", service="reports")  # noqa: E731

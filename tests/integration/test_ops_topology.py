@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 
 from infra.scratch import put_scratch_vhost
-from shared.management import Management
+from shared.ops.management import Management
 from tests.service_users import remove_service_identities
 from tests.support import wait_for
 

@@ -66,9 +66,9 @@ def poison_row(db, event_type: str = UNPUBLISHABLE) -> str:
 
 def signed_up(email: str) -> str:
     """A valid ``user.signed_up`` recorded through the outbox, as the API records it; its id."""
+    from contracts import UserSignedUp
     from services.signup.app import service
-    from shared.contracts import UserSignedUp
-    from shared.outbox import Outbox
+    from shared.service.outbox import Outbox
 
     event = UserSignedUp(
         source="signup", payload={"user_id": uuid.uuid4(), "email": email, "name": "Ada"}
@@ -156,7 +156,7 @@ def test_an_operator_retries_a_parked_row_once_fixed_and_drops_another_each_audi
     stack, clean_queues, db, empty_outbox
 ):
     from services.signup.app import service
-    from shared.metrics import DatabaseStateCollector
+    from shared.ops.metrics import DatabaseStateCollector
     from tests.support import bind_probe
 
     probe = bind_probe(stack.amqp_url, "user.signed_up")
@@ -203,7 +203,7 @@ def test_rows_the_broker_refuses_are_parked_with_its_reason_and_retried_together
     that no longer lets it publish ``user.signed_up`` (ACCESS_REFUSED, the channel closed)
     is the rows' failure, not the connection's: they are parked, and once the permission is
     back, ``outbox retry signup --all`` sends them."""
-    from shared.management import Management
+    from shared.ops.management import Management
     from tests.support import bind_probe
 
     management, user = Management(stack.management_url), creds.user("signup")

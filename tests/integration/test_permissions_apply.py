@@ -3,9 +3,9 @@
 import amqp
 import pytest
 
-from shared.management import Management
+from shared.core.topology import UNROUTED
 from shared.ops.apply import apply_users
-from shared.topology import UNROUTED
+from shared.ops.management import Management
 from tests.integration.test_ops_isolation import as_service, publish_event
 
 #: Per-service users and roles for this module (created by ``topology apply``).

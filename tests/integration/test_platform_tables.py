@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from shared.db import ensure_database, migrate
-from shared.topology import SERVICES
+from shared.core.db import ensure_database, migrate
+from shared.core.topology import SERVICES
 
 SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from infra.tcp_proxy import TcpProxy
-from shared.beat import libpq_url
+from shared.worker.beat import libpq_url
 from tests.support import drain, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def heartbeats_during(stack, seconds: float) -> int:
 def test_two_beats_fire_each_heartbeat_once_and_the_standby_takes_over(stack, beats):
     first = beats()
     wait_for(lambda: "holds the reports beat lock" in first.output(), timeout=30)
-    assert "scheduler -> shared.beat.SingleBeatScheduler" in first.output()  # from app conf
+    assert "scheduler -> shared.worker.beat.SingleBeatScheduler" in first.output()  # from app conf
     second = beats()
     wait_for(lambda: "standing by" in second.output(), timeout=30)
 

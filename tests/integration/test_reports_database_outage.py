@@ -10,8 +10,8 @@ import time
 
 from sqlalchemy import text
 
+from contracts import GenerateReport
 from infra.tcp_proxy import TcpProxy
-from shared.contracts import GenerateReport
 from tests.integration.test_reports_time_limits import seed_signups
 from tests.support import send_command, wait_for
 

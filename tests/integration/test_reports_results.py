@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from shared.contracts import GenerateReport
+from contracts import GenerateReport
 from tests.support import send_command, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-from shared.contracts import GenerateReport
+from contracts import GenerateReport
 from tests.support import send_command, wait_for
 
 DAY = date(2026, 1, 10)

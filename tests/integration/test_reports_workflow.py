@@ -9,8 +9,7 @@ import pytest
 from kombu import Connection
 from sqlalchemy import text
 
-from shared.contracts import (
-    Event,
+from contracts import (
     GenerateReport,
     NotificationFailed,
     NotificationPayload,
@@ -18,6 +17,7 @@ from shared.contracts import (
     UserSignedUp,
     UserSignedUpPayload,
 )
+from shared.contracts.models import Event
 from tests.support import drain, publish_raw, send_command, wait_for
 
 SEOUL = ZoneInfo("Asia/Seoul")

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
-from shared.db import migrate
+from shared.core.db import migrate
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

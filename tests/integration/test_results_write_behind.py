@@ -58,7 +58,7 @@ def test_a_row_the_database_refuses_is_counted_and_holds_back_no_other(clean_que
         send_raw(stack.amqp_url, "reports.add", {"x": n, "y": 1}, task_id, None)
         if n in (10, 40):
             send_raw(stack.amqp_url, "reports.add", {"x": n, "y": 2}, refused[n // 40], None)
-    worker = stack.worker("reports", "-I", "shared.metrics", METRICS_PORT=str(port),
+    worker = stack.worker("reports", "-I", "shared.ops.metrics", METRICS_PORT=str(port),
                           PROMETHEUS_MULTIPROC_DIR=str(tmp_path)).start()  # fmt: skip
     try:
         wait_for(lambda: len(stored(db, ids)) == len(ids), 60)

@@ -35,10 +35,10 @@ def expressions() -> list[str]:
 
 
 def declared_names() -> set[str]:
-    """What shared.metrics declares (a counter not yet counted has no sample to scrape), read
+    """What shared.ops.metrics declares (a counter not yet counted has no sample to scrape), read
     in a process of its own: importing it sets prometheus_client's multiprocess mode."""
     code = (
-        "import shared.metrics; from prometheus_client import REGISTRY\n"
+        "import shared.ops.metrics; from prometheus_client import REGISTRY\n"
         "print('\\n'.join(f'{m.name} {m.type}' for m in REGISTRY.collect()))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

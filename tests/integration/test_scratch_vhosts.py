@@ -7,7 +7,7 @@ import sys
 import uuid
 
 from infra.scratch import put_scratch_vhost, sweep_scratch_vhosts
-from shared.management import Management
+from shared.ops.management import Management
 
 
 def test_a_killed_owner_s_vhost_is_swept_and_a_running_owner_s_is_kept(stack):
@@ -15,7 +15,7 @@ def test_a_killed_owner_s_vhost_is_swept_and_a_running_owner_s_is_kept(stack):
     dead, alive = f"test-dead-{uuid.uuid4().hex[:6]}", f"test-alive-{uuid.uuid4().hex[:6]}"
     code = (
         "import sys; from infra.scratch import put_scratch_vhost;"
-        "from shared.management import Management;"
+        "from shared.ops.management import Management;"
         "put_scratch_vhost(Management(sys.argv[1]), sys.argv[2])"
     )
     put_scratch_vhost(management, alive)

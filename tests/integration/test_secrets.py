@@ -5,8 +5,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from shared.management import Management, ManagementError
-from shared.settings import redact
+from shared.core.settings import redact
+from shared.ops.management import Management, ManagementError
 
 
 def test_a_password_with_reserved_characters_works_percent_encoded(stack):

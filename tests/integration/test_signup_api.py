@@ -40,9 +40,19 @@ def tap(amqp_url: str, routing_key: str) -> Iterator[Callable[[], list[str]]]:
 
 @contextmanager
 def relays(stack, count: int, amqp_url: str, *args: str) -> Iterator[list[subprocess.Popen]]:
-    """``count`` outbox relay processes (``python -m shared.outbox relay signup``)."""
+    """``count`` outbox relay processes (``python -m shared.ops outbox relay signup``)."""
     procs = []
-    cmd = [sys.executable, "-m", "shared.outbox", "relay", "signup", "--interval", "0.2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "shared.ops",
+        "outbox",
+        "relay",
+        "signup",
+        "--interval",
+        "0.2",
+        *args,
+    ]
     env = {**stack.env, "AMQP_URL": amqp_url}
     for i in range(count):
         with open(stack.log_dir / f"relay-{uuid.uuid4().hex[:6]}-{i}.log", "wb") as log:
@@ -220,9 +230,9 @@ def test_a_signup_with_the_broker_unreachable_is_201_at_once_and_delivered_when_
 
 
 def test_two_relays_at_once_publish_each_outbox_row_once_and_stop_cleanly_on_sigterm(stack, db):
+    from contracts import UserSignedUp
     from services.signup.app import service
-    from shared.contracts import UserSignedUp
-    from shared.outbox import Outbox
+    from shared.service.outbox import Outbox
 
     rows = 300
     outbox = Outbox(service)

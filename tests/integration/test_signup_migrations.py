@@ -8,7 +8,7 @@ import pytest
 
 
 def alembic(database_url: str, revision: str) -> None:
-    """Bring signup's schema to ``revision`` (``shared.db.migrate`` always goes to head)."""
+    """Bring signup's schema to ``revision`` (``shared.core.db.migrate`` always goes to head)."""
     from alembic import command
     from alembic.config import Config
 

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from contracts import UserStats
 from services.signup.model import users
-from shared.contracts import UserStats
 from tests.support import wait_for
 
 STATS_TIMEOUT = 3.0

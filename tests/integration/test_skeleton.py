@@ -6,7 +6,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from shared.contracts import UserSignedUp
+from contracts import UserSignedUp
 from tests.support import publish_raw, wait_for
 
 

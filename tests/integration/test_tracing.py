@@ -19,11 +19,11 @@ from kombu import Connection
 
 from infra.otlp_sink import OtlpSink, Span, render
 from infra.processes import ROOT
-from shared.db import migrate
-from shared.ops.cli import OPS_MIGRATIONS
+from shared.core.db import migrate
+from shared.core.topology import SERVICES
+from shared.core.tracing import CAUSATION, CORRELATION
+from shared.ops.commands.common import OPS_MIGRATIONS
 from shared.ops.dlq import depth
-from shared.topology import SERVICES
-from shared.tracing import CAUSATION, CORRELATION
 from tests.integration.test_upstream_forms import CE_JSON, binary, structured
 from tests.support import (
     JSON,

@@ -14,10 +14,10 @@ from datetime import date
 import pytest
 from sqlalchemy import text
 
-from shared.db import migrate
-from shared.ops.cli import OPS_MIGRATIONS
+from shared.core.db import migrate
+from shared.core.topology import SERVICES
+from shared.ops.commands.common import OPS_MIGRATIONS
 from shared.ops.dlq import depth
-from shared.topology import SERVICES
 from tests.service_users import ops_as
 from tests.support import JSON, envelope, framed, publish_raw, wait_for
 
@@ -162,7 +162,7 @@ def test_protocol_1_from_another_service_is_refused(stack, creds, workers, db, c
 
 def test_a_service_s_own_workflows_keep_their_embed(stack, creds, workers, db, clean_queues):
     """GenerateReport from another service: the chord and chain it starts are reports' own."""
-    from shared.contracts import GenerateReport
+    from contracts import GenerateReport
 
     command = GenerateReport(kind="daily", day=date(2031, 2, 4)).model_dump(mode="json")
     task_id = str(uuid.uuid4())

@@ -1,8 +1,8 @@
 """The table of who may set what (docs/reference/trust.md), row by row: each
 part set to its probe by another service (signup, a command to notifier.tasks) and by an
 upstream (``user.signed_up`` on events), against a notifier worker running as its own
-user. Generated from ``shared.trust.PARTS``, the table the worker itself applies, and the
-docs page is checked to be built from that table.
+user. Generated from ``shared.worker.trust.PARTS``, the table the worker itself applies, and
+the docs page is checked to be built from that table.
 
 All probes are published at once (a module fixture), then each case reads its own outcome:
 an e-mail to its own address (``runs``), or its dead letter and reason.
@@ -18,7 +18,7 @@ import amqp
 import pytest
 from kombu import Connection
 
-from shared.trust import EMBED, PARTS, Part, markdown
+from shared.worker.trust import EMBED, PARTS, Part, markdown
 from tests.docs import rendered
 from tests.support import JSON, envelope, wait_for
 

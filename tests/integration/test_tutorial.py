@@ -1,7 +1,8 @@
 """The tutorial (docs/tutorial.md) followed as written, in a copy of the checkout: its files
 written where it says, the contracts regenerated, and what `make test` would then check of
-them passes (ruff, the new test, contracts, routing, the platform naming no service). The
-copy's servers part (`make run`, a signup, the points row) was followed by hand."""
+them passes (ruff, the import layers, the new test, contracts, routing, the platform naming
+no service). The copy's servers part (`make run`, a signup, the points row) was followed by
+hand."""
 
 import re
 import shutil
@@ -67,7 +68,8 @@ def test_the_tutorials_service_is_declared_with_its_worker(copy):
 
 def test_the_tutorials_code_passes_ruff_and_the_checks_make_test_runs_on_it(copy):
     ruff = str(Path(sys.executable).with_name("ruff"))
-    run(copy, ruff, "check", "services", "shared/contracts.py", "tests/unit")
-    run(copy, ruff, "format", "--check", "services", "shared/contracts.py", "tests/unit")
+    run(copy, ruff, "check", "services", "contracts", "tests/unit")
+    run(copy, ruff, "format", "--check", "services", "contracts", "tests/unit")
+    run(copy, str(Path(sys.executable).with_name("lint-imports")))
     run(copy, sys.executable, "-m", "shared.ops", "contracts", "write")
     run(copy, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CHECKS)

@@ -19,10 +19,10 @@ import amqp
 from kombu import Connection
 from sqlalchemy import text
 
-from shared.db import migrate
-from shared.frames import UNDECODABLE, install
-from shared.ops.cli import OPS_MIGRATIONS
-from shared.topology import SERVICES
+from shared.core.db import migrate
+from shared.core.topology import SERVICES
+from shared.ops.commands.common import OPS_MIGRATIONS
+from shared.worker.frames import UNDECODABLE, install
 from tests.integration.test_upstream_credentials import crm  # noqa: F401 (a fixture)
 from tests.raw_properties import encode, nested, publish_properties, shortstr, table
 from tests.support import JSON, envelope, framed, headers, publish_raw, wait_for

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from shared.allowed import broker_user
+from shared.worker.allowed import broker_user
 from tests.support import JSON, publish_raw, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,7 @@ signups, read from ``events``."""
 
 from pathlib import Path
 
-from shared.system import Deployment, ServiceDeclaration
-from shared.topology import ServiceTopology
+from shared import Deployment, ServiceDeclaration, ServiceTopology
 
 SERVICE = ServiceDeclaration(
     ServiceTopology("ledger", subscribes=("user.signed_up",)),

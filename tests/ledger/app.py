@@ -3,8 +3,8 @@
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID, insert
 
-from shared.contracts import UserSignedUp
-from shared.service import Service
+from contracts import UserSignedUp
+from shared import Service
 from tests.ledger import SERVICE
 
 entries = sa.Table(

@@ -1,8 +1,7 @@
 """A ledger app whose one step has a soft time limit above its hard one: a worker of it
 must refuse to start."""
 
-from shared.service import Service
-from shared.topology import ServiceTopology
+from shared import Service, ServiceTopology
 
 service = Service(ServiceTopology("ledger"))
 

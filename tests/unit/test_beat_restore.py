@@ -4,10 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 from celery.beat import ScheduleEntry
 
-from shared.app import create_celery_app
-from shared.beat import libpq_url, lock_key, restore
-from shared.settings import Settings
-from shared.topology import service
+from shared.core.settings import Settings
+from shared.core.topology import service
+from shared.worker.app import create_celery_app
+from shared.worker.beat import libpq_url, lock_key, restore
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 app = create_celery_app(service("reports"), Settings(), {})

@@ -7,7 +7,7 @@ only when every one of its tags was acked. (The broker side:
 tests/integration/test_confirmed_batch.py.)
 """
 
-from shared.confirms import Tags
+from shared.worker.confirms import Tags
 
 
 def published(n: int) -> Tags:

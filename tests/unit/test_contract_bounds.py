@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from shared.contracts import Command, Event
+from shared.contracts.models import Command, Event
 
 #: Strings whose format bounds them.
 BOUNDED_FORMATS = {"uuid", "date", "date-time"}

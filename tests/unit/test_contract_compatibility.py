@@ -12,10 +12,11 @@ from uuid import UUID
 import pytest
 from pydantic import ConfigDict, EmailStr, Field, create_model
 
-from shared import contract_docs
-from shared.compat import breaking_changes
-from shared.contracts import EMAIL_MAX, UPCASTERS, Event, UserSignedUp, event_types
-from shared.evolution import _not_readable_as
+from contracts import UserSignedUp
+from shared.contracts import documents as contract_docs
+from shared.contracts.compatibility import breaking_changes
+from shared.contracts.evolution import _not_readable_as
+from shared.contracts.models import EMAIL_MAX, UPCASTERS, Event, event_types
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 V1_FIELDS = {

@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from shared import contract_docs
-from shared.contracts import Command, Event
-from shared.topology import SERVICES
+from shared.contracts import documents as contract_docs
+from shared.contracts.models import Command, Event
+from shared.core.topology import SERVICES
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 COMPONENT_KEY = re.compile(r"^[\w\d.\-_]+$")  # AsyncAPI 3.0 components' key pattern

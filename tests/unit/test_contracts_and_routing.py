@@ -7,10 +7,11 @@ from celery.exceptions import Reject, Retry, TimeLimitExceeded, WorkerLostError
 from kombu.exceptions import ContentDisallowed, DecodeError
 from pydantic import ValidationError
 
-from shared.app import router_for
-from shared.contracts import Event, SendEmail, UserSignedUp, event_class
-from shared.deadletter import is_final, original_route, reason_for
-from shared.topology import SERVICES, service
+from contracts import SendEmail, UserSignedUp
+from shared.contracts.models import Event, event_class
+from shared.core.topology import SERVICES, service
+from shared.worker.deadletter import is_final, original_route, reason_for
+from shared.worker.routing import router_for
 
 
 def test_an_event_round_trips_through_its_wire_form():

@@ -7,10 +7,10 @@ import json
 import amqp
 import pytest
 
+from shared.core.topology import SERVICES
 from shared.ops.dlq import DeadLetter
 from shared.ops.moving import copy_of
 from shared.ops.replay import _replay_copy
-from shared.topology import SERVICES
 
 NOTIFIER = SERVICES["notifier"]
 EVENT = {"id": "ev-1", "type": "user.signed_up", "source": "crm", "version": 1,

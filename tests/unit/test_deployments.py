@@ -7,6 +7,7 @@ import pytest
 
 from infra.processes import ROOT
 from shared.ops import cli
+from shared.ops.commands import workers
 from shared.ops.deployments import WORKERS
 
 COMPOSE_FILES = ["infra/docker-compose.yml", "infra/docker-compose.cluster.yml"]
@@ -47,13 +48,13 @@ def test_each_compose_worker_is_checked_by_pinging_its_own_node(path):
 def test_the_worker_command_runs_the_declared_argv_with_its_metrics_port(service, monkeypatch):
     ran = []
     monkeypatch.delenv("METRICS_PORT", raising=False)
-    monkeypatch.setattr(cli.os, "execv", lambda path, argv: ran.append(argv))
+    monkeypatch.setattr(workers.os, "execv", lambda path, argv: ran.append(argv))
     cli.main(["worker", service, "-n", "x@%h"])
     argv = ran[0][ran[0].index("celery") + 1 :]
     declared = WORKERS[service].argv()
     declared[declared.index("-n") + 1] = "x@%h"
     assert argv == declared
-    assert cli.os.environ["METRICS_PORT"] == str(WORKERS[service].metrics_port)
+    assert workers.os.environ["METRICS_PORT"] == str(WORKERS[service].metrics_port)
 
 
 @pytest.mark.parametrize("path", COMPOSE_FILES)

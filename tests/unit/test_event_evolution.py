@@ -1,11 +1,11 @@
-"""Reading an event in the version its handler was written for (``shared.evolution``)."""
+"""Reading an event in the version its handler was written for (``shared.contracts.evolution``)."""
 
 import uuid
 
 import pytest
 
-from shared.contracts import UserSignedUp, UserSignedUpV2
-from shared.evolution import UnsupportedVersion, contract_of, read_as
+from contracts import UserSignedUp, UserSignedUpV2
+from shared.contracts.evolution import UnsupportedVersion, contract_of, read_as
 
 PAYLOAD = {"user_id": str(uuid.uuid4()), "email": "ada@example.com", "name": "Ada"}
 

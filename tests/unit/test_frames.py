@@ -1,4 +1,4 @@
-"""py-amqp's frame handler with the guard (``shared.frames``): whatever the properties
+"""py-amqp's frame handler with the guard (``shared.worker.frames``): whatever the properties
 bytes, the content header never raises, a message whose properties py-amqp cannot decode
 is delivered marked, with what could be read, and the next message on the channel is
 delivered as itself (its own method frame, delivery tag and properties).
@@ -18,7 +18,7 @@ from amqp.spec import Basic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.frames import UNDECODABLE, install
+from shared.worker.frames import UNDECODABLE, install
 from tests.fuzz.tables import raw_properties
 from tests.raw_properties import encode, nested, shortstr, table
 

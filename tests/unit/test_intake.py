@@ -6,9 +6,9 @@ import json
 import pytest
 from kombu.message import Message
 
-from shared.intake import received, translate
-from shared.topology import ServiceTopology
-from shared.wire import MalformedMessage, check_message
+from shared.core.topology import ServiceTopology
+from shared.worker.intake import received, translate
+from shared.worker.wire import MalformedMessage, check_message
 
 TOPO = ServiceTopology("mail", subscribes=("user.signed_up",))
 ATTRS = {"specversion": "1.0", "id": "e-1", "type": "user.signed_up", "source": "crm"}

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from contracts import UserSignedUp
 from services.notifier.deliveries import Delivery, status_after
 from services.notifier.errors import PermanentDeliveryError
-from shared.contracts import UserSignedUp
 
 
 def task(task_id: str) -> SimpleNamespace:

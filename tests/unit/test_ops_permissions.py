@@ -4,9 +4,9 @@ import re
 
 import pytest
 
+from shared.core.topology import DELAY_LEVELS, SERVICES, SHARED_OBJECTS
 from shared.ops.definitions import topology
-from shared.permissions import CredentialSettings, broker_permissions
-from shared.topology import DELAY_LEVELS, SERVICES, SHARED_OBJECTS
+from shared.ops.permissions import CredentialSettings, broker_permissions
 
 DELAY = "0." * 27 + "1."
 

@@ -8,9 +8,9 @@ from celery.schedules import maybe_schedule
 
 from services.reports.periods import period, previous, shards
 from services.reports.schedule import beat_schedule, configure_beat
-from shared.app import create_celery_app
-from shared.settings import Settings
-from shared.topology import service
+from shared.core.settings import Settings
+from shared.core.topology import service
+from shared.worker.app import create_celery_app
 
 #: The reports app as the platform builds it (not imported: importing services.reports.app
 #: would bind this process to whatever broker the environment names at collection time).
@@ -33,7 +33,7 @@ def next_run(entry: str, last_run: datetime, now: datetime) -> datetime:
 
 def test_beat_schedules_in_seoul_with_the_single_beat_scheduler():
     assert app.conf.timezone == "Asia/Seoul"
-    assert app.conf.beat_scheduler == "shared.beat:SingleBeatScheduler"
+    assert app.conf.beat_scheduler == "shared.worker.beat:SingleBeatScheduler"
     assert set(app.conf.beat_schedule) == {
         "heartbeat", "daily-report", "weekly-summary", "celery.backend_cleanup",
     }  # fmt: skip

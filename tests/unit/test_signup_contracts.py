@@ -3,11 +3,11 @@
 import pytest
 from pydantic import ValidationError
 
+from contracts import NotificationSent, UserStats
 from infra.tcp_proxy import TcpProxy
 from services.signup.schemas import SignupRequest
-from shared.contracts import NotificationSent, UserStats
-from shared.outbox import Outbox
-from shared.service import Service
+from shared.service.declaration import Service
+from shared.service.outbox import Outbox
 
 
 def test_a_signup_request_strips_names_and_refuses_unknown_fields_and_bad_phones():

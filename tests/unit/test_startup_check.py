@@ -6,11 +6,11 @@ import subprocess
 import sys
 from typing import ClassVar
 
-from shared.check import check_app
-from shared.contracts import Command
-from shared.retry import RetryPolicy
-from shared.service import Service
-from shared.topology import ServiceTopology
+from shared.contracts.models import Command
+from shared.core.retry import RetryPolicy
+from shared.core.topology import ServiceTopology
+from shared.service.declaration import Service
+from shared.worker.check import _schedule, check_app
 
 
 class Checkout(Command):
@@ -45,6 +45,13 @@ def test_a_command_whose_retries_outlive_its_result_is_fatal():
     slow = RetryPolicy(autoretry_for=(OSError,), max_retries=5, default_retry_delay=1000)
     service.command(Checkout, retry=slow, time_limit=60, soft_time_limit=50)(checkout)
     assert kinds(service) == {"retries-outlive-result": True}
+
+
+def test_the_check_reads_the_policy_a_task_was_declared_with_not_a_rebuilt_one():
+    service = shop()
+    slow = RetryPolicy(autoretry_for=(OSError,), max_retries=5, default_retry_delay=1000)
+    service.command(Checkout, retry=slow, time_limit=60, soft_time_limit=50)(checkout)
+    assert _schedule(service.celery.tasks[Checkout.task]) is slow
 
 
 def test_a_time_limit_not_below_the_consumer_timeout_is_fatal():

@@ -1,14 +1,15 @@
-"""shared.testing runs a handler in process through contract validation and dependency
+"""shared.service.testing runs a handler in process through contract validation and dependency
 injection with fakes: what a team uses to test its handlers' failure paths."""
 
 import uuid
 
 import pytest
 
-from shared.contracts import NotificationPayload, NotificationSent, UserSignedUp, UserSignedUpV2
-from shared.service import InvalidMessage, Service
-from shared.testing import Harness
-from shared.topology import ServiceTopology
+from contracts import NotificationPayload, NotificationSent, UserSignedUp, UserSignedUpV2
+from shared.core.topology import ServiceTopology
+from shared.service.declaration import Service
+from shared.service.handler import InvalidMessage
+from shared.service.testing import Harness
 
 service = Service(
     ServiceTopology("mail", subscribes=("user.signed_up",), publishes=("notification.sent",))

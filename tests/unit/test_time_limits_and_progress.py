@@ -1,5 +1,5 @@
 """Time limits a call may ask for, and the record a pool process leaves for its parent
-when its hard time limit kills it (``shared.progress``)."""
+when its hard time limit kills it (``shared.worker.progress``)."""
 
 import os
 import time
@@ -7,9 +7,9 @@ import time
 import pytest
 from kombu.exceptions import OperationalError
 
-from shared import progress
-from shared.service import Service
-from shared.topology import ServiceTopology
+from shared.core.topology import ServiceTopology
+from shared.service.declaration import Service
+from shared.worker import progress
 
 
 def a_task():

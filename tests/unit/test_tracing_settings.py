@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.tracing import TracingSettings
+from shared.core.tracing import TracingSettings
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import pytest
 from celery.app.task import Context
 from kombu.message import Message
 
-from shared.trust import HEADERS, REFUSED, asks, kept, refusals
-from shared.wire import MalformedMessage, check_body, check_headers, check_protocol
+from shared.worker.trust import HEADERS, REFUSED, asks, kept, refusals
+from shared.worker.wire import MalformedMessage, check_body, check_headers, check_protocol
 
 BASE = {"task": "t", "id": "i"}
 

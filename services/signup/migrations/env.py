@@ -1,3 +1,3 @@
-from shared.migrations import run
+from shared import run_migrations
 
-run()
+run_migrations()

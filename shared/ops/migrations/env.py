@@ -1,3 +1,3 @@
-from shared.migrations import run
+from shared.core.migrations import run
 
 run()

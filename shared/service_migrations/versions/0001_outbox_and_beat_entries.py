@@ -1,9 +1,9 @@
 """outbox and beat_entries: the platform's tables in every service's schema
 
-``shared.outbox`` and ``shared.beat`` own these tables, so the platform creates them, in
-each service's schema, whatever the service is. Databases created before this revision
-already have them (from the services' own migrations): ``IF NOT EXISTS`` leaves those as
-they are.
+``shared.service.outbox`` and ``shared.worker.beat`` own these tables, so the platform
+creates them, in each service's schema, whatever the service is. Databases created before
+this revision already have them (from the services' own migrations): ``IF NOT EXISTS``
+leaves those as they are.
 
 Revision ID: 0001
 """

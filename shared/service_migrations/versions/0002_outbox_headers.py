@@ -3,7 +3,7 @@
 The relay publishes a row long after the request that recorded it (and from another
 thread or process), so the row keeps the message headers of the moment it was recorded:
 the W3C trace context (``traceparent``, ``tracestate``) and the ``x-correlation-id`` /
-``x-causation-id`` of ``shared.tracing``. Rows recorded before this revision have none
+``x-causation-id`` of ``shared.core.tracing``. Rows recorded before this revision have none
 and are published as before.
 
 Revision ID: 0002

@@ -1,0 +1,89 @@
+"""PostgreSQL access: one engine per process, a transaction per unit of work, migrations."""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.orm import Session
+
+from shared.core.system import declaration
+
+
+class Database:
+    """Creates its engine lazily and again after a fork: connections never cross processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._pid = 0
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=5)
+            self._pid = os.getpid()
+        return self._engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work commits when the block ends and rolls back if it raises."""
+        with Session(self.engine) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def ensure_database(database_url: str) -> None:
+    """Create the database named in the URL if the server does not have it yet."""
+    url = make_url(database_url)
+    engine = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database}
+            ).scalar()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+    finally:
+        engine.dispose()
+
+
+#: The platform's tables in every service's schema (outbox, beat entries), versioned apart
+#: from the service's own tables.
+SERVICE_TABLES = Path(__file__).resolve().parents[1] / "service_migrations"
+
+
+def migrate(database_url: str, service_name: str, migrations: Path | None = None) -> None:
+    """Create the service's schema, the platform's tables in it, and bring the service's
+    own tables to their newest migration (``migrations``: an alembic directory other than
+    the one the service declares)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{service_name}"'))
+    finally:
+        engine.dispose()
+    location = migrations or declaration(service_name).migrations
+    if migrations is None:
+        _upgrade(database_url, service_name, SERVICE_TABLES, "platform_version")
+    if location is not None:
+        _upgrade(database_url, service_name, location, "alembic_version")
+
+
+def _upgrade(database_url: str, schema: str, location: Path, version_table: str) -> None:
+    # Imported here: alembic (with mako and pygments) is about 10 MiB a worker process
+    # would carry without ever migrating.
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(location))
+    config.set_main_option("sqlalchemy.url", database_url)
+    config.attributes["schema"] = schema
+    config.attributes["version_table"] = version_table
+    command.upgrade(config, "head")

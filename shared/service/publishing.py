@@ -1,0 +1,56 @@
+"""How a service talks to the others: events to ``events``, commands to their owner, both
+confirmed by the broker before the call returns. ``Service`` is one (``declaration``)."""
+
+from typing import Any
+
+from celery import Celery
+
+from shared.contracts.models import Command, Event
+from shared.core.topology import ServiceTopology, declare_service
+
+
+class Publishing:
+    """What a service publishes with: its Celery app and its topology (it may publish
+    only the events its topology names)."""
+
+    celery: Celery
+    topology: ServiceTopology
+    name: str
+    _declared: bool = False
+
+    def _ensure_declared(self) -> None:
+        if not self._declared:
+            with self.celery.connection_for_write() as conn:
+                declare_service(conn.default_channel, self.topology)
+            self._declared = True
+
+    def publish(self, event: Event) -> None:
+        """Publish a domain event to ``events`` (confirmed by the broker before returning)."""
+        self._ensure_declared()
+        self.publish_body(event.type, event.model_dump(mode="json"), event.id)
+
+    def publish_body(self, event_type: str, body: dict, event_id: Any, **options: Any) -> None:
+        """Publish an event already in its JSON form (what the outbox stores), in the wire
+        format the README documents; ``options`` go to Celery's ``send_task``."""
+        if event_type not in self.topology.publishes:
+            raise ValueError(f"{self.name} may not publish {event_type!r}")
+        self.celery.send_task(
+            event_type,
+            kwargs={"event": body},
+            task_id=str(event_id),
+            declare=[],
+            ignore_result=True,
+            **options,
+        )
+
+    def send(self, command: Command, **options: Any) -> str:
+        """Send a command to the service that owns it; returns the task id.
+
+        The command's result is stored by its owner, in the owner's schema: read it
+        through that service (e.g. an HTTP endpoint it serves) or an app of the owner,
+        not through this service's result backend.
+        """
+        self._ensure_declared()
+        return self.celery.send_task(
+            command.task, kwargs=command.model_dump(mode="json"), declare=[], **options
+        ).id
