@@ -270,7 +270,17 @@ class PostgresBackend(DatabaseBackend):
             self._started_rows().add_final(task_id, row)
         else:
             self._started_rows().cancel(task_id)
-            self._upsert({task_id: row}, durable=state in FINAL and in_workflow(request))
+            try:
+                self._upsert({task_id: row}, durable=state in FINAL and in_workflow(request))
+            except DBAPIError as exc:
+                # Refused, not away (a NUL in a traceback, an id too long): no retry can
+                # store it, and retried as an outage the task ran again for an hour. Dropped
+                # as the buffer drops such rows; the task settles by its own outcome.
+                if database_away(exc):
+                    raise
+                logger.error("result row of task %r refused by the database, dropped: %s",
+                             task_id, exc)  # fmt: skip
+                row_refused.send(sender=self, service=self.app.main, task_id=task_id, exc=exc)
         return result
 
     def _note_retry(self, task_id: str, row: dict) -> None:
