@@ -249,6 +249,8 @@ class PostgresBackend(DatabaseBackend):
         self._engines = {}
 
     def _row(self, result: Any, state: str, traceback: str | None, request: Any) -> dict:
+        if traceback:  # a text column holds no NUL: the caller's notice must not be refused
+            traceback = traceback.replace("\x00", "\\x00")
         meta = self._get_result_meta(
             result=ensure_bytes(self.encode(result)), state=state, traceback=traceback,
             request=request, format_date=False, encode=True,

@@ -1,7 +1,7 @@
-"""A result row PostgreSQL refuses (a NUL character in a text column) is not an outage: the
-task is dead-lettered once with its reason, runs once, and the worker goes on. Retried as a
-database error and then as an outage, it ran again and again for the hour of
-``OUTAGE_BUDGET`` instead."""
+"""A result row PostgreSQL refuses (a task id too long for its column; before its escaping, a
+NUL character in the traceback) is not an outage: the task is dead-lettered once with its
+reason, runs once, and the worker goes on. Retried as a database error and then as an
+outage, it ran again and again for the hour of ``OUTAGE_BUDGET`` instead."""
 
 import uuid
 
@@ -53,7 +53,9 @@ def test_a_failure_whose_row_postgresql_refuses_is_dead_lettered_once_and_runs_o
     for task_id in (nul, long):
         assert worker.output().count(f"[{task_id}] received") == 1, "ran once"
     assert "database away" not in worker.output(), "retried as an outage"
-    assert "refused by the database" in worker.output()
+    assert "refused by the database" in worker.output()  # the id too long for its column
+    # A NUL in the traceback is escaped: the caller reads the failure, not PENDING for good.
+    assert states(db, nul) == {nul: "FAILURE"}
 
 
 def test_a_result_with_a_nul_character_is_stored(clean_queues, db):
