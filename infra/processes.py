@@ -72,10 +72,14 @@ class Worker:
                 cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        wait_for(lambda: b" ready." in self.log.read_bytes() or self.proc.poll() is not None,
-                 timeout)  # fmt: skip
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"worker exited early:\n{self.output()[-3000:]}")
+        try:
+            wait_for(lambda: b" ready." in self.log.read_bytes() or self.proc.poll() is not None,
+                     timeout)  # fmt: skip
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.output()[-3000:]}")
+        except BaseException:
+            self.stop()  # a start that fails leaves nothing running: no caller holds it yet
+            raise
         return self
 
     def output(self) -> str:

@@ -55,7 +55,13 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
-from shared.worker.pending_rows import FINAL, STARTED_DELAY, PendingRows
+from shared.worker.pending_rows import (
+    FINAL,
+    STARTED_DELAY,
+    PendingRows,
+    database_away,
+    row_refused,
+)
 
 SKIPPED = {"id", "task_id", "children", "stamps"}
 CHORD_TIMEOUT = 3600
@@ -117,6 +123,8 @@ class PostgresBackend(DatabaseBackend):
         self._engines = {}
 
     def _row(self, result: Any, state: str, traceback: str | None, request: Any) -> dict:
+        if traceback:  # a text column holds no NUL: the caller's notice must not be refused
+            traceback = traceback.replace("\x00", "\\x00")
         meta = self._get_result_meta(
             result=ensure_bytes(self.encode(result)), state=state, traceback=traceback,
             request=request, format_date=False, encode=True,
@@ -138,7 +146,17 @@ class PostgresBackend(DatabaseBackend):
             self._started_rows().add_final(task_id, row)
         else:
             self._started_rows().cancel(task_id)
-            self._upsert({task_id: row}, durable=state in FINAL and in_workflow(request))
+            try:
+                self._upsert({task_id: row}, durable=state in FINAL and in_workflow(request))
+            except DBAPIError as exc:
+                # Refused, not away (a NUL in a traceback, an id too long): no retry can
+                # store it, and retried as an outage the task ran again for an hour. Dropped
+                # as the buffer drops such rows; the task settles by its own outcome.
+                if database_away(exc):
+                    raise
+                logger.error("result row of task %r refused by the database, dropped: %s",
+                             task_id, exc)  # fmt: skip
+                row_refused.send(sender=self, service=self.app.main, task_id=task_id, exc=exc)
         return result
 
     def _note_retry(self, task_id: str, row: dict) -> None:

@@ -34,19 +34,22 @@ def test_killing_the_leader_of_notifiers_queue_loses_nothing_and_sends_each_emai
     assert len(management.queue(stack.vhost, "notifier.tasks")["members"]) == 3
 
     workers = [
-        stack.worker("notifier", AMQP_URL=rotated(stack.amqp_url, 0)).start(),
-        stack.worker("notifier", AMQP_URL=rotated(stack.amqp_url, 1)).start(),
-        stack.worker("reports", AMQP_URL=rotated(stack.amqp_url, 2)).start(),
+        stack.worker("notifier", AMQP_URL=rotated(stack.amqp_url, 0)),
+        stack.worker("notifier", AMQP_URL=rotated(stack.amqp_url, 1)),
+        stack.worker("reports", AMQP_URL=rotated(stack.amqp_url, 2)),
     ]
-    relay = subprocess.Popen(
-        [sys.executable, "-m", "shared.ops", "outbox", "relay", "signup"],
-        env={**stack.env, "AMQP_URL": rotated(stack.amqp_url, 1)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    pids = [w.proc.pid for w in workers]
+    relay = None
     killed = node_index(leader)
     emails = [f"c{i}-{uuid.uuid4().hex[:6]}@example.com" for i in range(SIGNUPS)]
-    try:
+    try:  # each started process is stopped, whichever start fails
+        for worker in workers:
+            worker.start()
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "shared.ops", "outbox", "relay", "signup"],
+            env={**stack.env, "AMQP_URL": rotated(stack.amqp_url, 1)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        pids = [w.proc.pid for w in workers]
         for i in range(BAD_MESSAGES):
             publish_raw(
                 stack.amqp_url.split(";")[killed % 3], "", "notifier.events", b"{not json",
@@ -67,8 +70,9 @@ def test_killing_the_leader_of_notifiers_queue_loses_nothing_and_sends_each_emai
             assert "notifier.send_welcome_email" in worker.output()
     finally:
         subprocess.run(["bash", "infra/cluster.sh", "start", str(killed)], check=True)
-        relay.terminate()
-        relay.wait(30)
+        if relay is not None:
+            relay.terminate()
+            relay.wait(30)
         for worker in workers:
             worker.stop()
 

@@ -31,7 +31,8 @@ def consumers(stack, monkeypatch):
             migrate(stack.database_url, consumer.service.name)
             with Connection(stack.amqp_url) as conn:
                 declare_service(conn.default_channel, consumer.service.topology)
-            workers.append(stack.worker(consumer.service.name, EVENTFUL_SYSTEM=SYSTEM).start())
+            workers.append(stack.worker(consumer.service.name, EVENTFUL_SYSTEM=SYSTEM))
+            workers[-1].start()  # stopped below even if this start fails
         yield legacy.service, localized.service
     finally:
         try:

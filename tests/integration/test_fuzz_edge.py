@@ -32,10 +32,12 @@ BATCH = int(os.environ.get("FUZZ_BATCH", "200" if LONG else "100"))
 def fuzzer(stack, clean_queues):
     migrate(stack.database_url, "ops", OPS_MIGRATIONS)
     engine = create_engine(stack.database_url)
-    fuzzer = EdgeFuzzer(stack, engine).start()
-    yield fuzzer
-    fuzzer.stop()
-    engine.dispose()
+    fuzzer = EdgeFuzzer(stack, engine)
+    try:  # the workers started before one that failed to start are stopped too
+        yield fuzzer.start()
+    finally:
+        fuzzer.stop()
+        engine.dispose()
 
 
 def test_generated_messages_end_handled_retrying_or_dead_lettered_and_no_worker_exits(fuzzer):

@@ -15,9 +15,11 @@ def test_worker_logs_name_no_address_phone_or_text(clean_queues):
     text = f"secret text {mark}"
     refused = f"refused-{mark}@example.com"
     stack.smtp.refused.add(refused)
-    notifier = stack.worker("notifier", ADMIN_EMAILS=f"admin-{mark}@example.com").start()
-    reports = stack.worker("reports").start()
-    try:
+    notifier = stack.worker("notifier", ADMIN_EMAILS=f"admin-{mark}@example.com")
+    reports = stack.worker("reports")
+    try:  # both stopped, whichever start fails
+        notifier.start()
+        reports.start()
         event = envelope(email)
         event["payload"] |= {"name": name, "phone": phone}
         publish_raw(stack.amqp_url, "events", "user.signed_up", framed(event),

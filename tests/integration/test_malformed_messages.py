@@ -57,10 +57,12 @@ def cases() -> dict[str, tuple[bytes, dict, dict, str]]:
 
 def test_malformed_messages_are_dead_lettered_and_no_worker_exits(clean_queues):
     stack = clean_queues
-    workers = {name: stack.worker(name).start() for name in ("notifier", "reports")}
-    pids = {name: w.proc.pid for name, w in workers.items()}
+    workers = {name: stack.worker(name) for name in ("notifier", "reports")}
     sent = cases()
-    try:
+    try:  # each stopped, whichever start fails
+        for worker in workers.values():
+            worker.start()
+        pids = {name: w.proc.pid for name, w in workers.items()}
         for case, (body, props, hdrs, _reason) in sent.items():
             publish_raw(stack.amqp_url, "events", "user.signed_up", body, message_id=case,
                         application_headers=hdrs, **props)  # fmt: skip

@@ -100,8 +100,9 @@ def test_a_rejected_command_reads_failure_for_good_on_a_prefork_worker(stack, re
     ids = [send_command(stack, "reports.generate_report", kind="hourly") for _ in range(20)]
     dead = []
     wait_for(lambda: dead.extend(stack.dead_letters("reports")) or len(dead) == len(ids))
-    time.sleep(0.3)  # well past the parent's FAILURE (right after the dead letter) and the
-    # children's STARTED rows (20 ms after each task began)
+    # The parent records FAILURE after the dead letter: wait for the rows themselves.
+    wait_for(lambda: Counter(result_states(db, *ids).values()) == {"FAILURE": len(ids)})
+    time.sleep(0.3)  # well past the children's STARTED rows (20 ms after each task began)
 
     assert Counter(result_states(db, *ids).values()) == {"FAILURE": len(ids)}
 

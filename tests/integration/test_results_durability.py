@@ -156,8 +156,8 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         postgres = pwd.getpwnam("postgres")
         os.chown(root, postgres.pw_uid, postgres.pw_gid)
         server = PrivatePostgres(Path(root))
-        server.create()
-        try:
+        try:  # stopped even if it started and then its setup failed
+            server.create()
             yield server
         finally:
             server.stop("immediate", check=False)

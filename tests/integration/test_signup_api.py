@@ -54,19 +54,19 @@ def relays(stack, count: int, amqp_url: str, *args: str) -> Iterator[list[subpro
         *args,
     ]
     env = {**stack.env, "AMQP_URL": amqp_url}
-    for i in range(count):
-        with open(stack.log_dir / f"relay-{uuid.uuid4().hex[:6]}-{i}.log", "wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    cmd,
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+    try:  # each one started is stopped, whichever start fails
+        for i in range(count):
+            with open(stack.log_dir / f"relay-{uuid.uuid4().hex[:6]}-{i}.log", "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        cwd=ROOT,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 )
-            )
-    try:
         yield procs
     finally:
         for proc in procs:

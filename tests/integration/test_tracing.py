@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -72,7 +73,12 @@ def serve_api(stack, env: dict[str, str], log) -> tuple[subprocess.Popen, str]:
             assert proc.poll() is None, "the API exited"
             return False
 
-    wait_for(answers, timeout=30)
+    try:
+        wait_for(answers, timeout=30)
+    except BaseException:
+        proc.kill()  # no caller holds it yet
+        proc.wait(10)
+        raise
     return proc, url
 
 
@@ -104,9 +110,12 @@ def test_one_signup_is_one_trace_from_the_http_request_through_notifier_to_repor
 ):
     stack = clean_queues
     env = otel(sink)
-    workers = [stack.worker(name, **env).start() for name in ("notifier", "reports")]
+    workers = [stack.worker(name, **env) for name in ("notifier", "reports")]
     email = f"traced-{uuid.uuid4().hex[:6]}@example.com"
-    with open(tmp_path / "api.log", "wb") as log:
+    with open(tmp_path / "api.log", "wb") as log, ExitStack() as stop:
+        for worker in workers:
+            stop.callback(worker.stop)  # before the start: stopped whichever start fails
+            worker.start()
         api, url = serve_api(stack, {**env, "SMS_GATEWAY_URL": gateway.url, "API_TOKEN": TOKEN},
                              log)  # fmt: skip
         try:
@@ -137,8 +146,6 @@ def test_one_signup_is_one_trace_from_the_http_request_through_notifier_to_repor
         finally:
             api.terminate()
             api.wait(10)
-            for worker in workers:
-                worker.stop()
 
     # The path of one signup, each hop a span named by its task, in one trace.
     for name in SIGNUP_PATH:

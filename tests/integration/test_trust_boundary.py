@@ -32,12 +32,16 @@ def workers(stack, creds):
             name,
             AMQP_URL=creds.amqp_url(name, stack.amqp_url),
             DATABASE_URL=creds.database_url(name, stack.database_url),
-        ).start()
+        )
         for name in ("notifier", "reports")
     }
-    yield started
-    for worker in started.values():
-        worker.stop()
+    try:  # each stopped, whichever start fails
+        for worker in started.values():
+            worker.start()
+        yield started
+    finally:
+        for worker in started.values():
+            worker.stop()
 
 
 def as_signup(stack, creds, exchange: str, routing_key: str, body: bytes, headers: dict,

@@ -90,11 +90,12 @@ def outcomes(stack, creds, upstream) -> dict[str, str]:
         "notifier",
         AMQP_URL=creds.amqp_url("notifier", stack.amqp_url),
         DATABASE_URL=creds.database_url("notifier", stack.database_url),
-    ).start()
+    )
     urls = {"another service": creds.amqp_url("signup", stack.amqp_url), "upstream": upstream}
     users = {"another service": creds.user("signup"), "upstream": None}
     conns: dict[str, Connection] = {}
     try:
+        worker.start()
         for case in CASES:
             exchange, key, headers, props, body = _message(case, creds)
             props.setdefault("user_id", users[case.route])

@@ -59,12 +59,14 @@ def test_undecodable_properties_are_dead_lettered_and_the_next_event_is_handled(
     clean_queues, crm, db  # noqa: F811
 ):  # fmt: skip
     stack, (_prefix, upstream) = clean_queues, crm
-    workers = {name: stack.worker(name).start() for name in SUBSCRIBERS}
-    pids = {name: w.proc.pid for name, w in workers.items()}
+    workers = {name: stack.worker(name) for name in SUBSCRIBERS}
     bad = envelope("poison@example.com")
     sent = poisons(bad)
     good = envelope(f"after-poison-{uuid.uuid4().hex[:6]}@example.com")
-    try:
+    try:  # each stopped, whichever start fails
+        for worker in workers.values():
+            worker.start()
+        pids = {name: w.proc.pid for name, w in workers.items()}
         for raw in sent.values():
             publish_properties(upstream, "events", "user.signed_up", framed(bad), raw)
         publish_raw(upstream, "events", "user.signed_up", framed(good),
