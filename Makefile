@@ -97,9 +97,14 @@ CHAOS_SMTP_DOWN ?= 60
 CHAOS_DB_DOWN   ?= 300
 CHAOS_PARTITION ?= 150
 CHAOS_RATE      ?= 25
+# Then the same faults on CHAOS_PG_HA_EVENTS signups with the database on the 3-node Patroni
+# cluster (infra/pg_ha.sh), where the PostgreSQL faults become SIGKILL of the primary.
+CHAOS_PG_HA_EVENTS ?= 2000
 chaos: install
 	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --rate $(CHAOS_RATE) --smtp-down $(CHAOS_SMTP_DOWN) \
 	  --db-down $(CHAOS_DB_DOWN) --partition $(CHAOS_PARTITION)
+	$(PY) -m infra.chaos --pg-ha --events $(CHAOS_PG_HA_EVENTS) --rate $(CHAOS_RATE) \
+	  --smtp-down $(CHAOS_SMTP_DOWN) --partition $(CHAOS_PARTITION)
 
 # Generated messages at the AMQP edge (tests/fuzz): N of them, a random seed unless
 # FUZZ_SEED is given; prints the outcomes per reason and every distinct failure, shrunk.
