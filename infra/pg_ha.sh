@@ -118,7 +118,10 @@ kill_node() {  # Patroni, then its postmaster and every backend: nothing exits i
   rm -f "$dir/patroni.pid"
 }
 
-members() { curl -fsS "http://127.0.0.1:$1/cluster" 2>/dev/null; }
+members() {  # GET /cluster of Patroni's REST API on port $1
+  python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read().decode())' \
+    "http://127.0.0.1:$1/cluster" 2>/dev/null
+}
 
 healthy() {  # the primary streams WAL to both replicas
   local i
