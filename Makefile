@@ -8,6 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 test demo run api bench chaos: export LOCAL_MODE = 1
 
 .PHONY: install services lint format test test-unit test-cluster cluster-up cluster-down \
+        test-pg-ha pg-ha-up pg-ha-down \
         migrate topology plan run demo bench bench-publish chaos fuzz api relay beat docs
 
 install: $(VENV)/.installed
@@ -57,6 +58,18 @@ cluster-up:
 cluster-down:
 	bash infra/cluster.sh down
 
+# 3 PostgreSQL 15 servers under Patroni (etcd as its store) on 5441-5443, beside the
+# machine's own; its primary SIGKILLed under load (tests/pg_ha, docs/deploy/postgresql-ha.md).
+# Prints the measured failover windows; the cluster is removed whatever the outcome.
+test-pg-ha: install services
+	$(PY) -m pytest tests/pg_ha -s -p no:cacheprovider; rc=$$?; bash infra/pg_ha.sh down; exit $$rc
+
+pg-ha-up:
+	bash infra/pg_ha.sh up
+
+pg-ha-down:
+	bash infra/pg_ha.sh down
+
 test-unit: install
 	$(PY) -m pytest tests/unit
 
@@ -94,9 +107,14 @@ CHAOS_SMTP_DOWN ?= 60
 CHAOS_DB_DOWN   ?= 300
 CHAOS_PARTITION ?= 150
 CHAOS_RATE      ?= 25
+# Then the same faults on CHAOS_PG_HA_EVENTS signups with the database on the 3-node Patroni
+# cluster (infra/pg_ha.sh), where the PostgreSQL faults become SIGKILL of the primary.
+CHAOS_PG_HA_EVENTS ?= 2000
 chaos: install
 	$(PY) -m infra.chaos --events $(CHAOS_EVENTS) --rate $(CHAOS_RATE) --smtp-down $(CHAOS_SMTP_DOWN) \
 	  --db-down $(CHAOS_DB_DOWN) --partition $(CHAOS_PARTITION)
+	$(PY) -m infra.chaos --pg-ha --events $(CHAOS_PG_HA_EVENTS) --rate $(CHAOS_RATE) \
+	  --smtp-down $(CHAOS_SMTP_DOWN) --partition $(CHAOS_PARTITION)
 
 # Generated messages at the AMQP edge (tests/fuzz): N of them, a random seed unless
 # FUZZ_SEED is given; prints the outcomes per reason and every distinct failure, shrunk.

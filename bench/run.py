@@ -192,6 +192,23 @@ def cluster_rows(bench: Bench) -> list[Row]:
         subprocess.run(["bash", "infra/cluster.sh", "down"], check=False)
 
 
+def pg_ha_rows(bench: Bench) -> list[Row]:
+    """The end-to-end row again, the database being the 3-node Patroni cluster with
+    synchronous replication (every commit waits for a standby: docs/deploy/postgresql-ha.md),
+    its ratio to the single-server row of the same run; the cluster is up for the row only."""
+    from infra.pg_ha import DATABASE_URL, pg_ha
+
+    try:
+        pg_ha("up")
+        with bench_env(bench.settings.model_copy(update={"database_url": DATABASE_URL})) as env:
+            label = "end to end on 3-node PostgreSQL, synchronous replication"
+            row = end_to_end(env, bench.args.events, bench.worker_args, bench.logs, label)
+    finally:
+        pg_ha("down")
+    row.baseline = "end to end: event -> e-mail"
+    return [row]
+
+
 def tracing_rows(bench: Bench) -> list[Row]:
     """The all-guarantees worker row with OpenTelemetry off and on (OTLP to a loopback
     receiver), rounds alternating: off against the stored row, on against off."""
@@ -240,6 +257,7 @@ ROWS: list[tuple[str, RowFunction, bool]] = [
     ("tracing", tracing_rows, True),
     ("signup-api", signup_api_rows, False),
     ("cluster", cluster_rows, False),
+    ("pg-ha", pg_ha_rows, False),
 ]
 
 

@@ -37,6 +37,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
 from infra import chaos_faults as faults
+from infra import pg_ha
 from infra.chaos_count import SUBSCRIBERS, busy_queues, complete, count, declare_ledger, progress
 from infra.chaos_env import MANAGEMENT_URL, Busy, Fleet, World, exclusive, private_services
 from infra.processes import free_port, wait_for
@@ -142,12 +143,16 @@ def settle(engine, world: World, accepted: int, timeout: float) -> str:
 def run(args: argparse.Namespace) -> int:
     logs = Path(tempfile.mkdtemp(prefix="eventful-chaos-"))
     world = World(uuid.uuid4().hex[:8], logs, free_port())
+    if args.pg_ha:
+        world.pg_server = pg_ha.DATABASE_URL
     fleet: Fleet | None = None
     mailbox: faults.Mailbox | None = None
     proxy = TcpProxy(5690).start()  # workers <-> broker, to partition them
     started = time.monotonic()
     try:
         private_services("up")
+        if args.pg_ha:
+            pg_ha.pg_ha("up")
         say(f"private servers up; run {world.run_id}, logs in {logs}")
         world.create()
         smtp_away = max(args.smtp_down, args.smtp_busy)
@@ -183,7 +188,11 @@ def run(args: argparse.Namespace) -> int:
              lambda: faults.smtp_slow(mailbox, args.smtp_slow, args.smtp_delay)),
             ("SMTP down", lambda: faults.smtp_outage(mailbox, args.smtp_down)),
         ]  # fmt: skip
-        if args.exit_outage > 0:
+        if args.pg_ha:  # one database server fewer to lose: the primary, and a replica takes over
+            kill_primary = lambda: faults.kill_postgres_primary(crash_with_reports)  # noqa: E731
+            injections = [i for i in injections if not i[0].startswith("PostgreSQL")]
+            injections.insert(4, ("kill -9 PostgreSQL primary", kill_primary))
+        elif args.exit_outage > 0:
             exits = lambda: faults.exits_during_database_outage(fleet, args.exit_outage)  # noqa: E731
             injections.append(("pool exits in a PostgreSQL outage", exits))
         done: list[str] = []
@@ -229,6 +238,8 @@ def run(args: argparse.Namespace) -> int:
         proxy.stop()
         if not args.keep:
             private_services("down")
+            if args.pg_ha:
+                pg_ha.pg_ha("down")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settle-timeout", type=float, default=600.0, help="seconds to wait after the last signup"
     )
+    parser.add_argument(
+        "--pg-ha", action="store_true",
+        help="the database on the 3-node Patroni cluster; its primary is killed",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="leave the private servers running")
     parser.add_argument("--json", help="also write the counts to this file")
     parser.add_argument(

@@ -21,17 +21,20 @@ from pathlib import Path
 
 import psycopg
 from kombu import Connection
+from sqlalchemy.engine import make_url
 
 from infra.processes import ROOT, Worker
 from shared.core.db import migrate
 from shared.core.topology import SERVICES, declare_all
 from shared.ops.management import Management
+from shared.worker.beat import libpq_url
 
 SCRIPT = ROOT / "infra" / "private_services.sh"
 LOCK = Path("/tmp/eventful-chaos.lock")
 AMQP_BASE = "amqp://guest:guest@127.0.0.1:5690"
 MANAGEMENT_URL = "http://guest:guest@127.0.0.1:15690"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5433/postgres"
+#: The private PostgreSQL cluster (``--pg-ha``: the Patroni cluster of infra/pg_ha.sh instead).
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5433/postgres"
 #: Each worker as its deployment runs it (shared/ops/deployments.py), sized for 2 cores.
 POOLS = {
     "notifier": ("--pool", "prefork", "--concurrency", "8"),
@@ -73,6 +76,8 @@ class World:
     logs: Path
     smtp_port: int
     env: dict[str, str] = field(default_factory=dict)
+    #: Where the run's database is created (SQLAlchemy URL of an existing database there).
+    pg_server: str = PG_SERVER
 
     @property
     def vhost(self) -> str:
@@ -84,14 +89,15 @@ class World:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:5433/chaos_{self.run_id}"
+        url = make_url(self.pg_server).set(database=f"chaos_{self.run_id}")
+        return url.render_as_string(hide_password=False)
 
     def create(self) -> None:
         """Vhost and database, migrated and declared; the environment made this process's."""
         management = Management(MANAGEMENT_URL)
         management.put_vhost(self.vhost)
         management.grant(self.vhost, "guest")
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        with psycopg.connect(libpq_url(self.pg_server), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "chaos_{self.run_id}"')
         self.env = {
             **os.environ,

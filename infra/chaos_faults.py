@@ -17,6 +17,7 @@ import amqp
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
+from infra import pg_ha
 from infra.chaos_env import Fleet, private_services
 from infra.processes import wait_for
 from infra.smtp_sink import SmtpSink
@@ -105,6 +106,25 @@ def crash_postgres(seconds: float, in_flight: Callable[[], str]) -> str:
     finally:
         private_services("start-pg")
     return f"PostgreSQL stop -m immediate, down {seconds:g} s, {what}"
+
+
+def kill_postgres_primary(in_flight: Callable[[], str]) -> str:
+    """SIGKILL the Patroni cluster's primary (its Patroni and every PostgreSQL process: a lost
+    server) while tasks run and ``in_flight()`` has just started report chords; a replica is
+    promoted, then the old primary is started again and rejoins as a replica."""
+    what = in_flight()
+    killed = pg_ha.leader()
+    started = time.monotonic()
+    pg_ha.pg_ha("kill", str(killed))
+    promoted = wait_for(
+        lambda: next((n for n in pg_ha.NODES if n != killed and pg_ha.in_recovery(n) is False), 0),
+        timeout=120,
+    )
+    took = time.monotonic() - started
+    pg_ha.pg_ha("start", str(killed))
+    pg_ha.pg_ha("up")  # returns once the primary streams to both replicas again
+    return (f"PostgreSQL primary pg{killed} SIGKILL, pg{promoted} promoted after {took:.1f} s,"
+            f" pg{killed} rejoined as a replica; {what}")  # fmt: skip
 
 
 def exits_during_database_outage(fleet: Fleet, seconds: float) -> str:

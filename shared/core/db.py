@@ -83,7 +83,9 @@ def _upgrade(database_url: str, schema: str, location: Path, version_table: str)
 
     config = Config()
     config.set_main_option("script_location", str(location))
-    config.set_main_option("sqlalchemy.url", database_url)
+    # A ConfigParser value: '%' (a URL-encoded password, the commas of a multi-host URL)
+    # would read as interpolation.
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["schema"] = schema
     config.attributes["version_table"] = version_table
     command.upgrade(config, "head")

@@ -68,3 +68,17 @@ def test_no_service_migration_creates_a_platform_table():
         text = path.read_text()
         for table in ("outbox", "beat_entries", "dlq_audit"):
             assert f'"{table}"' not in text, f"{path} creates {table}"
+
+
+def test_a_multi_host_url_migrates_as_any_other(fresh_database):
+    """The URL form of a replicated PostgreSQL (docs/deploy/postgresql-ha.md) renders its
+    host list with '%2C', which alembic's ConfigParser once read as interpolation."""
+    url, engine = fresh_database
+    parts = make_url(url)
+    multi_host = parts._replace(host=None, port=None).update_query_dict(
+        {"host": f"{parts.host},{parts.host}", "port": f"{parts.port or 5432},{parts.port or 5432}",
+         "target_session_attrs": "read-write"}
+    ).render_as_string(hide_password=False)  # fmt: skip
+    assert "%2C" in multi_host
+    migrate(multi_host, "signup")
+    assert {"outbox", "beat_entries", "platform_version"} <= tables(engine, "signup")

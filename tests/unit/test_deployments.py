@@ -1,5 +1,5 @@
 """Each worker runs as its service declares it, wherever it is started: the Makefile and
-both compose files call ``shared.ops worker SERVICE``, which runs the declared command."""
+every compose file calls ``shared.ops worker SERVICE``, which runs the declared command."""
 
 import re
 
@@ -10,7 +10,9 @@ from shared.ops import cli
 from shared.ops.commands import workers
 from shared.ops.deployments import WORKERS
 
-COMPOSE_FILES = ["infra/docker-compose.yml", "infra/docker-compose.cluster.yml"]
+COMPOSE_FILES = [
+    "infra/docker-compose.yml", "infra/docker-compose.cluster.yml", "infra/docker-compose.pg-ha.yml"
+]  # fmt: skip
 #: A worker command written out instead of asked of its declaration.
 WRITTEN_OUT = re.compile(r"celery\W+(-A\W+)?\S*\W+worker\b")
 
