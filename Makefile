@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
 services:
@@ -91,14 +91,15 @@ demo: install services migrate topology
 	$(PY) -m infra.demo
 
 # Every row in one run (the signup API's and the 3-node cluster's too), results in
-# var/bench/latest.{json,png} (untracked: a run leaves the checkout as it was).
+# var/bench/latest.{json,png} and flame-<program>.svg (untracked: a run leaves the checkout
+# as it was).
 bench: install services
 	$(PY) -m bench.run --cluster
 
-# The last run's results become the published ones; every docs build makes the Performance
-# page's table from them (docs/hooks.py).
+# The last run's results (and its flame graphs, one per process kind) become the published
+# ones; every docs build makes the Performance page's table from them (docs/hooks.py).
 bench-publish: install
-	cp var/bench/latest.json var/bench/latest.png bench/results/
+	cp var/bench/latest.json var/bench/latest.png var/bench/flame-*.svg bench/results/
 	$(PY) -m bench.report bench/results/latest.json
 
 # Faults injected into CHAOS_EVENTS signups, on private servers (RabbitMQ :5690, PostgreSQL :5433).

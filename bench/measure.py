@@ -157,11 +157,25 @@ def drain_with_worker(
     done: Callable[[], bool] | None = None,
     cpu: list[float] | None = None,
 ) -> tuple[float, float, float]:
-    """Start a worker on a queue holding ``count`` messages; seconds from its first message
-    until ``done`` (default: the queue is empty), and the worker's RSS and PSS. ``cpu``: gets
-    the CPU seconds the worker and its pool used in that time (its start-up left out)."""
+    """Start a Celery worker on a queue holding ``count`` messages: ``drain_with``."""
     cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "-l", "WARNING",
            "--without-gossip", "--without-mingle", *worker_args]  # fmt: skip
+    return drain_with(cmd, queue, env, count, log, done, cpu)
+
+
+def drain_with(
+    cmd: list[str],
+    queue: str,
+    env: dict[str, str],
+    count: int,
+    log: Path,
+    done: Callable[[], bool] | None = None,
+    cpu: list[float] | None = None,
+) -> tuple[float, float, float]:
+    """Start a worker (``cmd``: Celery's or a peer's) on a queue holding ``count`` messages;
+    seconds from its first message until ``done`` (default: the queue is empty), and the
+    worker's RSS and PSS. ``cpu``: gets the CPU seconds the worker and its processes used in
+    that time (its start-up left out)."""
     # One connection for all the polling: a new one per poll (a full AMQP handshake, 50
     # times a second) loads the broker being measured, and times out on a busy machine.
     with Connection(env["AMQP_URL"]) as conn:

@@ -33,6 +33,7 @@ from bench.measure import (
     PLAIN_PUBLISH,
     PLAIN_RSS,
     Row,
+    drain_with,
     drain_with_worker,
     raw_amqp,
     with_ratios,
@@ -77,12 +78,19 @@ def publish(task, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def drain(bench: Bench, task, queue: str, done: Callable[[], bool] | None = None):
+def drain(
+    bench: Bench, task, queue: str, done: Callable[[], bool] | None = None,
+    cpu: list[float] | None = None,
+):  # fmt: skip
     assert bench.env is not None
     return drain_with_worker(
         task.run.__module__, queue, bench.env.env(), bench.args.tasks, bench.worker_args,
-        bench.logs / f"{task.name}.log", done=done,
+        bench.logs / f"{task.name}.log", done=done, cpu=cpu,
     )  # fmt: skip
+
+
+def per_message_ms(cpu: list[float], count: int) -> float:
+    return round(1000 * cpu[0] / count, 3)
 
 
 def _apps(bench: Bench):
@@ -104,12 +112,15 @@ def plain_rows(bench: Bench) -> list[Row]:
     """Plain Celery with its defaults: early ack, no confirms, results ignored."""
     plain_app, _ = _apps(bench)
     rate = publish(plain_app.noop, bench.args.tasks)
-    seconds, rss, pss = drain(bench, plain_app.noop, "plain.tasks")
+    cpu: list[float] = []
+    seconds, rss, pss = drain(bench, plain_app.noop, "plain.tasks", cpu=cpu)
+    ms = per_message_ms(cpu, bench.args.tasks)
     return [
         Row("producer: plain Celery delay() (no confirms)", rate, key=PLAIN_PUBLISH,
             unit="publishes/s", baseline=PLAIN_PUBLISH),
         Row("plain Celery (defaults, results ignored)", bench.args.tasks / seconds,
-            "early ack, no confirms, classic queue", rss, key=PLAIN),
+            f"early ack, no confirms, classic queue; {ms} ms CPU/task", rss, key=PLAIN,
+            extra={"cpu_ms_per_message": ms, "pss_mb": pss}),
         Row("worker RSS: plain Celery", rss, f"main process + pool; PSS {pss:.0f} MiB",
             key=PLAIN_RSS, unit="MiB", baseline=PLAIN_RSS, better="lower",
             extra={"pss_mb": pss}),
@@ -123,13 +134,16 @@ def project_no_result_rows(bench: Bench) -> list[Row]:
     _, platform_app = _apps(bench)
     with confirmed_batch(platform_app.app):
         rate = publish(platform_app.noop_no_result, bench.args.tasks)
-    seconds, rss, _ = drain(bench, platform_app.noop_no_result, "reports.tasks")
+    cpu: list[float] = []
+    seconds, rss, pss = drain(bench, platform_app.noop_no_result, "reports.tasks", cpu=cpu)
+    ms = per_message_ms(cpu, bench.args.tasks)
     return [
         Row("producer: this project, delay() in confirmed_batch (pipelined confirms)", rate,
             "every publish confirmed at the block's end", key="project-publish-batched",
             unit="publishes/s", baseline=PLAIN_PUBLISH, target=PRODUCER_TARGET),
         Row("this project, result not stored", bench.args.tasks / seconds,
-            "acks_late, confirms, quorum queue, dead-lettering", rss, key="project-no-result"),
+            f"acks_late, confirms, quorum queue, dead-lettering; {ms} ms CPU/task", rss,
+            key="project-no-result", extra={"cpu_ms_per_message": ms, "pss_mb": pss}),
     ]  # fmt: skip
 
 
@@ -146,22 +160,74 @@ def project_stored_rows(bench: Bench) -> list[Row]:
             return conn.execute(sql).scalar() == count
 
     rate = publish(platform_app.noop, count)
+    cpu: list[float] = []
     try:
-        seconds, rss, pss = drain(bench, platform_app.noop, "reports.tasks", done=all_stored)
+        seconds, rss, pss = drain(bench, platform_app.noop, "reports.tasks", all_stored, cpu)
     finally:
         engine.dispose()
+    ms = per_message_ms(cpu, count)
     return [
         Row("producer: this project, delay() confirmed one by one", rate,
             "each publish waits for its confirm", key="project-publish-each",
             unit="publishes/s", baseline=PLAIN_PUBLISH),
         Row("this project, all guarantees (result stored)", count / seconds,
-            "+ STARTED/SUCCESS rows in PostgreSQL", rss, key="project-stored",
-            target=STORED_TARGET),
+            f"+ STARTED/SUCCESS rows in PostgreSQL; {ms} ms CPU/task", rss,
+            key="project-stored", target=STORED_TARGET,
+            extra={"cpu_ms_per_message": ms, "pss_mb": pss}),
         Row("worker RSS: this project (all guarantees)", rss,
             f"main process + pool; PSS {pss:.0f} MiB", extra={"pss_mb": pss},
             key="project-rss", unit="MiB", baseline=PLAIN_RSS, better="lower",
             target=RSS_TARGET),
     ]  # fmt: skip
+
+
+def _peer_row(bench: Bench, name: str, cmd: list[str], queue: str, detail: str) -> list[Row]:
+    """A peer's worker draining ``--tasks`` no-op messages already queued: consume rate, CPU
+    per message, RSS and PSS, beside plain Celery's in the same run."""
+    assert bench.env is not None
+    cpu: list[float] = []
+    count = bench.args.tasks
+    env = bench.env.env(PYTHONPATH=str(report.ROOT))
+    seconds, rss, pss = drain_with(cmd, queue, env, count, bench.logs / f"{queue}.log", cpu=cpu)
+    ms = per_message_ms(cpu, count)
+    key = queue.replace(".", "-")
+    return [
+        Row(f"{name}: no-op task", count / seconds, f"{detail}; {ms} ms CPU/msg", rss, key=key,
+            extra={"cpu_ms_per_message": ms, "pss_mb": pss}),
+        Row(f"worker RSS: {name}", rss, f"PSS {pss:.0f} MiB", key=f"{key}-rss", unit="MiB",
+            baseline=PLAIN_RSS, better="lower", extra={"pss_mb": pss}),
+    ]  # fmt: skip
+
+
+def peer_rows(bench: Bench) -> list[Row]:
+    """Dramatiq (2 processes x 1 thread) and FastStream (2 workers, no per-message logging),
+    each moving the same no-op task over RabbitMQ: persistent messages, acked after the
+    handler. Their own publishers fill the queue first; the worker is timed draining it."""
+    import asyncio
+
+    assert bench.env is not None
+    count = bench.args.tasks
+    os.environ["AMQP_URL"] = bench.env.amqp_url
+    from bench import dramatiq_app, faststream_app
+
+    for i in range(count):
+        dramatiq_app.noop.send(i)
+    dramatiq_app.dramatiq.get_broker().close()
+    rows = _peer_row(
+        bench, "Dramatiq 2 processes x 1 thread",
+        [sys.executable, "-m", "dramatiq", "bench.dramatiq_app", "--processes", "2",
+         "--threads", "1"],
+        "peer.dramatiq", "persistent, ack after the actor, classic queue, default middleware",
+    )  # fmt: skip
+    asyncio.run(faststream_app.publish(count))
+    rows += _peer_row(
+        bench, "FastStream 2 workers",
+        [sys.executable, "-m", "faststream", "run", "bench.faststream_app:app", "--workers",
+         "2"],
+        "peer.faststream", "persist=True, ack after the handler, classic queue, prefetch 8, "
+        "per-message logging off",
+    )  # fmt: skip
+    return rows
 
 
 def end_to_end_rows(bench: Bench) -> list[Row]:
@@ -222,17 +288,50 @@ def tracing_rows(bench: Bench) -> list[Row]:
     return [off, on]
 
 
+#: Where ``make bench`` leaves the flame graphs: beside its results, untracked.
+FLAMES = report.SCRATCH.parent
+
+
+def cpu_rows(found: dict, variant: str = "") -> list[Row]:
+    """The signup bench's CPU row: ms of CPU per signup for each process kind and the whole
+    system (its target beside it, in ms, not as a ratio). ``variant``: what differs from
+    the system as ``make run`` starts it."""
+    targets = found["targets_ms"]
+    suffix = f" ({variant})" if variant else ""
+    key = "-".join(variant.split()[:2]) if variant else ""
+    return [
+        Row(f"CPU per signup: {kind}{suffix}", ms,
+            f"{found['rate']:g} signups/s open loop, {found['answered']} signups"
+            + (f"; target <= {targets[kind]:g} ms" if kind in targets else ""),
+            key=f"cpu-{kind.replace(' ', '-')}{'-' + key if key else ''}",
+            unit="ms CPU/signup", baseline=None, better="lower",
+            extra={"target_ms": targets.get(kind)})
+        for kind, ms in found["cpu_ms_per_signup"].items()
+        if not variant or kind in ("whole system", "notifier-worker", "reports-worker")
+    ]  # fmt: skip
+
+
 def signup_api_rows(bench: Bench) -> list[Row]:
     """``bench/signup.py`` (the whole system, open-loop signups, broker up, cut and hung;
     its own vhost and database): one row per phase, p99 latency in ms."""
     out = bench.logs / "signup.json"
-    command = [sys.executable, "bench/signup.py", "--json", str(out)]
+    command = [sys.executable, "bench/signup.py", "--json", str(out), "--profile", str(FLAMES)]
     s = bench.settings  # the servers, not the private vhost and database of the other rows
     env = {**os.environ, "AMQP_URL": s.amqp_url, "DATABASE_URL": s.database_url,
            "RABBITMQ_MANAGEMENT_URL": s.rabbitmq_management_url}  # fmt: skip
     subprocess.run(command, cwd=report.ROOT, env=env, check=True)
-    rows = []
+    # What Flower's task view costs: the CPU row again, workers without -E and no Flower
+    # (its own whole system; if that fails, the rows above still count).
+    quiet = bench.logs / "signup-no-events.json"
+    subprocess.run([sys.executable, "bench/signup.py", "--json", str(quiet), "--only-cpu",
+                    "--no-events"], cwd=report.ROOT, env=env, check=False)  # fmt: skip
+    found = json.loads(quiet.read_text()) if quiet.exists() else []
+    rows = [row for one in found if "cpu_ms_per_signup" in one
+            for row in cpu_rows(one, "no Flower, workers without -E")]  # fmt: skip
     for found in json.loads(out.read_text()):
+        if "cpu_ms_per_signup" in found:
+            rows += cpu_rows(found)
+            continue
         if "p99_ms" not in found:  # the summary: the highest rate within the bound
             rows.append(Row(found["row"], found["rate"], "open loop, whole system running",
                             key="signup-best-rate", unit="signups/s", baseline=None))  # fmt: skip
@@ -252,6 +351,7 @@ ROWS: list[tuple[str, RowFunction, bool]] = [
     ("raw", raw_rows, True),
     ("plain", plain_rows, True),
     ("no-result", project_no_result_rows, True),
+    ("peers", peer_rows, True),
     ("stored", project_stored_rows, True),
     ("end-to-end", end_to_end_rows, True),
     ("tracing", tracing_rows, True),

@@ -37,6 +37,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.measure import cpu_seconds  # noqa: E402
 from infra.processes import ROOT, free_port, wait_for  # noqa: E402
 from infra.run import programs  # noqa: E402
 from infra.supervisor import Supervisor  # noqa: E402
@@ -48,11 +49,20 @@ from tests.infra import servers  # noqa: E402
 PHASES = ("up", "cut", "hang")
 P99_BOUND_MS = 25.0
 
+#: The issue's targets, ms of CPU per signup: each process kind, and the whole system.
+CPU_TARGETS_MS = {"signup-api": 1.5, "signup-outbox-relay": 0.5, "notifier-worker": 2.0,
+                  "reports-worker": 2.0, "whole system": 8.0}  # fmt: skip
+#: The processes a profile is taken of (one flame graph each): those a signup runs through.
+PROFILED = ("signup-api", "signup-outbox-relay", "notifier-worker", "reports-worker")
+
 
 def whole_system(
-    stack: Any, amqp_url: str, sms_url: str, logs: Path, api_workers: int
-) -> Supervisor:
-    """``make run``'s programs (infra/run.py) on the bench's vhost and database, as guest."""
+    stack: Any, amqp_url: str, sms_url: str, logs: Path, api_workers: int,
+    events: bool = True, concurrency: str = "",
+) -> Supervisor:  # fmt: skip
+    """``make run``'s programs (infra/run.py) on the bench's vhost and database, as guest.
+    ``events=False``: the workers without ``-E`` and no Flower (what Flower's task view
+    costs); ``concurrency``: every worker's ``--concurrency`` instead of its deployment's."""
     ports = iter(free_port() for _ in range(16))
     args = argparse.Namespace(
         api_port=next(ports), smtp_port=stack.smtp.port, sms_port=0,
@@ -60,7 +70,8 @@ def whole_system(
     )  # fmt: skip
     # The stack's sink counts the e-mails; no Prometheus in a load test.
     skip = ("smtp-sink", "prometheus")
-    found = [p for p in programs(args, logs) if p.name not in skip]
+    found = [p for p in programs(args, logs) if p.name not in skip
+             and (events or not p.name.endswith("-flower"))]  # fmt: skip
     for program in found:
         if program.name.endswith("-flower"):  # run.py numbers them up from flower_port
             program.argv[-2] = f"--port={free_port()}"
@@ -75,6 +86,12 @@ def whole_system(
         )
         if program.name.endswith("-worker"):
             program.env["METRICS_PORT"] = str(free_port())
+            if not events:
+                program.argv.remove("-E")
+            if concurrency:
+                flag = next(a for a in program.argv if a in ("--concurrency", "--autoscale"))
+                at = program.argv.index(flag)
+                program.argv[at : at + 2] = ["--concurrency", concurrency]
         if program.name == "signup-api":
             program.argv += ["--log-level", "warning", "--workers", str(api_workers)]
     supervisor = Supervisor(found, logs, {**stack.env, "LOCAL_MODE": "1"}, restarts=20)
@@ -92,6 +109,81 @@ def open_loop(base: str, rate: float, duration: float, run: str) -> dict[str, An
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def program_cpu(system: Supervisor) -> dict[str, float]:
+    """CPU seconds each running program (and its pool children) used so far."""
+    return {p.name: cpu_seconds(p.proc.pid) for p in system.programs
+            if p.proc is not None and p.proc.poll() is None}  # fmt: skip
+
+
+def backend_cpu(engine: Any) -> float:
+    """CPU seconds the PostgreSQL backends serving the bench's database used so far (the
+    server is shared, so only the backends of this database count; RabbitMQ cannot be split
+    by vhost and is left out)."""
+    with engine.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        return sum(cpu_seconds(pid) for pid in pids)
+
+
+def cpu_row(
+    system: Supervisor, engine: Any, rate: float, duration: float, facts_per_signup: int,
+    done: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Signups at ``rate`` for ``duration`` s, then until every one is delivered (welcome
+    e-mail, outbox drained, ``facts_per_signup`` facts each in the reports read model):
+    CPU ms per signup of each process kind and of the whole system (every program ``make
+    run`` starts, the SMS stub and the load generator left out), PostgreSQL's backends for
+    the bench's database beside them."""
+    run = uuid.uuid4().hex[:8]
+    before, db_before, facts_before = program_cpu(system), backend_cpu(engine), done.facts()
+    result = open_loop(system.api, rate, duration, run)
+    answered = result["answered"]
+    wait_for(lambda: done.mails(run) >= answered and done.unsent() == 0
+             and done.facts() - facts_before >= facts_per_signup * answered, 300, 0.1)  # fmt: skip
+    after, db_after = program_cpu(system), backend_cpu(engine)
+    per_kind: dict[str, float] = {}
+    for name, seconds in after.items():
+        kind = "flower" if name.endswith("-flower") else name
+        per_kind[kind] = per_kind.get(kind, 0.0) + seconds - before.get(name, 0.0)
+    ms = {kind: round(1000 * s / max(answered, 1), 2) for kind, s in sorted(per_kind.items())}
+    ms["whole system"] = round(sum(ms.values()), 2)
+    ms["postgresql backends"] = round(1000 * (db_after - db_before) / max(answered, 1), 2)
+    return {"row": f"CPU per signup at {rate:g}/s", "rate": rate, "answered": answered,
+            "p99_ms": result["p99_ms"], "cpu_ms_per_signup": ms, "targets_ms": CPU_TARGETS_MS,
+            "run": run}  # fmt: skip
+
+
+def profile(
+    system: Supervisor, rate: float, duration: float, out: Path, raw: bool = False
+) -> list[Path]:
+    """One py-spy flame graph per process kind a signup runs through (``PROFILED``), while
+    signups arrive at ``rate``: ``out/flame-<program>.svg`` (``raw``: collapsed stacks,
+    ``.txt``). Only samples of the thread holding the GIL count (``--gil``): py-spy cannot
+    tell a thread waiting on a socket from one running here, and without it the graphs
+    show mostly waiting. Sampling is non-blocking, and this row is apart from the CPU row,
+    so the profiler's own cost is in neither figure."""
+    out.mkdir(parents=True, exist_ok=True)
+    spies, graphs = [], []
+    for program in system.programs:
+        if program.name not in PROFILED or program.proc is None:
+            continue
+        graph = out / f"flame-{program.name}.{'txt' if raw else 'svg'}"
+        spies.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(program.proc.pid),
+             "--subprocesses", "--gil", "--nonblocking", "--rate", "97", "--duration",
+             str(int(duration) + 2), "--output", str(graph),
+             "--format", "raw" if raw else "flamegraph"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        graphs.append(graph)
+    time.sleep(1)  # py-spy attached
+    open_loop(system.api, rate, duration, uuid.uuid4().hex[:8])
+    for spy in spies:
+        spy.wait(duration + 120)
+    return [g for g in graphs if g.exists()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=200.0, help="signups/s in each broker row")
@@ -101,6 +193,13 @@ def main() -> int:
     parser.add_argument("--api-workers", type=int, default=1, help="uvicorn processes")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds to await e-mails")
     parser.add_argument("--json", type=Path, help="write the rows here (a list of dicts)")
+    parser.add_argument("--cpu-rate", type=float, default=100.0, help="signups/s, CPU row")
+    parser.add_argument("--cpu-duration", type=float, default=10.0, help="seconds, CPU row")
+    parser.add_argument("--profile", type=Path, help="flame graphs (py-spy) into this folder")
+    parser.add_argument("--raw", action="store_true", help="collapsed stacks, not SVG")
+    parser.add_argument("--only-cpu", action="store_true", help="the CPU row (and profile) only")
+    parser.add_argument("--no-events", action="store_true", help="workers without -E, no Flower")
+    parser.add_argument("--concurrency", default="", help="every worker's --concurrency")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # cleanup runs: vhost, database
     logs = Path(tempfile.mkdtemp(prefix="bench-signup-"))
@@ -116,7 +215,8 @@ def main() -> int:
         wait_for(lambda: _answers(f"{sms_url}/messages"), timeout=30)
         proxy = TcpProxy.to(stack.amqp_url).start()
         cleanup.callback(proxy.stop)
-        system = whole_system(stack, proxy.url(stack.amqp_url), sms_url, logs, args.api_workers)
+        system = whole_system(stack, proxy.url(stack.amqp_url), sms_url, logs, args.api_workers,
+                              not args.no_events, args.concurrency)  # fmt: skip
         print(f"signup bench: starting the whole system (logs in {logs})", flush=True)
         system.start()
         cleanup.callback(system.stop, 20.0)
@@ -135,7 +235,27 @@ def main() -> int:
         def mails(run: str) -> int:
             return sum(f"-{run}@" in to for m in stack.smtp.since(0) for to in m["to"])
 
+        def facts() -> int:
+            with engine.connect() as c:
+                return c.execute(text("SELECT count(*) FROM reports.facts")).scalar()
+
         open_loop(system.api, 20, 2, "warmup")  # connections, first-use imports
+        done = argparse.Namespace(mails=mails, unsent=unsent, facts=facts)
+        wait_for(lambda: unsent() == 0 and facts() >= 3 * 40, 120, 0.1)  # the warm-up's
+        row = cpu_row(system, engine, args.cpu_rate, args.cpu_duration, 3, done)
+        rows.append(row)
+        print(
+            f"  {row['row']} (p99 {row['p99_ms']} ms), CPU ms per signup: "
+            + ", ".join(f"{k} {v:g}" for k, v in row["cpu_ms_per_signup"].items()),
+            flush=True,
+        )
+        if args.profile:
+            graphs = profile(system, args.cpu_rate, args.cpu_duration, args.profile, args.raw)
+            print(f"  flame graphs: {', '.join(str(g) for g in graphs)}", flush=True)
+        if args.only_cpu:
+            args.sweep, phases = "", ()
+        else:
+            phases = PHASES
         print(
             f"open-loop signups with a phone, latency from each request's scheduled time;"
             f" p99 bound {P99_BOUND_MS:g} ms; {os.cpu_count()} cores",
@@ -144,7 +264,7 @@ def main() -> int:
         # The sweep first, lowest rate first: rows at rates beyond what the workers deliver
         # leave e-mails queued, and the workers draining them load the rows after.
         plan = [(f"sweep {r:g}/s", float(r), args.sweep_duration) for r in _rates(args.sweep)]
-        plan += [(p, args.rate, args.duration) for p in PHASES]
+        plan += [(p, args.rate, args.duration) for p in phases]
         for name, rate, duration in plan:
             system.check()
             phase = name if name in PHASES else "up"

@@ -1,11 +1,14 @@
 """PostgreSQL access: one engine per process, a transaction per unit of work, migrations."""
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 
 from shared.core.system import declaration
@@ -22,7 +25,8 @@ class Database:
     @property
     def engine(self) -> Engine:
         if self._engine is None or self._pid != os.getpid():
-            self._engine = create_engine(self.url, pool_pre_ping=True, pool_size=5)
+            self._engine = create_engine(self.url, pool_size=5)
+            ping_when_idle(self._engine)
             self._pid = os.getpid()
         return self._engine
 
@@ -36,6 +40,35 @@ class Database:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+#: Seconds a pooled connection may rest before its next use is preceded by a ping.
+PING_AFTER_IDLE = 1.0
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, but only for a connection that rested ``PING_AFTER_IDLE`` s: a
+    database restart while it rested is met by the ping (the pool replaces it and the
+    caller never knows), as with ``pool_pre_ping``. A connection in steady use is not
+    pinged: ``pool_pre_ping`` cost a round trip (``SELECT 1``) every transaction, several
+    per event across the services. One that dies mid-use fails its transaction either way
+    (the caller's outage handling retries it)."""
+
+    @event.listens_for(engine, "checkin")
+    def resting(dbapi_connection: Any, record: Any) -> None:
+        record.info["resting_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop("resting_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(str(exc)) from exc  # the pool connects afresh
+        if not alive:
+            raise DisconnectionError("ping failed")
 
 
 def ensure_database(database_url: str) -> None:

@@ -41,6 +41,7 @@ from shared.service.handler import (
     DATABASE_RETRY_DELAY,
     DATABASE_UNAVAILABLE,
     Handler,
+    Validated,
     final_only,
     validate,
 )
@@ -189,8 +190,9 @@ class Service(Publishing):
                 shaped = [(t, read_as(event, c)) for t, c in self._handlers[event_type]]
             except UnsupportedVersion as exc:
                 raise Reject(exc, requeue=False) from None
+            dumped: dict[int, Validated] = {}  # handlers reading the same version share it
             return [
-                Step(t, {"event": m.model_dump(mode="json")},
+                Step(t, {"event": dumped.setdefault(id(m), Validated(m))},
                      str(uuid5(NAMESPACE_URL, f"{event.id}/{t.name}")))
                 for t, m in shaped
             ]  # fmt: skip

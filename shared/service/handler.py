@@ -51,9 +51,22 @@ def final_only(hook: Callable[..., Any]) -> Callable[..., Any]:
     return on_failure
 
 
+class Validated(dict):
+    """A message in its JSON form that also carries the model it was validated as: what an
+    entry task hands its inline handlers, so that each does not validate the event again
+    (``EmailStr`` alone costs ~0.1 ms). As a message (a handler's own, a dead letter, a
+    result row) it is the plain dict."""
+
+    def __init__(self, model: BaseModel) -> None:
+        super().__init__(model.model_dump(mode="json"))
+        self.model = model
+
+
 def validate(contract: type[BaseModel], key: str | None, args: tuple, kwargs: dict) -> Any:
     """Parse the message into its contract, or dead-letter it with the validation errors."""
     data = kwargs.get(key) if key else kwargs
+    if isinstance(data, Validated) and type(data.model) is contract and set(kwargs) == {key}:
+        return data.model  # an inline handler's event, validated by its entry task
     if args or (key and set(kwargs) != {key}):
         expected = f"kwargs {{'{key}': {{...}}}}" if key else "keyword arguments only"
         exc = InvalidMessage(f"{contract.__name__}: expected {expected}")

@@ -221,8 +221,8 @@ def rejoins_and_keeps_working(stack, api: str, engine, killed: int, tag: str) ->
 
 
 def test_with_synchronous_replication_no_signup_answered_201_is_lost(stack, served, fleet):
+    from contracts import GenerateReport
     from services.reports.app import service as reports
-    from shared.contracts import GenerateReport
 
     workers, procs, logs = fleet
     set_synchronous(True)

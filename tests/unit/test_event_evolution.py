@@ -3,9 +3,11 @@
 import uuid
 
 import pytest
+from celery.exceptions import Reject
 
 from contracts import UserSignedUp, UserSignedUpV2
 from shared.contracts.evolution import UnsupportedVersion, contract_of, read_as
+from shared.service.handler import Validated, validate
 
 PAYLOAD = {"user_id": str(uuid.uuid4()), "email": "ada@example.com", "name": "Ada"}
 
@@ -41,3 +43,20 @@ def test_the_contract_of_an_event_is_the_one_of_the_version_it_carries():
     assert contract_of("user.signed_up", {"payload": {}}) is UserSignedUp  # every consumer alike
     with pytest.raises(UnsupportedVersion, match="user.signed_up v3"):
         contract_of("user.signed_up", envelope(3))
+
+
+def test_an_event_already_in_the_handlers_version_is_handed_over_as_it_is():
+    event = UserSignedUp.model_validate(envelope(1))
+    assert read_as(event, UserSignedUp) is event
+
+
+def test_an_inline_handler_takes_the_event_its_entry_task_validated_and_nothing_else():
+    event = UserSignedUp.model_validate(envelope(1))
+    handed = Validated(event)
+    assert validate(UserSignedUp, "event", (), {"event": handed}) is event
+    assert handed == event.model_dump(mode="json")  # as a message, the plain JSON form
+    # Another contract's model, or a plain dict, is validated as any message is.
+    upcast = Validated(read_as(event, UserSignedUpV2))
+    assert validate(UserSignedUpV2, "event", (), {"event": upcast}).version == 2
+    with pytest.raises(Reject):
+        validate(UserSignedUpV2, "event", (), {"event": handed})

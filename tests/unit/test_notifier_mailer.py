@@ -1,10 +1,14 @@
 """The notifier's SMTP client against a real SMTP server on loopback (the project's sink)."""
 
+import email
+import email.policy
+from email.message import EmailMessage
+
 import pytest
 
 from infra.smtp_sink import SmtpSink
 from services.notifier.errors import TryLater
-from services.notifier.mailer import SmtpMailer
+from services.notifier.mailer import SmtpMailer, compose
 
 
 @pytest.fixture
@@ -94,3 +98,51 @@ def test_a_busy_server_turns_away_a_kept_connection_too_and_the_email_is_tried_l
 
     first, second = sink.messages
     assert second["to"] == ["second@example.com"] and second["peer"] != first["peer"]
+
+
+def as_received(message) -> tuple[dict[str, str], str]:
+    """Headers and text as a mail client reads them."""
+    raw = message if isinstance(message, bytes) else message.as_bytes(policy=email.policy.SMTP)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    return {k: str(v) for k, v in parsed.items()}, parsed.get_content()
+
+
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        ("Welcome!", "Hello Bench, welcome aboard."),
+        ("Report daily for 2026-11-24", "Report r1 (daily, 2026-11-24)\n\nuser.signed_up: 12\n"),
+        ("Dots", ".a line starting with a dot\n..and two\n"),
+        ("Bienvenue, José", "Bonjour José."),  # not ASCII: EmailMessage's encoded words
+        ("Long", "x" * 2000),  # a line too long for 7bit: EmailMessage's transfer encoding
+    ],
+)
+def test_a_message_reads_the_same_whichever_way_it_was_composed(subject, body):
+    fast = compose("noreply@example.com", ["a@example.com", "b@example.com"], subject, body,
+                   "<m1@notifier>")  # fmt: skip
+    slow = EmailMessage()
+    slow["From"], slow["To"], slow["Subject"] = "noreply@example.com", "a@example.com, " \
+        "b@example.com", subject  # fmt: skip
+    slow["Message-ID"] = "<m1@notifier>"
+    slow.set_content(body)
+
+    assert as_received(fast) == as_received(slow)
+
+
+def test_a_line_break_in_a_subject_is_refused_and_nothing_is_sent(sink):
+    mailer = mailer_for(sink.port)
+    with pytest.raises(ValueError, match="linefeed or carriage return"):
+        mailer.send(["a@example.com"], "Hi\r\nBcc: victim@example.com", "Hello.", "id-1")
+    send(mailer, "after@example.com")
+
+    assert [m["to"] for m in sink.messages] == [["after@example.com"]]
+    assert "Bcc" not in sink.messages[0]["data"]
+
+
+def test_the_server_gets_the_subject_and_the_text(sink):
+    mailer_for(sink.port).send(["a@example.com"], "Welcome!", "Hello.\n.dot", "id-1")
+
+    (message,) = sink.messages
+    received = email.message_from_string(message["data"], policy=email.policy.default)
+    assert received["Subject"] == "Welcome!" and received["Message-ID"] == "<id-1@notifier>"
+    assert received.get_content().replace("\r\n", "\n") == "Hello.\n.dot\n"
