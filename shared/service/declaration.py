@@ -22,8 +22,8 @@ per process). A handler's retry policy is a ``RetryPolicy`` named beside it.
 
 import inspect
 import logging
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, uuid5
 
@@ -69,6 +69,8 @@ class Service(Publishing):
         self.db = Database(self.settings.database_url)
         self._factories = dict(dependencies or {})
         self._instances: dict[str, Any] = {}
+        #: Dependencies resolved as given instead (a test kit's fakes: ``replaced``).
+        self._replaced: dict[str, Any] = {}
         self._routes: dict[str, str] = {}
         #: Per event type, each handler's task and the contract (version) it was written for.
         self._handlers: dict[str, list[tuple[Any, type[Event]]]] = {}
@@ -210,6 +212,7 @@ class Service(Publishing):
             settle_killed(request, plan(request.args, request.kwargs), record, exc)
 
         dispatch.settle_killed = after_hard_limit
+        dispatch.plan = plan  # what the test kit runs an event by (``shared.service.testing``)
         return dispatch
 
     def _task(
@@ -247,7 +250,18 @@ class Service(Publishing):
     def _provides(self, name: str) -> bool:
         return name in BUILT_IN or name in self._factories
 
+    @contextmanager
+    def replaced(self, **deps: Any) -> Iterator[None]:
+        """Resolve ``deps`` as given while inside (a test's fakes; ``shared.service.testing``)."""
+        saved, self._replaced = self._replaced, {**self._replaced, **deps}
+        try:
+            yield
+        finally:
+            self._replaced = saved
+
     def _resolve(self, name: str, task: Any, stack: ExitStack) -> Any:
+        if name in self._replaced:
+            return self._replaced[name]
         if name == "task":
             return task
         if name == "db":

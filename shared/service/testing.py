@@ -1,23 +1,63 @@
-"""A failure-path test kit for services built on the platform: run a handler in process.
+"""A test kit for services built on the platform: run a handler in process, no broker.
 
     harness = Harness(service, mailer=FakeMailer())
     harness.handle("mail.send_welcome_email", event=event.model_dump(mode="json"))
     assert harness.published == [...]
 
-The message goes through the same contract validation as in a worker (an invalid one
-raises ``InvalidMessage``, which a worker dead-letters) and the handler gets its
-dependencies by name, as in a worker, from the fakes given; ``publish`` and ``send``
-are recorded. No broker, no database, no Celery: promises about those belong in tests
-on the real servers (``tests/support.py``).
+``handle``/``handle_event`` run a handler on its message's arguments: the same contract
+validation as in a worker (an invalid one raises ``InvalidMessage``), its dependencies by
+name from the fakes given; ``publish`` and ``send`` are recorded.
+
+``receive`` takes a message as it arrives (``arriving``: a protocol-2 message, its
+``user_id`` and the exchange and routing key it came by, or any bytes a publisher might
+send) and runs it through the worker's own receive path (``shared.worker.receive.STEPS``),
+its task (an event's entry task hands each handler its version of the event), the retry
+policy (Celery's own ``autoretry_for``/``task.retry``) and the worker's dead-letter
+decision (``is_final``, ``reason_for``), with the same functions the worker calls. What
+would be published (a retry, a handler's own message) is captured instead. Each task run
+gets an ``Outcome``: handled, retried (with its countdown, and the retry as it would
+arrive: ``receive`` it again), or dead-lettered (with the ``x-dead-letter-reason`` the
+worker would set). Not shown here: what only the broker and the database do (confirms,
+redelivery, result rows, time limits, the dead letter's copy); those belong in tests on
+the real servers (``tests/support.py``).
 """
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
+from kombu.message import Message
+from kombu.serialization import prepare_accept_content
 
 from shared.contracts.evolution import read_as
 from shared.service.declaration import Service
 from shared.service.handler import InvalidMessage
+from shared.worker.allowed import broker_user
+from shared.worker.deadletter import is_final, reason_for
+from shared.worker.receive import Receiving, receive, refusal
+
+#: What the worker sets when no task of the message's name exists (its consumer's word).
+UNKNOWN_TASK = "unknown-task"
+#: What of a task's publish options its message carries here (``as_task_v2``'s names).
+TASK_MESSAGE_OPTIONS = ("retries", "countdown", "eta", "root_id", "parent_id", "expires")
+
+
+@dataclass
+class Outcome:
+    """What the worker would do with one task run: ``handled`` (its ``result``), ``retried``
+    (``countdown`` seconds; ``retry``, the message it would publish), ``dead-lettered``
+    (``reason``), or ``requeued`` (a failure only the broker settles)."""
+
+    task: str
+    kind: str
+    result: Any = None
+    reason: str | None = None
+    countdown: float | None = None
+    retry: Message | None = None
+    exc: BaseException | None = field(default=None, repr=False)
 
 
 class Harness:
@@ -48,3 +88,153 @@ class Harness:
             if handler.key == "event"
             and handler.contract.model_fields["type"].default == event.type
         }
+
+    # -- the receive path ------------------------------------------------------------------
+
+    def arriving(
+        self,
+        body: bytes,
+        headers: dict[str, Any] | None = None,
+        *,
+        exchange: str,
+        routing_key: str,
+        user_id: str | None = None,
+        content_type: str | None = "application/json",
+        content_encoding: str | None = "utf-8",
+        **properties: Any,
+    ) -> Message:
+        """A message as the worker's consumer gets it: the body's bytes, its headers and
+        properties (``user_id``, which the broker validated), and the route it came by."""
+        if user_id is not None:
+            properties["user_id"] = user_id
+        return Message(
+            body, delivery_tag=1, content_type=content_type, content_encoding=content_encoding,
+            delivery_info={"exchange": exchange, "routing_key": routing_key},
+            properties={**properties, "content_type": content_type,
+                        "content_encoding": content_encoding},
+            headers=headers, accept=prepare_accept_content(self.service.celery.conf.accept_content),
+        )  # fmt: skip
+
+    def event(self, event: Any, **headers: Any) -> Message:
+        """``event`` as a service publishes it (``Service.publish``): protocol 2 on
+        ``events``, routed by its type."""
+        body = {"event": event.model_dump(mode="json")}
+        return self._message(event.type, body, str(event.id), ("events", event.type), {}, headers)
+
+    def receive(self, message: Message) -> dict[str, Outcome]:
+        """Run ``message`` as the worker would; each task run's outcome, by task name."""
+        app = self.service.celery
+        try:
+            with self._capturing():
+                return self._receive(app, message)
+        except _Refused as refused:
+            task = str((message.headers or {}).get("task") or "")
+            return {task: Outcome(task, "dead-lettered", reason=refused.reason, exc=refused.exc)}
+
+    def _receive(self, app: Any, message: Message) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+
+        def dispatch(message: Message) -> None:
+            name = message.headers["task"]
+            if name not in app.tasks:
+                raise _Refused(UNKNOWN_TASK, LookupError(f"no task named {name!r}"))
+            args, kwargs, _ = message.decode()
+            task = app.tasks[name]
+            plan = getattr(task, "plan", None)
+            if plan is None:
+                outcomes[name] = self._run(task, message.headers, args, kwargs)
+                return
+            try:
+                steps = plan(tuple(args), kwargs)
+            except Reject as exc:
+                outcomes[name] = Outcome(name, "dead-lettered", reason=reason_for(exc), exc=exc)
+                return
+            for step in steps:
+                headers = {
+                    "id": step.task_id,
+                    "task": step.handler.name,
+                    "retries": 0,
+                    "root_id": message.headers["id"],
+                    "parent_id": message.headers["id"],
+                }
+                outcomes[step.handler.name] = self._run(step.handler, headers, (), step.kwargs)
+
+        try:
+            receive(Receiving.of(app), message, dispatch)
+        except _Refused:
+            raise
+        except Exception as exc:
+            raise _Refused(refusal(exc), exc) from exc
+        return outcomes
+
+    def _run(self, task: Any, headers: dict[str, Any], args: Any, kwargs: dict) -> Outcome:
+        """Run ``task`` as the worker's pool would, and settle it as the worker would."""
+        topo = self.service.topology
+        task.push_request(
+            id=headers["id"], task=task.name, retries=headers.get("retries") or 0,
+            root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
+            headers=headers, args=list(args), kwargs=kwargs, is_eager=False,
+            called_directly=False, hostname="harness",
+            delivery_info={"exchange": topo.name, "routing_key": topo.tasks_queue},
+        )  # fmt: skip
+        try:
+            with self.service.replaced(**self.fakes):
+                result = task.run(*args, **kwargs)
+        except Retry as retry:
+            again = self._retries.pop()
+            return Outcome(task.name, "retried", countdown=retry.when, retry=again, exc=retry.exc)
+        except Exception as exc:
+            kind = "dead-lettered" if is_final(exc) else "requeued"
+            reason = reason_for(exc) if is_final(exc) else None
+            return Outcome(task.name, kind, reason=reason, exc=exc)
+        finally:
+            task.pop_request()
+        return Outcome(task.name, "handled", result=result)
+
+    @contextmanager
+    def _capturing(self) -> Iterator[None]:
+        """What the service's tasks publish (a retry) becomes a message to ``receive``,
+        not a publish: Celery's ``send_task``, where every task message leaves."""
+        app, self._retries = self.service.celery, []
+
+        def send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> None:
+            topo = self.service.topology
+            route = (topo.name, topo.tasks_queue)
+            self._retries.append(self._message(name, kwargs or {}, options.pop("task_id"),
+                                               route, options, args=args))  # fmt: skip
+
+        app.send_task = send_task
+        try:
+            yield
+        finally:
+            del app.send_task
+
+    def _message(
+        self,
+        name: str,
+        kwargs: dict,
+        task_id: str,
+        route: tuple[str, str],
+        options: dict[str, Any],
+        headers: dict[str, Any] | None = None,
+        args: Any = None,
+    ) -> Message:
+        """Task ``name`` as the service's publisher writes it (Celery's ``as_task_v2``:
+        ``options`` such as ``retries``, ``countdown``), sent by the service's own broker
+        user, as the platform stamps every publish."""
+        app = self.service.celery
+        kept = {k: options[k] for k in TASK_MESSAGE_OPTIONS if options.get(k) is not None}
+        sent = app.amqp.as_task_v2(task_id, name, args=args or (), kwargs=kwargs, **kept)
+        exchange, routing_key = route
+        return self.arriving(
+            json.dumps(sent.body).encode(), {**sent.headers, **(headers or {})},
+            exchange=exchange, routing_key=routing_key, user_id=broker_user(app.conf.broker_url),
+        )  # fmt: skip
+
+
+class _Refused(Exception):
+    """A message the receive path (or Celery's handler) refused, with its reason."""
+
+    def __init__(self, reason: str, exc: BaseException) -> None:
+        super().__init__(reason)
+        self.reason, self.exc = reason, exc

@@ -26,7 +26,6 @@ from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
-from shared.core.topology import service
 from shared.worker import frames, wire
 from shared.worker.allowed import check_allowed
 from shared.worker.deadletter import reason_for, settle_dead
@@ -76,7 +75,7 @@ def keep_raw_body(_: Receiving, message: Any) -> None:
 def read_form(receiving: Receiving, message: Any) -> None:
     """A CloudEvent or plain envelope on the service's events queue becomes the task
     message its handler runs from (``shared.worker.intake``); anything else is left as is."""
-    translate(message, service(receiving.app.main))
+    translate(message, receiving.app.conf.service_topology)
 
 
 def check_protocol(_: Receiving, message: Any) -> None:
@@ -105,6 +104,13 @@ STEPS: tuple[Step, ...] = (
     check_limits,
     check_sender,
 )
+
+
+def refusal(exc: BaseException) -> str:
+    """The dead-letter reason of a message the receive path (or Celery's handler) refused:
+    a malformation it names, else ``malformed-message``."""
+    known = isinstance(exc, InvalidTaskError | DecodeError | ContentDisallowed)
+    return reason_for(exc) if known else "malformed-message"
 
 
 def receive(
@@ -136,8 +142,7 @@ class ReceivingConsumer(Consumer):
                 if message.acknowledged:
                     logger.exception("error after settling message %s", message.delivery_tag)
                 else:
-                    known = isinstance(exc, InvalidTaskError | DecodeError | ContentDisallowed)
-                    self._dead(message, reason_for(exc) if known else "malformed-message", exc)
+                    self._dead(message, refusal(exc), exc)
 
         return on_task_received
 
