@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery.app.task import Context
 from celery.exceptions import Reject, Retry
 from kombu.message import Message
 from kombu.serialization import prepare_accept_content
@@ -37,7 +38,9 @@ from shared.service.declaration import Service
 from shared.service.handler import InvalidMessage
 from shared.worker.allowed import broker_user
 from shared.worker.deadletter import is_final, reason_for
+from shared.worker.inline import handler_request
 from shared.worker.receive import Receiving, receive, refusal
+from shared.worker.request import EXPIRED, DeadLetteringRequest
 
 #: What the worker sets when no task of the message's name exists (its consumer's word).
 UNKNOWN_TASK = "unknown-task"
@@ -135,29 +138,32 @@ class Harness:
         outcomes: dict[str, Outcome] = {}
 
         def dispatch(message: Message) -> None:
+            """As the worker's consumer: the message becomes a request (``DeadLetteringRequest``,
+            which decodes it and decides expiry); an event's entry task plans its handlers,
+            each run with the request it would get inline (``shared.worker.inline``)."""
             name = message.headers["task"]
             if name not in app.tasks:
                 raise _Refused(UNKNOWN_TASK, LookupError(f"no task named {name!r}"))
-            args, kwargs, _ = message.decode()
             task = app.tasks[name]
+            request = DeadLetteringRequest(message, app=app, task=task, hostname="harness")
+            if request.maybe_expire():
+                outcomes[name] = Outcome(
+                    name, "dead-lettered", reason=EXPIRED, exc=request.expired()
+                )
+                return
             plan = getattr(task, "plan", None)
             if plan is None:
-                outcomes[name] = self._run(task, message.headers, args, kwargs)
+                outcomes[name] = self._run(task, request.request_dict, request.args, request.kwargs)
                 return
             try:
-                steps = plan(tuple(args), kwargs)
+                steps = plan(tuple(request.args), request.kwargs)
             except Reject as exc:
                 outcomes[name] = Outcome(name, "dead-lettered", reason=reason_for(exc), exc=exc)
                 return
+            entry = Context(request.request_dict)
             for step in steps:
-                headers = {
-                    "id": step.task_id,
-                    "task": step.handler.name,
-                    "retries": 0,
-                    "root_id": message.headers["id"],
-                    "parent_id": message.headers["id"],
-                }
-                outcomes[step.handler.name] = self._run(step.handler, headers, (), step.kwargs)
+                inline = handler_request(entry, step.handler, step.task_id, step.kwargs)
+                outcomes[step.handler.name] = self._run(step.handler, inline, (), step.kwargs)
 
         try:
             receive(Receiving.of(app), message, dispatch)
@@ -167,16 +173,10 @@ class Harness:
             raise _Refused(refusal(exc), exc) from exc
         return outcomes
 
-    def _run(self, task: Any, headers: dict[str, Any], args: Any, kwargs: dict) -> Outcome:
+    def _run(self, task: Any, request: dict[str, Any], args: Any, kwargs: dict) -> Outcome:
         """Run ``task`` as the worker's pool would, and settle it as the worker would."""
-        topo = self.service.topology
-        task.push_request(
-            id=headers["id"], task=task.name, retries=headers.get("retries") or 0,
-            root_id=headers.get("root_id"), parent_id=headers.get("parent_id"),
-            headers=headers, args=list(args), kwargs=kwargs, is_eager=False,
-            called_directly=False, hostname="harness",
-            delivery_info={"exchange": topo.name, "routing_key": topo.tasks_queue},
-        )  # fmt: skip
+        pool = {"is_eager": False, "called_directly": False, "hostname": "harness"}
+        task.push_request(**{**pool, **request, "args": list(args), "kwargs": kwargs})
         try:
             with self.service.replaced(**self.fakes):
                 result = task.run(*args, **kwargs)

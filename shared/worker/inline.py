@@ -77,7 +77,7 @@ class Step:
 def run_inline(entry: Any, step: Step) -> None:
     """Run ``step``'s handler's first attempt inside ``entry`` (the running entry task)."""
     handler, kwargs, task_id = step.handler, step.kwargs, step.task_id
-    request = _request(entry.request, handler, task_id, kwargs)
+    request = handler_request(entry.request, handler, task_id, kwargs)
     with progress.inline(entry.request.id, task_id):
         traced = trace_task(handler, task_id, (), kwargs, request, app=handler.app,
                             hostname=entry.request.hostname)  # fmt: skip
@@ -114,7 +114,7 @@ def _killed(entry: Any, step: Step, exc: BaseException) -> None:
     row and ``on_failure`` (a service's final-failure report), as Celery's
     ``on_timeout`` does for a task killed alone."""
     handler, kwargs, task_id = step.handler, step.kwargs, step.task_id
-    request = _request(entry, handler, task_id, kwargs)
+    request = handler_request(entry, handler, task_id, kwargs)
     dead_letter(entry.app, HandlerMessage.of(handler, task_id, kwargs, request),
                 reason="time-limit", exc=exc)  # fmt: skip
     handler.backend.mark_as_failure(task_id, exc, request=Context(request))
@@ -124,7 +124,9 @@ def _killed(entry: Any, step: Step, exc: BaseException) -> None:
         handler.on_failure(exc, task_id, (), kwargs, ExceptionInfo())
 
 
-def _request(parent: Any, handler: Any, task_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+def handler_request(
+    parent: Any, handler: Any, task_id: str, kwargs: dict[str, Any]
+) -> dict[str, Any]:
     """The request of the handler's first attempt, as a worker would build it from the
     message the entry task used to publish."""
     topo = handler.app.conf.service_topology

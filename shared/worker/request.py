@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: First delay before a task whose result could not be stored runs again (as service.py's).
 RESULT_OUTAGE_DELAY = 5
+#: The dead-letter reason of a message whose ``expires`` passed before it could run.
+EXPIRED = "expired"
 
 
 class TaskExpired(Exception):
@@ -37,12 +39,15 @@ class DeadLetteringRequest(Request):
         dead-lettered (``_announce_revoked``), and its replay must run, not be discarded."""
         return bool(self.expires and datetime.now(self.expires.tzinfo or UTC) > self.expires)
 
+    def expired(self) -> TaskExpired:
+        """Why an expired message was not run (its dead letter's exception)."""
+        at = self.expires.astimezone(UTC).isoformat()  # stored data is UTC, whatever was sent
+        return TaskExpired(f"expired at {at} before it could run")
+
     def _announce_revoked(self, reason, terminated, signum, expired) -> None:
         """Celery acks an expired message away; keep it in the DLQ with reason ``expired``."""
         if expired and not self.acknowledged:
-            at = self.expires.astimezone(UTC).isoformat()  # stored data is UTC, whatever was sent
-            exc = TaskExpired(f"expired at {at} before it could run")
-            if settle_dead(self.app, self._message, reason="expired", exc=exc):
+            if settle_dead(self.app, self._message, reason=EXPIRED, exc=self.expired()):
                 self.acknowledge()
             else:
                 self.reject(requeue=False)
