@@ -18,8 +18,9 @@ would be published (a retry, a handler's own message) is captured instead. Each 
 gets an ``Outcome``: handled, retried (with its countdown, and the retry as it would
 arrive: ``receive`` it again), or dead-lettered (with the ``x-dead-letter-reason`` the
 worker would set). Not shown here: what only the broker and the database do (confirms,
-redelivery, result rows, time limits, the dead letter's copy); those belong in tests on
-the real servers (``tests/support.py``).
+redelivery, result rows, time limits, the dead letter's copy), a task's ``on_failure``
+hook, and a handler with ``rate_limit``/``expires`` runs here at once where a worker gives
+it its own message; those belong in tests on the real servers (``tests/support.py``).
 """
 
 import json
@@ -39,11 +40,9 @@ from shared.service.handler import InvalidMessage
 from shared.worker.allowed import broker_user
 from shared.worker.deadletter import is_final, reason_for
 from shared.worker.inline import handler_request
-from shared.worker.receive import Receiving, receive, refusal
+from shared.worker.receive import UNKNOWN_TASK, Receiving, receive, refusal
 from shared.worker.request import EXPIRED, DeadLetteringRequest
 
-#: What the worker sets when no task of the message's name exists (its consumer's word).
-UNKNOWN_TASK = "unknown-task"
 #: What of a task's publish options its message carries here (``as_task_v2``'s names).
 TASK_MESSAGE_OPTIONS = ("retries", "countdown", "eta", "root_id", "parent_id", "expires")
 

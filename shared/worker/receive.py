@@ -32,6 +32,8 @@ from shared.worker.deadletter import reason_for, settle_dead
 from shared.worker.intake import translate
 
 logger = logging.getLogger(__name__)
+#: The dead-letter reason of a message whose task no worker of the service knows.
+UNKNOWN_TASK = "unknown-task"
 
 
 @dataclass(frozen=True)
@@ -167,9 +169,7 @@ class ReceivingConsumer(Consumer):
 
     def on_unknown_task(self, body, message, exc):
         name = (message.headers or {}).get("task")
-        self._dead(
-            message, "unknown-task", LookupError(f"no task named {name!r} in {self.app.main}")
-        )
+        self._dead(message, UNKNOWN_TASK, LookupError(f"no task named {name!r} in {self.app.main}"))
 
     def on_invalid_task(self, body, message, exc):
         self._dead(message, reason_for(exc) if exc else "malformed-message", exc)

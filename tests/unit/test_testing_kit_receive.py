@@ -116,6 +116,14 @@ def test_an_internal_task_from_a_sender_not_allowed_is_dead_lettered_not_allowed
     assert mailer.sent == []
 
 
+def test_a_task_the_service_does_not_have_is_dead_lettered_unknown_task():
+    harness = Harness(service, mailer=Mailer())
+    e = envelope("u@example.com")
+    message = harness.arriving(framed(e), headers(e, task="kit.nothing"), exchange="kit",
+                               routing_key="kit.tasks", user_id="guest")  # fmt: skip
+    assert harness.receive(message)["kit.nothing"].reason == "unknown-task"
+
+
 def test_a_retryable_failure_is_retried_per_its_policy_then_dead_lettered():
     mailer = Mailer(failures=10)
     harness = Harness(service, mailer=mailer)
