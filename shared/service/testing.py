@@ -38,6 +38,7 @@ from shared.contracts.evolution import read_as
 from shared.service.declaration import Service
 from shared.service.handler import InvalidMessage
 from shared.worker.allowed import broker_user
+from shared.worker.app import BROKER_AWAY
 from shared.worker.deadletter import is_final, reason_for
 from shared.worker.inline import handler_request
 from shared.worker.receive import UNKNOWN_TASK, Receiving, receive, refusal
@@ -180,26 +181,27 @@ class Harness:
             with self.service.replaced(**self.fakes):
                 result = task.run(*args, **kwargs)
         except Retry as retry:
-            again = self._retries.pop()
+            again = next(m for m in reversed(self._sent) if m.headers["id"] == request["id"])
             return Outcome(task.name, "retried", countdown=retry.when, retry=again, exc=retry.exc)
         except Exception as exc:
-            kind = "dead-lettered" if is_final(exc) else "requeued"
-            reason = reason_for(exc) if is_final(exc) else None
-            return Outcome(task.name, kind, reason=reason, exc=exc)
+            if not is_final(exc) or isinstance(exc, BROKER_AWAY):  # as the worker's request
+                return Outcome(task.name, "requeued", exc=exc)
+            return Outcome(task.name, "dead-lettered", reason=reason_for(exc), exc=exc)
         finally:
             task.pop_request()
         return Outcome(task.name, "handled", result=result)
 
     @contextmanager
     def _capturing(self) -> Iterator[None]:
-        """What the service's tasks publish (a retry) becomes a message to ``receive``,
+        """What the service's tasks publish (a retry) becomes a message to ``receive``
+        (kept in ``_sent``),
         not a publish: Celery's ``send_task``, where every task message leaves."""
-        app, self._retries = self.service.celery, []
+        app, self._sent = self.service.celery, []
 
         def send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> None:
             topo = self.service.topology
             route = (topo.name, topo.tasks_queue)
-            self._retries.append(self._message(name, kwargs or {}, options.pop("task_id"),
+            self._sent.append(self._message(name, kwargs or {}, options.pop("task_id"),
                                                route, options, args=args))  # fmt: skip
 
         app.send_task = send_task

@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 
 from contracts import NotificationPayload, NotificationSent, UserSignedUp
 from shared import RetryPolicy
@@ -143,6 +144,15 @@ def test_a_retry_that_succeeds_is_handled():
     retried = harness.receive(harness.event(signup()))["kit.welcome"]
     assert harness.receive(retried.retry)["kit.welcome"].kind == "handled"
     assert len(harness.published) == 1
+
+
+def test_a_handler_that_loses_the_broker_is_requeued_not_dead_lettered():
+    class Away(Mailer):
+        def send(self, to: str) -> None:
+            raise AmqpConnectionError("connection reset")
+
+    outcome = Harness(service, mailer=Away()).receive(Harness(service).event(signup()))
+    assert outcome["kit.welcome"].kind == "requeued"
 
 
 #: Every case test_malformed_messages.py asserts on the real broker: the kit must agree.
