@@ -113,6 +113,12 @@ app() {
   build localhost/eventful:latest infra/Dockerfile BASE=localhost/eventful-python:3.11
 }
 
+prometheus() {
+  base_image bookworm
+  build localhost/eventful-prometheus:bookworm infra/containers/prometheus.Dockerfile \
+    BASE=localhost/eventful-debian:bookworm
+}
+
 # docker-compose v1 (Debian's; the v2 plugin is not packaged) for the compose files, and the
 # CNI plugin that lets containers find each other by service name.
 compose() {
@@ -127,7 +133,7 @@ case "${1:-all}" in
     echo "export DOCKER_HOST=unix://$SOCKET TESTCONTAINERS_RYUK_DISABLED=true" \
       "TESTCONTAINERS_CONNECTION_MODE=docker_host"
     exit 0 ;;
-  all) set -- rabbitmq postgres app compose ;;
+  all) set -- rabbitmq postgres app prometheus compose ;;
 esac
 cd "$ROOT"
 install_engine
@@ -135,8 +141,8 @@ configure_engine
 start_service
 for group in "$@"; do
   case $group in
-    rabbitmq | postgres | app | compose) "$group" ;;
-    *) say "unknown group $group (rabbitmq, postgres, app, compose; or env)"; exit 2 ;;
+    rabbitmq | postgres | app | prometheus | compose) "$group" ;;
+    *) say "unknown group $group (rabbitmq, postgres, app, prometheus, compose; or env)"; exit 2 ;;
   esac
 done
 say "ready: $(podman --version), runtime $(podman info --format '{{.Host.OCIRuntime.Name}}'), socket $SOCKET"

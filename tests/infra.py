@@ -2,8 +2,8 @@
 
 Environment first (AMQP_URL, DATABASE_URL, RABBITMQ_MANAGEMENT_URL, pointing at servers the
 tests may create vhosts and databases on; RABBITMQ_METRICS_URL, the broker's exporter, beside
-them); else, with a Docker engine, testcontainers; else the local servers (what
-``infra/ensure-services.sh`` brings up).
+them); else, with DOCKER_HOST set or a Docker engine answering on the default socket,
+testcontainers; else the local servers (what ``infra/ensure-services.sh`` brings up).
 """
 
 import os
@@ -38,8 +38,10 @@ def _docker_available() -> bool:
 
 
 def servers(stack) -> Servers:
+    """With DOCKER_HOST set and no server URLs, containers or an error: an engine too slow
+    to answer a ping once sent a whole `make test-containers` run to the local servers."""
     env = {k: os.environ.get(k) for k in ("AMQP_URL", "DATABASE_URL", "RABBITMQ_MANAGEMENT_URL")}
-    if not any(env.values()) and _docker_available():
+    if not any(env.values()) and (os.environ.get("DOCKER_HOST") or _docker_available()):
         return _containers(stack)
     defaults = Settings.model_fields
     admin_db = make_url(defaults["database_url"].default).set(database="postgres")
