@@ -24,6 +24,7 @@ services:
 lint: install
 	ruff check .
 	ruff format --check .
+	mypy
 
 format: install
 	ruff format .

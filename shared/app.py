@@ -3,14 +3,14 @@
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from celery import Celery, Task, bootsteps
 from celery.app.amqp import AMQP
-from celery.app.task import X_DEATH_HEADERS
+from celery.app.task import X_DEATH_HEADERS  # type: ignore[attr-defined]  # not in celery-types
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
@@ -57,22 +57,22 @@ OUTAGE_MAX_DELAY = 60
 OUTAGE_HEADER = "x-outage-waited"
 
 
-class ServiceTask(Task):
+class ServiceTask(Task[Any, Any]):
     """Late acks, dead-lettering on final failure, and retries that stay inside the service."""
 
     Request = "shared.deadletter:DeadLetteringRequest"
 
     def retry(
         self,
-        args=None,
-        kwargs=None,
-        exc=None,
-        throw=True,
-        eta=None,
-        countdown=None,
-        max_retries=None,
-        **options,
-    ):
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: Exception | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
         """Retry to the task's own queue, never the exchange it came from.
 
         Celery retries to the original exchange and routing key; for an event that is the
@@ -93,10 +93,11 @@ class ServiceTask(Task):
         try:
             sent = super().retry(args, kwargs, exc, False, eta, countdown, max_retries, **options)
         except Reject as rejected:
-            if isinstance(rejected.reason, BROKER_AWAY):
-                raise rejected.reason from exc
+            reason = rejected.reason  # type: ignore[attr-defined]  # not in celery-types
+            if isinstance(reason, BROKER_AWAY):
+                raise reason from exc
             raise
-        retried(self.request.id)
+        retried(_running(self.request.id))
         if throw:
             raise sent
         return sent
@@ -135,21 +136,31 @@ class ServiceTask(Task):
             queue=self._own_queue(),
         )
         signature.apply_async()
-        retried(request.id)
+        retried(_running(request.id))
         raise Retry(exc=exc, when=countdown, sig=signature)
 
-    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None,
-                    link_error=None, shadow=None, **options):  # fmt: skip
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> Any:
         """Celery's, refusing time limits the prefork pool would not enforce as asked."""
         check_time_limits(self, options)
         return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow,
                                    **options)  # fmt: skip
 
     def _own_queue(self) -> str:
-        return self.app.amqp.router.route({}, self.name)["queue"].name
+        queue: str = self.app.amqp.router.route({}, self.name)["queue"].name
+        return queue
 
 
-def check_time_limits(task: Task, options: dict[str, Any]) -> None:
+def check_time_limits(task: Task[Any, Any], options: dict[str, Any]) -> None:
     """ValueError for a call whose hard time limit is not above its soft one.
 
     The prefork pool arms the hard limit only when the soft one fires: a hard limit at
@@ -166,7 +177,14 @@ def check_time_limits(task: Task, options: dict[str, Any]) -> None:
         )
 
 
-def _without_x_death(headers: dict | None) -> dict:
+def _running(task_id: str | None) -> str:
+    """The id of the task a worker runs (only a direct call, which cannot retry, has none)."""
+    if task_id is None:
+        raise RuntimeError("a task called directly cannot retry")
+    return task_id
+
+
+def _without_x_death(headers: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (headers or {}).items() if k not in X_DEATH_HEADERS}
 
 
@@ -175,7 +193,7 @@ class DeclareTopology(bootsteps.StartStopStep):
 
     requires = ("celery.worker.consumer.connection:Connection",)
 
-    def start(self, c) -> None:
+    def start(self, c: Any) -> None:
         channel = c.connection.channel()
         try:
             declare_service(channel, c.app.conf.service_topology)
@@ -213,7 +231,9 @@ class ServiceCelery(Celery):
 
     amqp_cls = "shared.app:UtcAMQP"
 
-    def producer_or_acquire(self, producer=None):
+    def producer_or_acquire(  # type: ignore[override]  # celery-types: FallbackContext only
+        self, producer: Any = None
+    ) -> AbstractContextManager[Any]:
         batch = current_batch(self) if producer is None else None
         if batch is not None:
             return nullcontext(batch.producer)
@@ -228,7 +248,9 @@ def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..
     ``user.signed_up``), and a command goes to the owner its contract names.
     """
 
-    def route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, Any] | None:
+    def route(
+        name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any
+    ) -> dict[str, Any] | None:
         if name in own_queues:
             return {"queue": own_queues[name]}
         if name in event_types():

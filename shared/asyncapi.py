@@ -8,7 +8,7 @@ each command. Messages are the contracts' JSON Schemas; bindings carry the AMQP 
 (exchange types, durability, queue arguments and bindings as ``x-`` extensions).
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from shared.compat import inline
@@ -86,9 +86,9 @@ def document(services: Iterable[ServiceTopology]) -> dict[str, Any]:
         key = event_key(event_type, version)
         schemas[key] = inline(contract.model_json_schema())
         messages[key] = _message(key, event_type, f"{event_type} v{version}", contract)
-    for task, contract in commands.items():
-        schemas[task] = inline(contract.model_json_schema())
-        messages[task] = _message(task, task, task, contract)
+    for task, command in commands.items():
+        schemas[task] = inline(command.model_json_schema())
+        messages[task] = _message(task, task, task, command)
 
     def versions(event_type: str) -> dict[str, Any]:
         return {
@@ -128,7 +128,13 @@ def document(services: Iterable[ServiceTopology]) -> dict[str, Any]:
     }
 
 
-def _service(topo, channels: dict, operations: dict, versions, commands: dict) -> None:
+def _service(
+    topo: ServiceTopology,
+    channels: dict[str, Any],
+    operations: dict[str, Any],
+    versions: Callable[[str], dict[str, Any]],
+    commands: dict[str, type[Command]],
+) -> None:
     """The channels a service owns and its operations."""
     for event_type in topo.publishes:
         operations[f"{topo.name}.publishes.{event_type}"] = {
@@ -182,6 +188,6 @@ def _service(topo, channels: dict, operations: dict, versions, commands: dict) -
         "description": f"Every message {topo.name} could not handle, fanned out by"
         f" `{topo.dlx}`, with `x-dead-letter-reason` and the other `x-` headers.",
         "bindings": _queue(
-            topo.dlq, topo.dead_letter_queue().queue_arguments, [{"exchange": topo.dlx}]
+            topo.dlq, topo.dead_letter_queue().queue_arguments or {}, [{"exchange": topo.dlx}]
         ),
     }

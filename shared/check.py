@@ -132,10 +132,11 @@ def _beat(app: Celery) -> list[Finding]:
             message = f"beat entry {entry!r} fires a task this app does not have"
             found.append(Finding(app.main, task, "beat-unknown-task", True, message))
         if isinstance(period, every):
-            period = period.run_every
-        if isinstance(period, (int, float, timedelta)) and _seconds(period) < takeover:
+            period = period.run_every  # type: ignore[attr-defined]  # not in celery-types
+        seconds = _seconds(period) if isinstance(period, (int, float, timedelta)) else None
+        if seconds is not None and seconds < takeover:
             message = (
-                f"beat entry {entry!r} every {_seconds(period):g}s is shorter than the"
+                f"beat entry {entry!r} every {seconds:g}s is shorter than the"
                 f" {takeover}s a standby beat needs to take over: firings are lost when"
                 " the holder dies"
             )

@@ -10,8 +10,11 @@ right) and stops with what to run if not; the step only binds the service's own 
 and queues (``shared.topology.bind_delayed_delivery``).
 """
 
+from typing import Any
+
 from celery import bootsteps
 from celery.worker.consumer.tasks import Tasks
+from kombu import Connection
 
 from shared.deadletter import DeadLetteringConsumer
 from shared.topology import bind_delayed_delivery, require_shared
@@ -26,7 +29,7 @@ class BindDelayedDelivery(bootsteps.StartStopStep):
 
     requires = (Tasks, "shared.app:DeclareTopology")
 
-    def start(self, c) -> None:
+    def start(self, c: Any) -> None:
         channel = c.connection.channel()
         try:
             bind_delayed_delivery(channel, c.app.conf.service_topology)
@@ -37,15 +40,17 @@ class BindDelayedDelivery(bootsteps.StartStopStep):
 class Consumer(DeadLetteringConsumer):
     """The platform's consumer, refusing to run on a vhost without the shared objects."""
 
-    class Blueprint(DeadLetteringConsumer.Blueprint):
+    # celery-types declares Blueprint an attribute of type[Blueprint], not a class
+    class Blueprint(DeadLetteringConsumer.Blueprint):  # type: ignore[misc,valid-type]
         default_steps = [
             f"{__name__}:BindDelayedDelivery" if step == _CELERYS else step
             for step in DeadLetteringConsumer.Blueprint.default_steps
         ]
 
-    def connect(self):
+    def connect(self) -> Connection:
         """Raises ``SharedTopologyMissing`` (not a connection error: the worker stops)
         before any step binds to a shared object that is not there."""
-        connection = super().connect()
+        # DeadLetteringConsumer.connect is unannotated (shared.deadletter, being split)
+        connection: Connection = super().connect()  # type: ignore[no-untyped-call]
         require_shared(connection)
         return connection

@@ -49,7 +49,7 @@ from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
-from celery import states
+from celery import Celery, states
 from celery.backends.database import DatabaseBackend
 from celery.exceptions import BackendStoreError, MaxRetriesExceededError, Reject
 from celery.result import result_from_tuple
@@ -98,11 +98,16 @@ class PendingRows:
     at risk is only the rows acked before the writer noticed it, and ``flush_all`` writes
     those before a pool process exits in order."""
 
-    def __init__(self, write, delay: float = STARTED_DELAY, service: str = "") -> None:
+    def __init__(
+        self,
+        write: Callable[[dict[str, dict[str, Any]]], None],
+        delay: float = STARTED_DELAY,
+        service: str = "",
+    ) -> None:
         self.write = write
         self.service = service
         self.delay = delay
-        self.pending: dict[str, dict | Callable[[], dict]] = {}
+        self.pending: dict[str, dict[str, Any] | Callable[[], dict[str, Any]]] = {}
         self.guard = threading.Lock()  # held while ``pending`` is changed or taken
         self.lock = threading.Lock()  # held while a batch is in flight
         self.away = False  # the last write found the database away
@@ -112,7 +117,7 @@ class PendingRows:
         self.pid = os.getpid()
         _buffers.append(self)
 
-    def add(self, task_id: str, row: dict | Callable[[], dict]) -> None:
+    def add(self, task_id: str, row: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         """Queue ``row``; a callable (a STARTED row) is built only if still pending when the
         batch goes out: a short task's final row usually replaces it before that."""
         with self.guard:
@@ -121,7 +126,7 @@ class PendingRows:
                 self.pending[task_id] = row
         self.wake.set()
 
-    def add_final(self, task_id: str, row: dict) -> None:
+    def add_final(self, task_id: str, row: dict[str, Any]) -> None:
         """The final row of a task about to be acked: left behind the ack while the writer
         keeps up; while it does not (the database away, a write hanging for ``STALL`` s),
         written before it: the task waits for the database, however long it is away, and
@@ -167,7 +172,7 @@ class PendingRows:
             finally:
                 self.writing_since = None
 
-    def _one_by_one(self, rows: dict[str, dict]) -> bool:
+    def _one_by_one(self, rows: dict[str, dict[str, Any]]) -> bool:
         for n, (task_id, row) in enumerate(rows.items()):
             try:
                 self.write({task_id: row})
@@ -180,7 +185,7 @@ class PendingRows:
         self.away = False
         return True
 
-    def _keep(self, rows: dict[str, dict], exc: Exception) -> bool:
+    def _keep(self, rows: dict[str, dict[str, Any]], exc: Exception) -> bool:
         logger.warning("could not write %d result rows, database away; kept to try again: %s",
                        len(rows), exc)  # fmt: skip
         for task_id, row in rows.items():
@@ -203,12 +208,15 @@ class ChordTimeout(Exception):
 
 
 class PostgresBackend(DatabaseBackend):
+    app: Celery  # set by celery's Backend.__init__ (celery-types does not declare them)
+    url: str
+    _dead_letter_rows: PendingRows  # shared.dead_results' writer, made on first use
     _engines: dict[bool, Engine] = {}
     _engine_pid = 0
-    _statement = None
+    _statement: Any = None
     _started: PendingRows | None = None
 
-    def mark_as_failure(self, task_id, exc, *args, **kwargs):
+    def mark_as_failure(self, task_id: str, exc: Exception, *args: Any, **kwargs: Any) -> None:
         """Not when the failure is that a result could not be stored (its database away):
         the task did its work and runs again once the database is back
         (``DeadLetteringRequest``). Recorded, FAILURE would be final, and a chord waiting
@@ -220,7 +228,7 @@ class PostgresBackend(DatabaseBackend):
     def _started_rows(self) -> PendingRows:
         if self._started is None or self._started.pid != os.getpid():
             delay = self.app.conf.get("result_write_delay", STARTED_DELAY)
-            self._started = PendingRows(self._upsert, delay, self.app.main)
+            self._started = PendingRows(self._upsert, delay, self.app.main or "")
         return self._started
 
     def _writer(self, durable: bool) -> Engine:
@@ -243,13 +251,13 @@ class PostgresBackend(DatabaseBackend):
 
     def on_backend_retryable_error(self, exc: Exception) -> None:
         """A broken connection (database restarted, failover): start afresh on retry."""
-        super().on_backend_retryable_error(exc)
+        super().on_backend_retryable_error(exc)  # type: ignore[misc]  # not in celery-types
         for engine in self._engines.values():
             engine.dispose()
         self._engines = {}
 
-    def _row(self, result: Any, state: str, traceback: str | None, request: Any) -> dict:
-        meta = self._get_result_meta(
+    def _row(self, result: Any, state: str, traceback: str | None, request: Any) -> dict[str, Any]:
+        meta = self._get_result_meta(  # type: ignore[attr-defined]  # not in celery-types
             result=ensure_bytes(self.encode(result)), state=state, traceback=traceback,
             request=request, format_date=False, encode=True,
         )  # fmt: skip
@@ -259,7 +267,15 @@ class PostgresBackend(DatabaseBackend):
         row["children"] = ensure_bytes(self.encode(children)) if children else None
         return row
 
-    def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         if state == states.STARTED:
             self._started_rows().add(task_id, partial(self._row, result, state, traceback, request))
             return result
@@ -273,7 +289,7 @@ class PostgresBackend(DatabaseBackend):
             self._upsert({task_id: row}, durable=state in FINAL and in_workflow(request))
         return result
 
-    def _note_retry(self, task_id: str, row: dict) -> None:
+    def _note_retry(self, task_id: str, row: dict[str, Any]) -> None:
         """A RETRY row is a progress note: the retry is already a message in the broker.
         When the database is the reason for the retry, failing to write the note must not
         fail the task (it would be dead-lettered while its retry runs)."""
@@ -283,12 +299,12 @@ class PostgresBackend(DatabaseBackend):
         except DBAPIError as exc:
             logger.warning("task %s: RETRY state not stored: %s", task_id, exc)
 
-    def _upsert(self, rows: dict[str, dict], durable: bool = False) -> None:
+    def _upsert(self, rows: dict[str, dict[str, Any]], durable: bool = False) -> None:
         params = [{"task_id": task_id, **row} for task_id, row in rows.items()]
         with self._writer(durable).connect() as conn:
             conn.execute(self._upsert_statement(), params)
 
-    def _upsert_statement(self):
+    def _upsert_statement(self) -> Any:
         """Built once: rows go as parameters, so SQLAlchemy compiles it a single time."""
         if self._statement is None:
             table = self.task_cls.__table__
@@ -301,7 +317,9 @@ class PostgresBackend(DatabaseBackend):
             )
         return self._statement
 
-    def fallback_chord_unlock(self, header_result, body, countdown=1, **kwargs):
+    def fallback_chord_unlock(
+        self, header_result: Any, body: Any, countdown: int = 1, **kwargs: Any
+    ) -> Any:
         """Bound the polling: Celery's ``chord_unlock`` retries forever (``max_retries=None``).
         The bound travels in the unlock message, set by whoever applies the chord."""
         if kwargs.get("max_retries") is None:
@@ -309,7 +327,7 @@ class PostgresBackend(DatabaseBackend):
             kwargs["max_retries"] = math.ceil(self._chord_timeout() / interval)
         return super().fallback_chord_unlock(header_result, body, countdown=countdown, **kwargs)
 
-    def chord_error_from_stack(self, callback, exc=None):
+    def chord_error_from_stack(self, callback: Any, exc: Exception | None = None) -> Any:
         """Fail the chord's body (Celery's part). When ``chord_unlock`` calls this because its
         polls ran out, Celery then re-raises MaxRetriesExceededError, a message listing the
         whole callback; raise instead the rejection that dead-letters the unlock message
@@ -330,7 +348,8 @@ class PostgresBackend(DatabaseBackend):
         )
 
     def _chord_timeout(self) -> float:
-        return self.app.conf.get("chord_timeout", CHORD_TIMEOUT)
+        timeout: float = self.app.conf.get("chord_timeout", CHORD_TIMEOUT)
+        return timeout
 
 
 def database_away(exc: Exception) -> bool:
@@ -356,7 +375,7 @@ def in_workflow(request: Any) -> bool:
     return bool(getattr(request, "group", None) or getattr(request, "chord", None))
 
 
-def moves_forward(stored, new) -> Any:
+def moves_forward(stored: Any, new: Any) -> Any:
     """When a write may replace the stored row: states never move back from a final one.
 
     Writes of one task id race: a prefork child writes its STARTED row from a buffer after
@@ -373,7 +392,7 @@ def moves_forward(stored, new) -> Any:
     )
 
 
-def is_final(status) -> Any:
+def is_final(status: Any) -> Any:
     """``status IN ('FAILURE', 'REVOKED', 'SUCCESS')`` written out: an IN of bound values
     is an "expanding" parameter, which SQLAlchemy refuses in an executemany (a batch of
     rows), so a batch of more than one row could never be written."""

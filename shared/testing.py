@@ -15,6 +15,7 @@ from typing import Any
 
 from celery.exceptions import Reject
 
+from shared.contracts import Event
 from shared.evolution import read_as
 from shared.service import InvalidMessage, Service
 
@@ -32,7 +33,8 @@ class Harness:
         try:
             message = handler.parse(kwargs)
         except Reject as rejected:
-            raise InvalidMessage(str(rejected.reason)) from None
+            reason = rejected.reason  # type: ignore[attr-defined]  # not in celery-types
+            raise InvalidMessage(str(reason)) from None
         missing = [d for d in handler.deps if d not in self.fakes]
         if missing:
             raise LookupError(f"{task_name} needs {', '.join(missing)}: pass them as fakes")
@@ -45,5 +47,6 @@ class Harness:
             name: self.handle(name, event=read_as(event, handler.contract).model_dump(mode="json"))
             for name, handler in self.service.handlers.items()
             if handler.key == "event"
+            and issubclass(handler.contract, Event)
             and handler.contract.model_fields["type"].default == event.type
         }
