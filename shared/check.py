@@ -11,6 +11,7 @@ warning then, not a refusal.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -97,19 +98,26 @@ def check_app(
                  f" limit {hard:g}s: the task never gets the chance to clean up")  # fmt: skip
         if pool in IGNORE_TIME_LIMITS and (task.time_limit or task.soft_time_limit):
             find(name, *_unenforced(pool, unenforced_limits))
-        policy = _schedule(task)
-        if policy is None:
-            find(name, "retries-forever", False, "max_retries None: retried without end")
-        elif getattr(task, "autoretry_for", ()):
-            delays = sum(policy.delays()) * conf.retry_delay_scale
-            waited = delays + (hard or 0) * (policy.max_retries + 1)
-            if waited > conf.result_expires:
-                fatal = name in Command.registry  # a caller waits on a command's result
-                find(name, "retries-outlive-result", fatal, f"its attempts and retries can"
-                     f" take {waited:g}s, longer than result_expires {conf.result_expires}s:"
-                     " the result is cleaned up while the task still retries")  # fmt: skip
+        _check_retries(name, task, hard, conf, find)
     found += _beat(app)
     return found
+
+
+def _check_retries(
+    name: str, task: Any, hard: float | None, conf: Any, find: Callable[[str, str, bool, str], None]
+) -> None:
+    """A task retried without end, or whose retries outlive its result."""
+    policy = _schedule(task)
+    if policy is None:
+        find(name, "retries-forever", False, "max_retries None: retried without end")
+    elif getattr(task, "autoretry_for", ()):
+        delays = sum(policy.delays()) * conf.retry_delay_scale
+        waited = delays + (hard or 0) * (policy.max_retries + 1)
+        if waited > conf.result_expires:
+            fatal = name in Command.registry  # a caller waits on a command's result
+            find(name, "retries-outlive-result", fatal, f"its attempts and retries can"
+                 f" take {waited:g}s, longer than result_expires {conf.result_expires}s:"
+                 " the result is cleaned up while the task still retries")  # fmt: skip
 
 
 def _unenforced(pool: str, allowed: bool) -> tuple[str, bool, str]:
