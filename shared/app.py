@@ -3,26 +3,24 @@
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from amqp.exceptions import ConnectionError as AmqpConnectionError
-from celery import Celery, Task, bootsteps
-from celery.app.amqp import AMQP
+from celery import Celery, Task
 from celery.app.task import X_DEATH_HEADERS  # type: ignore[attr-defined]  # not in celery-types
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
 from shared.allowed import broker_user, stamped
+from shared.celery_app import DeclareTopology, ServiceCelery
 from shared.check import install as install_startup_check
-from shared.confirms import current as current_batch
 from shared.contracts import Command, event_types
 from shared.logs import use_json_logs
 from shared.progress import retried
 from shared.results import UTC_SESSION
 from shared.settings import Settings
-from shared.topology import EVENTS_EXCHANGE, ServiceTopology, declare_service
+from shared.topology import EVENTS_EXCHANGE, ServiceTopology
 from shared.tracing import install as install_tracing
 
 
@@ -188,58 +186,6 @@ def _without_x_death(headers: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (headers or {}).items() if k not in X_DEATH_HEADERS}
 
 
-class DeclareTopology(bootsteps.StartStopStep):
-    """Declare the service's DLX/DLQ and queues when the worker connects (or reconnects)."""
-
-    requires = ("celery.worker.consumer.connection:Connection",)
-
-    def start(self, c: Any) -> None:
-        channel = c.connection.channel()
-        try:
-            declare_service(channel, c.app.conf.service_topology)
-        finally:
-            channel.close()
-
-
-class UtcAMQP(AMQP):
-    """Task messages whose ``eta`` and ``expires`` headers are UTC. Celery writes them in the
-    app's ``timezone`` (Asia/Seoul: +09:00) or the caller's, and messages are stored data
-    (a dead letter keeps its headers): one zone there, UTC, as every header the platform
-    writes (``x-dead-lettered-at``). The same instant, so nothing is due at another time."""
-
-    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
-        message = super().as_task_v2(*args, **kwargs)
-        for key in ("eta", "expires"):
-            message.headers[key] = in_utc(message.headers.get(key))
-        return message
-
-
-def in_utc(value: Any) -> Any:
-    """An ISO 8601 time with an offset, as the same instant in UTC; anything else as is."""
-    if not isinstance(value, str):
-        return value
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    return when.astimezone(UTC).isoformat() if when.tzinfo is not None else value
-
-
-class ServiceCelery(Celery):
-    """Celery whose publishes join the thread's ``shared.confirms.confirmed_batch``, with
-    task messages from ``UtcAMQP``."""
-
-    amqp_cls = "shared.app:UtcAMQP"
-
-    def producer_or_acquire(  # type: ignore[override]  # celery-types: FallbackContext only
-        self, producer: Any = None
-    ) -> AbstractContextManager[Any]:
-        batch = current_batch(self) if producer is None else None
-        if batch is not None:
-            return nullcontext(batch.producer)
-        return super().producer_or_acquire(producer)
-
-
 def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..., Any]:
     """Routing as data: own tasks to own queues, events to ``events``, commands to their owner.
 
@@ -282,6 +228,21 @@ def create_celery_app(
         return stamped(destination, broker_user(app.conf.broker_url))
 
     app.conf.update(
+        **_broker_and_results(topo, settings),
+        **_tasks(topo, settings),
+        task_routes=(route_stamped,),
+    )
+    app.steps["consumer"].add(DeclareTopology)
+    install_startup_check(app)
+    if settings.log_format == "json":
+        use_json_logs(topo.name)
+    install_tracing(topo.name)
+    return app
+
+
+def _broker_and_results(topo: ServiceTopology, settings: Settings) -> dict[str, Any]:
+    """Confirmed publishes, and results in the service's schema of PostgreSQL."""
+    return dict(
         broker_url=settings.amqp_url,
         broker_transport_options={"confirm_publish": True},
         broker_connection_retry_on_startup=True,
@@ -300,6 +261,12 @@ def create_celery_app(
         result_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
+    )
+
+
+def _tasks(topo: ServiceTopology, settings: Settings) -> dict[str, Any]:
+    """Late acks and dead letters, the service's own queues, exchanges and names."""
+    return dict(
         timezone="Asia/Seoul",
         enable_utc=True,
         task_track_started=True,
@@ -317,7 +284,6 @@ def create_celery_app(
         task_default_exchange_type="topic",
         task_default_routing_key=topo.tasks_queue,
         task_create_missing_queues=False,
-        task_routes=(route_stamped,),
         control_exchange=topo.name,
         event_exchange=f"{topo.name}.celeryev",
         operator_user=settings.operator_user,
@@ -327,9 +293,3 @@ def create_celery_app(
         service_topology=topo,
         broker_consumer_timeout=settings.broker_consumer_timeout,
     )
-    app.steps["consumer"].add(DeclareTopology)
-    install_startup_check(app)
-    if settings.log_format == "json":
-        use_json_logs(topo.name)
-    install_tracing(topo.name)
-    return app

@@ -22,7 +22,8 @@ from typing import Any
 from celery import states
 from sqlalchemy.dialects.postgresql import insert
 
-from shared.results import PendingRows, PostgresBackend
+from shared.pending_rows import PendingRows
+from shared.results import PostgresBackend
 
 logger = logging.getLogger(__name__)
 

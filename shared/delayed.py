@@ -27,7 +27,7 @@ class BindDelayedDelivery(bootsteps.StartStopStep):
     all of them are declared (``DeclareTopology``; ``Tasks`` only those the worker
     consumes), and nothing shared declared."""
 
-    requires = (Tasks, "shared.app:DeclareTopology")
+    requires = (Tasks, "shared.celery_app:DeclareTopology")
 
     def start(self, c: Any) -> None:
         channel = c.connection.channel()

@@ -69,7 +69,7 @@ from sqlalchemy.pool import NullPool  # noqa: E402
 from shared.beat import SingleBeatScheduler, lock_is_held  # noqa: E402
 from shared.deadletter import dead_lettered  # noqa: E402
 from shared.ops.outbox import outbox_lag  # noqa: E402
-from shared.results import row_refused  # noqa: E402
+from shared.pending_rows import row_refused  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ from services.signup.schemas import SignupRequest, TaskStatus, User
 from services.signup.signup import DuplicateEmail, create_user
 from services.signup.sms import SmsClient, SmsRejected, SmsUnavailable
 from shared.logs import use_json_logs_outside_workers
-from shared.outbox import AfterCommit, Outbox, Relay
+from shared.outbox import Outbox, Relay
+from shared.outbox_loops import AfterCommit
 from shared.service import Service
 from shared.tracing import instrument_app
 
