@@ -79,10 +79,6 @@ class Service(Publishing):
         self._declared = False
         self.celery: Celery = create_celery_app(self.topology, self.settings, self._routes)
 
-    @property
-    def name(self) -> str:
-        return self.topology.name
-
     # -- declaring handlers -------------------------------------------------------------
 
     def handles(
@@ -145,7 +141,7 @@ class Service(Publishing):
             options = self._options(fn, retry, task_options)
 
             @self.celery.task(name=name, bind=True, shared=False, **options)
-            def run(task, *args: Any, **kwargs: Any) -> Any:
+            def run(task: Any, *args: Any, **kwargs: Any) -> Any:
                 call = {**dict(zip(own, args, strict=False)), **kwargs}
                 return self._call(task, name, fn, deps, call)
 
@@ -182,7 +178,7 @@ class Service(Publishing):
         event_type = event_cls.model_fields["type"].default
         self._routes[event_type] = self.topology.events_queue
 
-        def plan(args: tuple, kwargs: dict[str, Any]) -> list[Step]:
+        def plan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Step]:
             """Each handler with its task id and its version of the event, in order."""
             try:
                 wire = contract_of(event_type, kwargs.get("event"))
@@ -198,7 +194,7 @@ class Service(Publishing):
             ]  # fmt: skip
 
         @self.celery.task(name=event_type, bind=True, ignore_result=True, shared=False)
-        def dispatch(task, *args: Any, **kwargs: Any) -> None:
+        def dispatch(task: Any, *args: Any, **kwargs: Any) -> None:
             for step in plan(args, kwargs):
                 if can_inline(step.handler):
                     run_inline(task, step)
@@ -209,7 +205,7 @@ class Service(Publishing):
         def after_hard_limit(request: Any, record: Any, exc: BaseException) -> None:
             settle_killed(request, plan(request.args, request.kwargs), record, exc)
 
-        dispatch.settle_killed = after_hard_limit
+        dispatch.settle_killed = after_hard_limit  # type: ignore[attr-defined]  # read by the request
         return dispatch
 
     def _task(
@@ -219,7 +215,7 @@ class Service(Publishing):
         key: str | None,
         queue: str,
         task_options: dict[str, Any],
-    ):
+    ) -> Any:
         name = getattr(contract, "task", None) if key is None else None
         name = name or f"{self.name}.{handler.__name__}"
         self._routes[name] = queue
@@ -227,14 +223,14 @@ class Service(Publishing):
         self.handlers[name] = Handler(handler, contract, key, deps)
 
         @self.celery.task(name=name, bind=True, shared=False, **task_options)
-        def run(task, *args: Any, **kwargs: Any) -> Any:
+        def run(task: Any, *args: Any, **kwargs: Any) -> Any:
             message = validate(contract, key, args, kwargs)
             return self._call(task, name, lambda **deps: handler(message, **deps), deps, {})
 
         return run
 
     def _call(
-        self, task: Any, name: str, fn: Callable[..., Any], deps: list[str], call: dict
+        self, task: Any, name: str, fn: Callable[..., Any], deps: list[str], call: dict[str, Any]
     ) -> Any:
         """Run ``fn`` with its dependencies; a database outage retries the task."""
         try:

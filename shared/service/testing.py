@@ -16,6 +16,7 @@ from typing import Any
 from celery.exceptions import Reject
 
 from shared.contracts.evolution import read_as
+from shared.contracts.models import Event
 from shared.service.declaration import Service
 from shared.service.handler import InvalidMessage
 
@@ -33,7 +34,8 @@ class Harness:
         try:
             message = handler.parse(kwargs)
         except Reject as rejected:
-            raise InvalidMessage(str(rejected.reason)) from None
+            reason = rejected.reason  # type: ignore[attr-defined]  # not in celery-types
+            raise InvalidMessage(str(reason)) from None
         missing = [d for d in handler.deps if d not in self.fakes]
         if missing:
             raise LookupError(f"{task_name} needs {', '.join(missing)}: pass them as fakes")
@@ -46,5 +48,6 @@ class Harness:
             name: self.handle(name, event=read_as(event, handler.contract).model_dump(mode="json"))
             for name, handler in self.service.handlers.items()
             if handler.key == "event"
+            and issubclass(handler.contract, Event)
             and handler.contract.model_fields["type"].default == event.type
         }
