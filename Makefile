@@ -28,6 +28,7 @@ lint: install
 	ruff check .
 	ruff format --check .
 	lint-imports
+	mypy
 	mkdocs build --strict --quiet
 
 # The docs site, rebuilt as you edit (8000 is the signup API's).

@@ -23,7 +23,6 @@ removes the private servers (not with ``--keep``).
 """
 
 import argparse
-import json
 import signal
 import sys
 import tempfile
@@ -33,13 +32,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 
 from infra import chaos_faults as faults
 from infra import pg_ha
-from infra.chaos_count import SUBSCRIBERS, busy_queues, complete, count, declare_ledger, progress
+from infra.chaos_count import SUBSCRIBERS, busy_queues, complete, count, progress
 from infra.chaos_env import MANAGEMENT_URL, Busy, Fleet, World, exclusive, private_services
+from infra.chaos_ledger import declare_ledger
+from infra.chaos_tally import Tally
 from infra.processes import free_port, wait_for
 from infra.tcp_proxy import TcpProxy
 
@@ -143,25 +144,16 @@ def settle(engine, world: World, accepted: int, timeout: float) -> str:
 def run(args: argparse.Namespace) -> int:
     logs = Path(tempfile.mkdtemp(prefix="eventful-chaos-"))
     world = World(uuid.uuid4().hex[:8], logs, free_port())
-    if args.pg_ha:
-        world.pg_server = pg_ha.DATABASE_URL
+    world.pg_server = pg_ha.DATABASE_URL if args.pg_ha else world.pg_server
     fleet: Fleet | None = None
     mailbox: faults.Mailbox | None = None
     proxy = TcpProxy(5690).start()  # workers <-> broker, to partition them
     started = time.monotonic()
     try:
-        private_services("up")
-        if args.pg_ha:
-            pg_ha.pg_ha("up")
+        _servers("up", args)
         say(f"private servers up; run {world.run_id}, logs in {logs}")
         world.create()
-        smtp_away = max(args.smtp_down, args.smtp_busy)
-        world.env["RETRY_DELAY_SCALE"] = f"{welcome_retry_scale(smtp_away):.3f}"
-        # A workflow caught by the crash may wait out the outage, and must end in the run.
-        world.env["CHORD_TIMEOUT"] = str(int(args.db_down + 180))
-        # Result rows are counted: commit them durably, or a crash would take the last
-        # fraction of a second of them (the documented price of synchronous_commit=off).
-        world.env["RESULT_SYNCHRONOUS_COMMIT"] = "true"
+        _configure(world, args)
         declare_ledger(world.amqp_url)
         mailbox = faults.Mailbox(world.smtp_port)
         fleet = Fleet(world, proxy.url(world.amqp_url))
@@ -175,36 +167,8 @@ def run(args: argparse.Namespace) -> int:
             reports.extend(start_reports(engine))
             return f"{len(reports)} report workflows in flight"
 
-        injections: list[tuple[str, Callable[[], str]]] = [
-            ("kill -9 notifier mid-send", lambda: faults.kill_notifier_mid_send(fleet, mailbox)),
-            ("kill -9 RabbitMQ node", faults.kill_rabbitmq),
-            ("partition workers/RabbitMQ", lambda: faults.partition_broker(proxy, args.partition)),
-            ("kill -9 reports worker", lambda: faults.kill_worker(fleet, "reports")),
-            ("PostgreSQL restart mid-send", lambda: faults.restart_postgres_mid_send(mailbox)),
-            ("PostgreSQL crash + outage",
-             lambda: faults.crash_postgres(args.db_down, crash_with_reports)),
-            ("SMTP 421 at greeting", lambda: faults.smtp_busy(mailbox, args.smtp_busy)),
-            ("SMTP slow answers",
-             lambda: faults.smtp_slow(mailbox, args.smtp_slow, args.smtp_delay)),
-            ("SMTP down", lambda: faults.smtp_outage(mailbox, args.smtp_down)),
-        ]  # fmt: skip
-        if args.pg_ha:  # one database server fewer to lose: the primary, and a replica takes over
-            kill_primary = lambda: faults.kill_postgres_primary(crash_with_reports)  # noqa: E731
-            injections = [i for i in injections if not i[0].startswith("PostgreSQL")]
-            injections.insert(4, ("kill -9 PostgreSQL primary", kill_primary))
-        elif args.exit_outage > 0:
-            exits = lambda: faults.exits_during_database_outage(fleet, args.exit_outage)  # noqa: E731
-            injections.append(("pool exits in a PostgreSQL outage", exits))
-        done: list[str] = []
-        bad: list[faults.BadMessage] = []
-        spacing = args.events / args.rate / (len(injections) + 1)
-        for k, (name, inject) in enumerate(injections, start=1):
-            time.sleep(max(0.0, producer.started + k * spacing - time.monotonic()))
-            at = f"at signup {producer.accepted}"
-            say(f"fault {k} {at} ({progress(engine)['sent']} e-mails sent so far): {name}")
-            done.append(f"{k}. {at}: {inject()}")
-            say(f"fault {done[-1]}")
-            bad += faults.publish_bad_input(world.amqp_url, args.bad_per_kind)
+        injections = faults.injections(args, fleet, mailbox, proxy, crash_with_reports)
+        done, bad = _inject(injections, args, producer, engine, world.amqp_url)
         producer.join()
         say(f"all {producer.accepted} signups committed; {len(bad)} bad messages published")
         say(f"settled: {settle(engine, world, producer.accepted, args.settle_timeout)}")
@@ -215,20 +179,9 @@ def run(args: argparse.Namespace) -> int:
         if dead or children:
             tally.notes.append(f"exited by themselves: {dead}, pool processes lost: {children}")
         print(f"\nchaos: {args.events} events in {time.monotonic() - started:.0f} s")
-        print("faults injected:\n" + "\n".join(done))
-        print(
-            f"messages: {producer.accepted} signups, {len(bad)} bad messages"
-            f" ({len(faults.BAD_KINDS)} kinds, each to {len(SUBSCRIBERS)}"
-            f" subscribers), {len(reports)} report workflows"
-        )
-        print(tally.table(), flush=True)
+        _summary(done, producer.accepted, len(bad), len(reports), tally)
         if args.json:
-            Path(args.json).write_text(json.dumps({
-                "lost": tally.lost, "duplicates": tally.duplicates, "dropped": tally.dropped,
-                "wrong_reason": tally.misfiled, "worker_restarts": tally.restarts,
-                "faults": done, "outcomes": dict(tally.outcomes),
-                "rows": [vars(r) for r in tally.rows + tally.dlq_rows], "notes": tally.notes,
-            }, indent=2))  # fmt: skip
+            tally.write_json(Path(args.json), done)
         return 0 if tally.ok else 1
     finally:
         if fleet is not None:
@@ -237,9 +190,57 @@ def run(args: argparse.Namespace) -> int:
             mailbox.down()
         proxy.stop()
         if not args.keep:
-            private_services("down")
-            if args.pg_ha:
-                pg_ha.pg_ha("down")
+            _servers("down", args)
+
+
+def _servers(action: str, args: argparse.Namespace) -> None:
+    """The private servers (``up`` or ``down``), and the Patroni cluster with ``--pg-ha``."""
+    private_services(action)
+    if args.pg_ha:
+        pg_ha.pg_ha(action)
+
+
+def _summary(done: list[str], signups: int, bad: int, reports: int, tally: Tally) -> None:
+    print("faults injected:\n" + "\n".join(done))
+    print(
+        f"messages: {signups} signups, {bad} bad messages"
+        f" ({len(faults.BAD_KINDS)} kinds, each to {len(SUBSCRIBERS)}"
+        f" subscribers), {reports} report workflows"
+    )
+    print(tally.table(), flush=True)
+
+
+def _inject(
+    injections: list[tuple[str, Callable[[], str]]],
+    args: argparse.Namespace,
+    producer: Producer,
+    engine: Engine,
+    amqp_url: str,
+) -> tuple[list[str], list[faults.BadMessage]]:
+    """Each fault at its point of the signups (evenly spaced), and bad input after each;
+    what each fault did, and the bad messages published."""
+    done: list[str] = []
+    bad: list[faults.BadMessage] = []
+    spacing = args.events / args.rate / (len(injections) + 1)
+    for k, (name, inject) in enumerate(injections, start=1):
+        time.sleep(max(0.0, producer.started + k * spacing - time.monotonic()))
+        at = f"at signup {producer.accepted}"
+        say(f"fault {k} {at} ({progress(engine)['sent']} e-mails sent so far): {name}")
+        done.append(f"{k}. {at}: {inject()}")
+        say(f"fault {done[-1]}")
+        bad += faults.publish_bad_input(amqp_url, args.bad_per_kind)
+    return done, bad
+
+
+def _configure(world: World, args: argparse.Namespace) -> None:
+    """The settings the run's services get beyond the world's own."""
+    smtp_away = max(args.smtp_down, args.smtp_busy)
+    world.env["RETRY_DELAY_SCALE"] = f"{welcome_retry_scale(smtp_away):.3f}"
+    # A workflow caught by the crash may wait out the outage, and must end in the run.
+    world.env["CHORD_TIMEOUT"] = str(int(args.db_down + 180))
+    # Result rows are counted: commit them durably, or a crash would take the last
+    # fraction of a second of them (the documented price of synchronous_commit=off).
+    world.env["RESULT_SYNCHRONOUS_COMMIT"] = "true"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,34 +19,21 @@ one thing. Copies of one event id (a relay whose confirm was lost) are at-least-
 design, shown but not failed, as are the broker's redeliveries.
 """
 
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from kombu import Connection
 from sqlalchemy import Engine, text
 
 from infra.chaos_faults import BAD_PREFIX, BadMessage
+from infra.chaos_ledger import LEDGER, broker_rows, take_all
+from infra.chaos_tally import Row, Tally
 from shared.ops.management import Management
 
 MESSAGE_ID = re.compile(r"^Message-ID: <([0-9a-f-]{36})@notifier>", re.MULTILINE | re.IGNORECASE)
 SUBSCRIBERS = ("notifier", "reports")
-LEDGER = "chaos.ledger"
-
-
-def declare_ledger(amqp_url: str) -> None:
-    """The broker's own record of every event published to ``events`` (a quorum queue,
-    so it survives the node's SIGKILL like the queues it shadows)."""
-    with Connection(amqp_url) as conn:
-        channel = conn.default_channel
-        channel.queue_declare(
-            LEDGER, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"}
-        )
-        channel.queue_bind(LEDGER, "events", "#")
 
 
 def welcome_message_id(event_id: UUID) -> str:
@@ -74,66 +61,6 @@ def succeeded(engine: Engine, service: str, task_ids: set[str]) -> int:
                  " WHERE status = 'SUCCESS' AND task_id = ANY(:ids)"),
             {"ids": list(task_ids)},
         ).scalar_one()  # fmt: skip
-
-
-@dataclass
-class Row:
-    stage: str
-    expected: int
-    delivered: int
-    duplicates: int = 0
-
-    @property
-    def missing(self) -> int:
-        return max(0, self.expected - self.delivered)
-
-
-@dataclass
-class Tally:
-    accepted: int
-    rows: list[Row] = field(default_factory=list)
-    dlq_rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    misfiled: int = 0  # bad input in a DLQ with another reason, or none
-    stuck: int = 0  # report workflows neither finished nor dead-lettered
-    restarts: int = 0  # worker processes lost that the run did not kill
-    outcomes: Counter = field(default_factory=Counter)  # DLQ reasons, report outcomes
-
-    @property
-    def lost(self) -> int:
-        return sum(r.missing for r in self.rows) + self.stuck
-
-    @property
-    def duplicates(self) -> int:
-        return sum(r.duplicates for r in self.rows)
-
-    @property
-    def dropped(self) -> int:
-        return sum(r.missing for r in self.dlq_rows)
-
-    @property
-    def ok(self) -> bool:
-        return self.lost == self.duplicates == self.dropped == self.misfiled == self.restarts == 0
-
-    def table(self) -> str:
-        lines = [f"{'stage':<46} {'expected':>8} {'counted':>8} {'lost':>6} {'dup':>5}"]
-        for row in self.rows:
-            lines.append(
-                f"{row.stage:<46} {row.expected:>8} {row.delivered:>8} {row.missing:>6}"
-                f" {row.duplicates:>5}"
-            )
-        lines.append(f"{'bad input (per subscriber)':<46} {'sent':>8} {'in DLQ':>8} {'dropped':>6}")
-        for row in self.dlq_rows:
-            lines.append(f"{row.stage:<46} {row.expected:>8} {row.delivered:>8} {row.missing:>6}")
-        lines.append(f"{'outcomes (dead-letter reason, report workflow)':<46} {'count':>8}")
-        lines += [f"{k:<46} {v:>8}" for k, v in sorted(self.outcomes.items())]
-        lines += [f"note: {n}" for n in self.notes]
-        verdict = "PASS" if self.ok else "FAIL"
-        lines.append(
-            f"lost={self.lost} duplicates={self.duplicates} dropped={self.dropped}"
-            f" wrong-reason={self.misfiled} worker-restarts={self.restarts} {verdict}"
-        )
-        return "\n".join(lines)
 
 
 def _rows(engine: Engine, sql: str) -> list[Any]:
@@ -176,40 +103,8 @@ def busy_queues(management_url: str, vhost: str) -> dict[str, int]:
     }
 
 
-def take_all(amqp_url: str, queue: str) -> list[tuple[dict[str, Any], bytes]]:
-    """Every message in ``queue`` (headers, body), taken and acked: the run is over."""
-    taken = []
-    with Connection(amqp_url) as conn:
-        channel = conn.channel()
-        while (message := channel.basic_get(queue, no_ack=False)) is not None:
-            taken.append((dict(message.headers or {}), message.body))
-            channel.basic_ack(message.delivery_tag)
-    return taken
-
-
 def dead_letters(amqp_url: str, queue: str) -> list[dict[str, Any]]:
     return [headers for headers, _ in take_all(amqp_url, queue)]
-
-
-def _ledger(amqp_url: str) -> tuple[Counter, Counter, Counter]:
-    """From the broker's copy of every event: copies per event id, and distinct event ids
-    per user (``user.signed_up``) and per delivery (``notification.sent``)."""
-    copies: Counter = Counter()
-    ids: dict[tuple[str, str], set[str]] = {}
-    for headers, body in take_all(amqp_url, LEDGER):
-        if str(headers.get("id", "")).startswith(BAD_PREFIX):
-            continue
-        try:
-            event = json.loads(body)[1]["event"]
-            payload = event["payload"]
-            key = payload.get("delivery_id") or payload.get("email") or event["id"]
-        except (ValueError, TypeError, KeyError, IndexError):
-            continue
-        copies[(event["type"], event["id"])] += 1
-        ids.setdefault((event["type"], str(key)), set()).add(event["id"])
-    per_thing = Counter({k: len(v) for k, v in ids.items()})
-    per_type = Counter(t for t, _ in copies)
-    return copies, per_thing, per_type
 
 
 def count(
@@ -233,6 +128,35 @@ def count(
         )
     )
     sent = {e for e, status in welcome.items() if status == "sent"}
+    mail_rows, unexpected = _mail_rows(mails, events, accepted)
+    from_broker, ledger_note = broker_rows(amqp_url, accepted, sent)
+    letters = {name: dead_letters(amqp_url, f"{name}.dlq") for name in SUBSCRIBERS}
+    welcome_tasks = {welcome_task_id(e) for e in sent}
+    sent_and_dead = sum(1 for h in letters["notifier"] if h.get("id") in welcome_tasks)
+    tally.rows = [
+        Row("signup: signups accepted -> signup.users", accepted, users),
+        Row("signup: user.signed_up in outbox -> published", len(events), len(published)),
+        Row("notifier: events -> welcome delivery sent", len(events), len(events & sent)),
+        *mail_rows,
+        *from_broker,
+        Row("notifier.dlq: sent welcomes dead-lettered too", 0, sent_and_dead, sent_and_dead),
+        *_reports_rows(engine, events, sent, welcome_tasks),
+    ]
+    tally.notes.append(ledger_note)
+    if unexpected:
+        tally.notes.append(f"{unexpected} e-mail(s) not belonging to any event")
+    if failed := Counter(s for e, s in welcome.items() if s != "sent"):
+        tally.notes.append(f"welcome deliveries not sent: {dict(failed)}")
+    _count_dead_letters(tally, letters, bad)
+    _count_reports(tally, engine, letters["reports"], reports)
+    return tally
+
+
+def _reports_rows(
+    engine: Engine, events: set[Any], sent: set[Any], welcome_tasks: set[str]
+) -> list[Row]:
+    """The facts reports recorded, and the SUCCESS rows of the tasks that ran (rows written
+    behind the ack must all arrive)."""
     facts = {
         r.event_id
         for r in _rows(engine, "SELECT event_id FROM reports.facts WHERE type = 'user.signed_up'")
@@ -242,22 +166,28 @@ def count(
         "SELECT count(*) FROM reports.facts"
         " WHERE type = 'notification.sent' AND kind = 'welcome_email'",
     )[0][0]
+    return [
+        Row("reports: facts user.signed_up", len(events), len(events & facts)),
+        Row("reports: facts notification.sent (welcome)", len(sent), sent_facts),
+        Row("results: welcome sent -> SUCCESS row", len(sent),
+            succeeded(engine, "notifier", welcome_tasks)),
+        Row("results: user.signed_up fact -> SUCCESS row", len(events & facts),
+            succeeded(engine, "reports",
+                      {handler_task_id(e, "reports.record_signup") for e in events & facts})),
+    ]  # fmt: skip
+
+
+def _mail_rows(mails: list[dict], events: set[Any], accepted: int) -> tuple[list[Row], int]:
+    """What the SMTP server received: a welcome per event (by Message-ID) and per user (by
+    recipient); and how many e-mails belong to no event."""
     received = Counter(m for mail in mails for m in MESSAGE_ID.findall(mail["data"]))
     expected_mail = {welcome_message_id(e): e for e in events}
     mailed = {expected_mail[m] for m in received if m in expected_mail}
     users_mailed = Counter(
         to for mail in mails for to in mail["to"] if to.endswith("@chaos.example.com")
     )
-    copies, per_thing, per_type = _ledger(amqp_url)
-    letters = {name: dead_letters(amqp_url, f"{name}.dlq") for name in SUBSCRIBERS}
-    welcome_tasks = {welcome_task_id(e) for e in sent}
-    sent_and_dead = sum(1 for h in letters["notifier"] if h.get("id") in welcome_tasks)
-    signup_ids = {k: n for (t, k), n in per_thing.items() if t == "user.signed_up"}
-    sent_ids = {k: n for (t, k), n in per_thing.items() if t == "notification.sent"}
-    tally.rows = [
-        Row("signup: signups accepted -> signup.users", accepted, users),
-        Row("signup: user.signed_up in outbox -> published", len(events), len(published)),
-        Row("notifier: events -> welcome delivery sent", len(events), len(events & sent)),
+    unexpected = sum(n for m, n in received.items() if m not in expected_mail)
+    return [
         Row(
             "smtp: events -> welcome e-mail received",
             len(events),
@@ -270,41 +200,7 @@ def count(
             len(users_mailed),
             sum(n - 1 for n in users_mailed.values() if n > 1),
         ),
-        Row(
-            "broker: user.signed_up event ids per user",
-            accepted,
-            len(signup_ids),
-            sum(n - 1 for n in signup_ids.values() if n > 1),
-        ),
-        Row(
-            "broker: notification.sent ids per delivery",
-            len(sent),
-            len(sent_ids),
-            sum(n - 1 for n in sent_ids.values() if n > 1),
-        ),
-        Row("notifier.dlq: sent welcomes dead-lettered too", 0, sent_and_dead, sent_and_dead),
-        Row("reports: facts user.signed_up", len(events), len(events & facts)),
-        Row("reports: facts notification.sent (welcome)", len(sent), sent_facts),
-        Row("results: welcome sent -> SUCCESS row", len(sent),
-            succeeded(engine, "notifier", welcome_tasks)),
-        Row("results: user.signed_up fact -> SUCCESS row", len(events & facts),
-            succeeded(engine, "reports",
-                      {handler_task_id(e, "reports.record_signup") for e in events & facts})),
-    ]  # fmt: skip
-    again = Counter()
-    for (event_type, _), n in copies.items():
-        again[event_type] += n - 1
-    tally.notes.append(
-        f"events in the broker's ledger: {dict(per_type)};"
-        f" copies of an id published again (at-least-once): {dict(+again)}"
-    )
-    if unexpected := sum(n for m, n in received.items() if m not in expected_mail):
-        tally.notes.append(f"{unexpected} e-mail(s) not belonging to any event")
-    if failed := Counter(s for e, s in welcome.items() if s != "sent"):
-        tally.notes.append(f"welcome deliveries not sent: {dict(failed)}")
-    _count_dead_letters(tally, letters, bad)
-    _count_reports(tally, engine, letters["reports"], reports)
-    return tally
+    ], unexpected
 
 
 def _reason(headers: dict) -> str:

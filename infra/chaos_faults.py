@@ -4,6 +4,7 @@ Every fault is undone before it returns (the worker restarted, the server back),
 run ends on a healthy system and what is missing then was lost, not merely late.
 """
 
+import argparse
 import json
 import pickle
 import signal
@@ -267,3 +268,32 @@ def _publish(amqp_url: str, message: amqp.Message) -> bool:
     except (OSError, amqp.exceptions.AMQPError, OperationalError):
         return False
     return True
+
+
+def injections(
+    args: argparse.Namespace,
+    fleet: Fleet,
+    mailbox: Mailbox,
+    proxy: TcpProxy,
+    crash_with_reports: Callable[[], str],
+) -> list[tuple[str, Callable[[], str]]]:
+    """The faults, in the order they are injected: each a name and what injects it."""
+    injections: list[tuple[str, Callable[[], str]]] = [
+        ("kill -9 notifier mid-send", lambda: kill_notifier_mid_send(fleet, mailbox)),
+        ("kill -9 RabbitMQ node", kill_rabbitmq),
+        ("partition workers/RabbitMQ", lambda: partition_broker(proxy, args.partition)),
+        ("kill -9 reports worker", lambda: kill_worker(fleet, "reports")),
+        ("PostgreSQL restart mid-send", lambda: restart_postgres_mid_send(mailbox)),
+        ("PostgreSQL crash + outage", lambda: crash_postgres(args.db_down, crash_with_reports)),
+        ("SMTP 421 at greeting", lambda: smtp_busy(mailbox, args.smtp_busy)),
+        ("SMTP slow answers", lambda: smtp_slow(mailbox, args.smtp_slow, args.smtp_delay)),
+        ("SMTP down", lambda: smtp_outage(mailbox, args.smtp_down)),
+    ]  # fmt: skip
+    if args.pg_ha:  # one database server fewer to lose: the primary, and a replica takes over
+        kill_primary = lambda: kill_postgres_primary(crash_with_reports)  # noqa: E731
+        injections = [i for i in injections if not i[0].startswith("PostgreSQL")]
+        injections.insert(4, ("kill -9 PostgreSQL primary", kill_primary))
+    elif args.exit_outage > 0:
+        exits = lambda: exits_during_database_outage(fleet, args.exit_outage)  # noqa: E731
+        injections.append(("pool exits in a PostgreSQL outage", exits))
+    return injections

@@ -37,77 +37,72 @@ from shared.ops.permissions import CredentialSettings
 
 def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
     """Everything ``make run`` starts, each service with its own credentials."""
-    settings, creds = get_settings(), CredentialSettings()
-    py, celery = sys.executable, [sys.executable, "-m", "celery"]
-
-    def as_service(name: str) -> dict[str, str]:
-        return {
-            "AMQP_URL": creds.amqp_url(name, settings.amqp_url),
-            "DATABASE_URL": creds.database_url(name, settings.database_url),
-        }
-
+    settings, py = get_settings(), sys.executable
     mail = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(args.smtp_port)}
     sms = {"SMS_GATEWAY_URL": f"http://127.0.0.1:{args.sms_port}"}
     found = [
         Program(
             "smtp-sink", [py, "-m", "infra.smtp_sink", "--port", str(args.smtp_port)], echo=True
         ),
-    ]
-    for offset, deployment in enumerate(WORKERS.values()):
-        env = {**as_service(deployment.service), **mail, **sms}
-        env["METRICS_PORT"] = str(args.metrics_port + offset)
-        env["METRICS_TARGETS_DIR"] = str(targets_dir(logs))
-        found.append(
-            Program(f"{deployment.service}-worker", [*celery, *deployment.argv(), "-E"], env)
-        )
-        found.append(
-            Program(
-                f"{deployment.service}-flower",
-                [
-                    *celery,
-                    "-A",
-                    deployment.app,
-                    "flower",
-                    f"--port={args.flower_port + offset}",
-                    "--address=127.0.0.1",
-                ],
-            )  # fmt: skip
-        )
-    found.append(
+        *_workers(args, logs, {**mail, **sms}),
         Program(
             "reports-beat",
-            [*celery, "-A", "services.reports.app", "beat", "-l", "INFO"],
-            as_service("reports"),
-        )  # fmt: skip
-    )
-    if importlib.util.find_spec("services.signup.api"):
+            [py, "-m", "celery", "-A", "services.reports.app", "beat", "-l", "INFO"],
+            _as_service("reports"),
+        ),
+        *_signup(args, sms),
+    ]
+    if unavailable(args.prometheus_port) is None:
+        exporter = urlsplit(settings.rabbitmq_metrics_url).netloc
+        found.append(prometheus(args.prometheus_port, logs, vhost_of(settings.amqp_url), exporter))
+    return found
+
+
+def _as_service(name: str) -> dict[str, str]:
+    """The URLs with ``name``'s own broker user and database role."""
+    settings, creds = get_settings(), CredentialSettings()
+    return {
+        "AMQP_URL": creds.amqp_url(name, settings.amqp_url),
+        "DATABASE_URL": creds.database_url(name, settings.database_url),
+    }
+
+
+def _workers(args: argparse.Namespace, logs: Path, env: dict[str, str]) -> list[Program]:
+    """Each deployment's worker, serving /metrics on a port of its own, and its Flower."""
+    celery = [sys.executable, "-m", "celery"]
+    found = []
+    for offset, deployment in enumerate(WORKERS.values()):
+        worker_env = {**_as_service(deployment.service), **env}
+        worker_env["METRICS_PORT"] = str(args.metrics_port + offset)
+        worker_env["METRICS_TARGETS_DIR"] = str(targets_dir(logs))
+        found.append(
+            Program(f"{deployment.service}-worker", [*celery, *deployment.argv(), "-E"], worker_env)
+        )
+        flower = [f"--port={args.flower_port + offset}", "--address=127.0.0.1"]
         found.append(
             Program(
-                "signup-api",
-                [
-                    py,
-                    "-m",
-                    "uvicorn",
-                    "services.signup.api:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(args.api_port),
-                ],
-                {**as_service("signup"), **sms},
-            )  # fmt: skip
+                f"{deployment.service}-flower", [*celery, "-A", deployment.app, "flower", *flower]
+            )
+        )
+    return found
+
+
+def _signup(args: argparse.Namespace, sms: dict[str, str]) -> list[Program]:
+    """The signup API and its outbox relay, once their modules are there."""
+    py, found = sys.executable, []
+    if importlib.util.find_spec("services.signup.api"):
+        api = ["services.signup.api:app", "--host", "127.0.0.1", "--port", str(args.api_port)]
+        found.append(
+            Program("signup-api", [py, "-m", "uvicorn", *api], {**_as_service("signup"), **sms})
         )
     if importlib.util.find_spec("shared.ops"):
         found.append(
             Program(
                 "signup-outbox-relay",
                 [py, "-m", "shared.ops", "outbox", "relay", "signup"],
-                as_service("signup"),
-            )  # fmt: skip
+                _as_service("signup"),
+            )
         )
-    if unavailable(args.prometheus_port) is None:
-        exporter = urlsplit(settings.rabbitmq_metrics_url).netloc
-        found.append(prometheus(args.prometheus_port, logs, vhost_of(settings.amqp_url), exporter))
     return found
 
 

@@ -123,14 +123,15 @@ def _user(rt: Runtime, user_id: UUID) -> dict[str, Any]:
 )
 def task_status(task_id: Annotated[str, Path(max_length=155)], rt: Rt) -> TaskStatus:
     """A signup task's state from the result backend; PENDING also means "unknown id"."""
-    result = AsyncResult(task_id, app=rt.service.celery)
+    result: AsyncResult[Any] = AsyncResult(task_id, app=rt.service.celery)
     state = result.state
     answer = TaskStatus(task_id=task_id, status=state, ready=state in states.READY_STATES)
     if state == states.SUCCESS:
         answer.result = result.result
     elif isinstance(result.result, BaseException):
         answer.result = {"type": type(result.result).__name__, "message": str(result.result)}
-        answer.traceback = result.traceback
+        # celery-types: a TracebackType; the backend stores (and gives) the formatted text
+        answer.traceback = result.traceback  # type: ignore[assignment]
     return answer
 
 

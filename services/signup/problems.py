@@ -6,6 +6,7 @@ the input that was sent, never a traceback (those go to the log, for operators).
 """
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def problem(
-    status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    status: int, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, **extra)
     content = body.model_dump(mode="json", exclude_none=True)
@@ -66,27 +67,29 @@ def install(app: FastAPI, retry_after: int, body_limit: int) -> None:
     """Problem documents for every error the app can meet; the body limit in front."""
     wait = {"Retry-After": str(retry_after)}
 
-    async def http_error(_: Request, exc: HTTPException):
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         headers = {**wait, **(exc.headers or {})} if exc.status_code == 503 else exc.headers
         return problem(exc.status_code, str(exc.detail), headers)
 
-    async def invalid(_: Request, exc: RequestValidationError):
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"loc": list(e["loc"]), "msg": e["msg"][:200], "type": e["type"]}
             for e in exc.errors()[:20]
         ]
         return problem(422, "the request does not match the schema", errors=errors)
 
-    async def database_down(request: Request, exc: Exception):
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
         cause = getattr(exc, "orig", None) or exc  # the driver's words, without SQL parameters
         logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, cause)
         return problem(503, "the database did not answer; try again later", wait)
 
-    async def internal(_: Request, exc: Exception):  # Starlette re-raises it: the server logs it
+    # Starlette re-raises it: the server logs it
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
         return problem(500, "internal error; the operators have the details in the log")
 
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, invalid)
+    # Starlette types every handler as taking any Exception; it calls each with its class only.
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, invalid)  # type: ignore[arg-type]
     app.add_exception_handler(sa.exc.OperationalError, database_down)
     app.add_exception_handler(sa.exc.TimeoutError, database_down)
     app.add_exception_handler(Exception, internal)
@@ -113,11 +116,12 @@ def with_problem_schema(app: FastAPI) -> None:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            spec = build()  # FastAPI keeps it in app.openapi_schema
-            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-            problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(problem.pop("$defs", {}), Problem=problem)
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()  # FastAPI keeps it in app.openapi_schema
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(problem.pop("$defs", {}), Problem=problem)
+        return spec
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -8,7 +8,7 @@ each command. Messages are the contracts' JSON Schemas; bindings carry the AMQP 
 (exchange types, durability, queue arguments and bindings as ``x-`` extensions).
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from shared.contracts.compatibility import inline
@@ -80,15 +80,6 @@ def document(services: Iterable[ServiceTopology]) -> dict[str, Any]:
     events = dict(sorted(Event.registry.items()))
     names = {s.name for s in services}
     commands = {t: c for t, c in sorted(Command.registry.items()) if c.owner() in names}
-    schemas: dict[str, Any] = {}
-    messages: dict[str, Any] = {}
-    for (event_type, version), contract in events.items():
-        key = event_key(event_type, version)
-        schemas[key] = inline(contract.model_json_schema())
-        messages[key] = _message(key, event_type, f"{event_type} v{version}", contract)
-    for task, contract in commands.items():
-        schemas[task] = inline(contract.model_json_schema())
-        messages[task] = _message(task, task, task, contract)
 
     def versions(event_type: str) -> dict[str, Any]:
         return {
@@ -114,21 +105,46 @@ def document(services: Iterable[ServiceTopology]) -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {"title": "eventful", "version": "1.0.0", "description": FRAMING},
         "defaultContentType": "application/json",
-        "servers": {
-            "rabbitmq": {
-                "host": "localhost:5672",
-                "protocol": "amqp",
-                "protocolVersion": "0.9.1",
-                "description": "The deployment's AMQP_URL; one broker user per service.",
-            }
-        },
+        "servers": SERVERS,
         "channels": channels,
         "operations": operations,
-        "components": {"schemas": schemas, "messages": messages},
+        "components": _components(events, commands),
     }
 
 
-def _service(topo, channels: dict, operations: dict, versions, commands: dict) -> None:
+SERVERS = {
+    "rabbitmq": {
+        "host": "localhost:5672",
+        "protocol": "amqp",
+        "protocolVersion": "0.9.1",
+        "description": "The deployment's AMQP_URL; one broker user per service.",
+    }
+}
+
+
+def _components(
+    events: dict[tuple[str, int], type[Event]], commands: dict[str, type[Command]]
+) -> dict[str, Any]:
+    """The schema and the message of every event version and command."""
+    schemas: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for (event_type, version), contract in events.items():
+        key = event_key(event_type, version)
+        schemas[key] = inline(contract.model_json_schema())
+        messages[key] = _message(key, event_type, f"{event_type} v{version}", contract)
+    for task, command in commands.items():
+        schemas[task] = inline(command.model_json_schema())
+        messages[task] = _message(task, task, task, command)
+    return {"schemas": schemas, "messages": messages}
+
+
+def _service(
+    topo: ServiceTopology,
+    channels: dict[str, Any],
+    operations: dict[str, Any],
+    versions: Callable[[str], dict[str, Any]],
+    commands: dict[str, type[Command]],
+) -> None:
     """The channels a service owns and its operations."""
     for event_type in topo.publishes:
         operations[f"{topo.name}.publishes.{event_type}"] = {
@@ -138,50 +154,70 @@ def _service(topo, channels: dict, operations: dict, versions, commands: dict) -
             "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": AMQP}},
         }
     if topo.subscribes:
-        queue_messages = {k: v for t in topo.subscribes for k, v in versions(t).items()}
-        bound = [{"exchange": topo.name, "routingKey": topo.events_queue}]
-        bound += [{"exchange": EVENTS_EXCHANGE, "routingKey": t} for t in topo.subscribes]
-        channels[topo.events_queue] = {
-            "address": topo.events_queue,
-            "title": f"{topo.name}'s events queue",
-            "description": "Quorum queue; every version of each subscribed event type is"
-            " accepted (upcast or read as the handler's version) or dead-lettered.",
-            "messages": queue_messages,
-            "bindings": _queue(topo.events_queue, topo.work_queue_arguments(), bound),
-        }
-        for event_type in topo.subscribes:
-            operations[f"{topo.name}.subscribes.{event_type}"] = {
-                "action": "receive",
-                "title": f"{topo.name} consumes {event_type}",
-                "channel": _ref("channels", topo.events_queue),
-                "messages": [
-                    _ref("channels", topo.events_queue, "messages", k) for k in versions(event_type)
-                ],
-                "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP}},
-            }
+        _subscriber(topo, channels, operations, versions)
     served = {t: c for t, c in commands.items() if c.owner() == topo.name}
     if served:
-        channels[topo.tasks_queue] = {
-            "address": topo.tasks_queue,
-            "title": f"{topo.name}'s commands",
-            "description": f"Routing key `{topo.tasks_queue}` on the `{topo.name}` exchange.",
-            "messages": {t: _ref("components", "messages", t) for t in served},
-            "bindings": _exchange(topo.name),
-        }
-        for task in served:
-            operations[f"{topo.name}.serves.{task}"] = {
-                "action": "receive",
-                "title": f"{topo.name} serves {task}",
-                "channel": _ref("channels", topo.tasks_queue),
-                "messages": [_ref("channels", topo.tasks_queue, "messages", task)],
-                "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP}},
-            }
+        _server(topo, channels, operations, served)
     channels[topo.dlq] = {
         "address": topo.dlq,
         "title": f"{topo.name}'s dead letters",
         "description": f"Every message {topo.name} could not handle, fanned out by"
         f" `{topo.dlx}`, with `x-dead-letter-reason` and the other `x-` headers.",
         "bindings": _queue(
-            topo.dlq, topo.dead_letter_queue().queue_arguments, [{"exchange": topo.dlx}]
+            topo.dlq, topo.dead_letter_queue().queue_arguments or {}, [{"exchange": topo.dlx}]
         ),
     }
+
+
+def _subscriber(
+    topo: ServiceTopology,
+    channels: dict[str, Any],
+    operations: dict[str, Any],
+    versions: Callable[[str], dict[str, Any]],
+) -> None:
+    """A subscribing service's events queue, and an operation per event type it consumes."""
+    queue_messages = {k: v for t in topo.subscribes for k, v in versions(t).items()}
+    bound = [{"exchange": topo.name, "routingKey": topo.events_queue}]
+    bound += [{"exchange": EVENTS_EXCHANGE, "routingKey": t} for t in topo.subscribes]
+    channels[topo.events_queue] = {
+        "address": topo.events_queue,
+        "title": f"{topo.name}'s events queue",
+        "description": "Quorum queue; every version of each subscribed event type is"
+        " accepted (upcast or read as the handler's version) or dead-lettered.",
+        "messages": queue_messages,
+        "bindings": _queue(topo.events_queue, topo.work_queue_arguments(), bound),
+    }
+    for event_type in topo.subscribes:
+        operations[f"{topo.name}.subscribes.{event_type}"] = {
+            "action": "receive",
+            "title": f"{topo.name} consumes {event_type}",
+            "channel": _ref("channels", topo.events_queue),
+            "messages": [
+                _ref("channels", topo.events_queue, "messages", k) for k in versions(event_type)
+            ],
+            "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP}},
+        }
+
+
+def _server(
+    topo: ServiceTopology,
+    channels: dict[str, Any],
+    operations: dict[str, Any],
+    served: dict[str, type[Command]],
+) -> None:
+    """A service's commands queue, and an operation per command it serves."""
+    channels[topo.tasks_queue] = {
+        "address": topo.tasks_queue,
+        "title": f"{topo.name}'s commands",
+        "description": f"Routing key `{topo.tasks_queue}` on the `{topo.name}` exchange.",
+        "messages": {t: _ref("components", "messages", t) for t in served},
+        "bindings": _exchange(topo.name),
+    }
+    for task in served:
+        operations[f"{topo.name}.serves.{task}"] = {
+            "action": "receive",
+            "title": f"{topo.name} serves {task}",
+            "channel": _ref("channels", topo.tasks_queue),
+            "messages": [_ref("channels", topo.tasks_queue, "messages", task)],
+            "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP}},
+        }

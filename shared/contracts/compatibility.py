@@ -44,7 +44,7 @@ def breaking_changes(
     return _diff(inline(published), inline(current), "", new_required_ok)
 
 
-def _diff(old: dict, new: dict, path: str, new_required_ok: bool) -> list[str]:
+def _diff(old: dict[str, Any], new: dict[str, Any], path: str, new_required_ok: bool) -> list[str]:
     found: list[str] = []
     old_fields, new_fields = old.get("properties", {}), new.get("properties", {})
     old_required, new_required = set(old.get("required", ())), set(new.get("required", ()))

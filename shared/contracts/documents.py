@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from shared.contracts import asyncapi
 from shared.contracts.compatibility import breaking_changes
 from shared.contracts.models import Command, Event
@@ -25,7 +27,7 @@ class BreakingChange(ValueError):
     """A published contract would change in a way its producers or consumers cannot read."""
 
 
-def _schema(contract: type, ident: str) -> dict[str, Any]:
+def _schema(contract: type[BaseModel], ident: str) -> dict[str, Any]:
     return {"$schema": DRAFT, "$id": ident, **contract.model_json_schema()}
 
 
@@ -37,9 +39,9 @@ def documents() -> dict[str, Any]:
     for (event_type, version), contract in sorted(Event.registry.items()):
         path = f"events/{event_type}/v{version}.json"
         docs[path] = _schema(contract, f"urn:eventful:event:{event_type}:v{version}")
-    for task, contract in sorted(Command.registry.items()):
-        if contract.owner() in names:
-            docs[f"commands/{task}.json"] = _schema(contract, f"urn:eventful:command:{task}")
+    for task, command in sorted(Command.registry.items()):
+        if command.owner() in names:
+            docs[f"commands/{task}.json"] = _schema(command, f"urn:eventful:command:{task}")
     return docs
 
 

@@ -77,10 +77,16 @@ def event_class(event_type: str, version: int | None = None) -> type[Event]:
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
-def upcaster(event_type: str, version: int) -> Callable[[Callable], Callable]:
+def upcaster(
+    event_type: str, version: int
+) -> Callable[
+    [Callable[[dict[str, Any]], dict[str, Any]]], Callable[[dict[str, Any]], dict[str, Any]]
+]:
     """Register the function that turns ``version`` of ``event_type`` into the next one."""
 
-    def register(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable:
+    def register(
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
         UPCASTERS[(event_type, version)] = fn
         return fn
 

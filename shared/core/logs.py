@@ -46,7 +46,8 @@ def task_context(record: logging.LogRecord) -> dict[str, Any]:
     task = get_current_task()
     correlation = None
     if task is not None and task.request.id is not None:
-        name, task_id, kwargs = task.name, task.request.id, task.request.kwargs or {}
+        name: str | None = task.name
+        task_id, kwargs = task.request.id, task.request.kwargs or {}
         correlation = (task.request.headers or {}).get(CORRELATION)
     else:
         data = getattr(record, "data", None)

@@ -9,7 +9,10 @@ from sqlalchemy import create_engine, pool
 def run() -> None:
     config = context.config
     schema = config.attributes["schema"]
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise ValueError("alembic: the configuration gives no sqlalchemy.url")
+    engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

@@ -35,9 +35,10 @@ a worker's memory.
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from amqp.exceptions import NotFound
-from kombu import Exchange, Queue, binding
+from kombu import Connection, Exchange, Queue, binding
 from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
     declare_native_delayed_delivery_exchanges_and_queues,
@@ -163,14 +164,15 @@ class SharedTopologyMissing(RuntimeError):
     """The operator's shared objects are not on the vhost: ``topology apply`` was not run."""
 
 
-def missing_shared(connection) -> list[str]:
+def missing_shared(connection: Connection) -> list[str]:
     """The shared exchanges not on ``connection``'s vhost, as "exchange NAME".
 
     Passive declares: they need no permission, and a missing one closes only the channel
     that asked (a fresh one asks on). Exchanges only, as a worker checks at every connect:
     a passive declare of a quorum queue asks its leader, which in a failover may be away
     (``topology plan`` shows a missing queue)."""
-    missing, channel = [], connection.channel()
+    missing: list[str] = []
+    channel: Any = connection.channel()  # py-amqp's: kombu types it StdChannel
     try:
         for kind, name in SHARED_OBJECTS:
             if kind != "exchange":
@@ -185,7 +187,7 @@ def missing_shared(connection) -> list[str]:
     return missing
 
 
-def require_shared(connection) -> None:
+def require_shared(connection: Connection) -> None:
     """Raise ``SharedTopologyMissing``, saying what to run, unless every shared object is there."""
     missing = missing_shared(connection)
     if missing:
@@ -195,13 +197,13 @@ def require_shared(connection) -> None:
         )
 
 
-def declare_shared(channel) -> None:
+def declare_shared(channel: Any) -> None:
     """Declare the ``events`` exchange and the queue that keeps unrouted events (operator)."""
     unrouted_queue.bind(channel).declare()
     events_exchange.bind(channel).declare()
 
 
-def declare_service(channel, topo: ServiceTopology) -> None:
+def declare_service(channel: Any, topo: ServiceTopology) -> None:
     """Declare a service's exchange, DLX/DLQ first (so nothing dead-letters into a void),
     then its work queues, and bind them to ``events`` (which must exist: NotFound if not)."""
     topo.dead_letter_queue().bind(channel).declare()
@@ -209,7 +211,7 @@ def declare_service(channel, topo: ServiceTopology) -> None:
         queue.bind(channel).declare()
 
 
-def bind_delayed_delivery(channel, topo: ServiceTopology) -> None:
+def bind_delayed_delivery(channel: Any, topo: ServiceTopology) -> None:
     """Route ``topo``'s countdowns home: ``celery_delayed_delivery`` to its exchange, then
     to each of its queues, keyed ``#.<queue>`` (kombu's layout: the delay's 28 bits come
     first). Its own exchange only: everything else bound there is the operator's."""
@@ -219,10 +221,10 @@ def bind_delayed_delivery(channel, topo: ServiceTopology) -> None:
         channel.queue_bind(queue.name, topo.name, key)
 
 
-def declare_all(connection, services: Iterable[ServiceTopology] | None = None) -> None:
+def declare_all(connection: Connection, services: Iterable[ServiceTopology] | None = None) -> None:
     """Everything, the shared objects and Celery's delay levels included: what
     ``topology apply`` does, as the operator."""
-    channel = connection.channel()
+    channel: Any = connection.channel()  # py-amqp's: kombu types it StdChannel
     try:
         declare_shared(channel)
         for topo in services or SERVICES.values():

@@ -162,7 +162,7 @@ def _configure(service: str, exporters: list[str]) -> Any:
     return trace.get_tracer(__name__)
 
 
-def _start_publish(sender: Any = None, headers: dict | None = None, **kw: Any) -> None:
+def _start_publish(sender: Any = None, headers: dict[str, Any] | None = None, **kw: Any) -> None:
     """``apply_async/<task>``: a child of the current span, else of the trace context the
     message already carries (an outbox row's); its context goes on the message."""
     from opentelemetry import trace
@@ -218,7 +218,7 @@ def _record_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
     from opentelemetry import trace
 
     exc = getattr(reason, "exc", None) or reason
-    attributes = {
+    attributes: dict[str, str | int] = {
         "exception.type": type(exc).__name__,
         "exception.message": str(exc)[:500],
         "retry.attempt": int(getattr(request, "retries", 0) or 0) + 1,

@@ -33,7 +33,7 @@ def answers(service: str, node: str, timeout: float) -> bool:
     kombu's OperationalError when the broker cannot be reached in that time."""
     deadline = time.monotonic() + timeout
 
-    def expired(_signum, _frame):
+    def expired(_signum: int, _frame: object) -> None:
         raise Deadline(f"no answer from {node} within {timeout:g}s")
 
     previous = signal.signal(signal.SIGALRM, expired)

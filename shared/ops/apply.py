@@ -6,6 +6,7 @@ per vhost), roles global on a PostgreSQL server; both are (re)set to what the se
 
 from kombu import Connection
 from psycopg import sql
+from sqlalchemy import Connection as SqlConnection
 from sqlalchemy import create_engine, make_url, text
 
 from shared.core.topology import SERVICES, declare_all
@@ -44,7 +45,7 @@ def apply_users(management: Management, vhost: str, creds: CredentialSettings) -
         management.grant(vhost, user, perms.configure, perms.write, perms.read)
 
 
-def _owned_objects(conn, schema: str) -> list[tuple[str, str]]:
+def _owned_objects(conn: SqlConnection, schema: str) -> list[tuple[str, str]]:
     rows = conn.execute(
         text(
             "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n"
@@ -63,9 +64,13 @@ def apply_roles(database_url: str, creds: CredentialSettings) -> None:
     """
     engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
     database = make_url(database_url).database
+    if database is None:
+        raise ValueError("the database URL names no database")
     try:
         with engine.connect() as conn:
             raw = conn.connection.driver_connection
+            if raw is None:
+                raise RuntimeError("the database connection was invalidated")
             for name in SERVICES:
                 role = sql.Identifier(creds.user(name))
                 schema = sql.Identifier(name)

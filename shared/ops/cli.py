@@ -49,23 +49,33 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`| head`): nothing left to say
         return 1
-    except KeyError as exc:
-        return fail(exc.args[0])
-    except (amqp.exceptions.AccessRefused, amqp.exceptions.NotAllowed) as exc:
-        return fail(f"the broker refused access (check the user's permissions): {exc}")
-    except amqp.exceptions.PreconditionFailed as exc:
-        return fail(
+    except Exception as exc:
+        said = _said(exc)
+        if said is None:
+            raise
+        return fail(said)
+
+
+def _said(exc: Exception) -> str | None:
+    """What to tell the operator about ``exc`` (exit 2), or None: a bug, raised as is."""
+    if isinstance(exc, KeyError):
+        return str(exc.args[0])
+    if isinstance(exc, amqp.exceptions.AccessRefused | amqp.exceptions.NotAllowed):
+        return f"the broker refused access (check the user's permissions): {exc}"
+    if isinstance(exc, amqp.exceptions.PreconditionFailed):
+        return (
             f"the broker has it declared differently (see `topology plan`; a queue argument"
             f" changes only by deleting and recreating the queue): {exc}"
         )
-    except amqp.exceptions.NotFound as exc:
-        return fail(f"not on the broker (run `topology apply`): {exc}")
-    except (OperationalError, ConnectionError) as exc:
+    if isinstance(exc, amqp.exceptions.NotFound):
+        return f"not on the broker (run `topology apply`): {exc}"
+    if isinstance(exc, OperationalError | ConnectionError):
         url = Connection(get_settings().amqp_url.split(";")[0]).as_uri()
-        return fail(f"cannot reach the broker at {url}: {exc}")
-    except ManagementError as exc:
-        return fail(str(exc))
-    except sqlalchemy.exc.OperationalError as exc:
-        return fail(f"cannot reach PostgreSQL: {exc.orig}")
-    except sqlalchemy.exc.ProgrammingError as exc:
-        return fail(f"PostgreSQL refused (run `migrate`?): {exc.orig}")
+        return f"cannot reach the broker at {url}: {exc}"
+    if isinstance(exc, ManagementError):
+        return str(exc)
+    if isinstance(exc, sqlalchemy.exc.OperationalError):
+        return f"cannot reach PostgreSQL: {exc.orig}"
+    if isinstance(exc, sqlalchemy.exc.ProgrammingError):
+        return f"PostgreSQL refused (run `migrate`?): {exc.orig}"
+    return None

@@ -39,7 +39,9 @@ def _exchange(name: str, type_: str, arguments: dict[str, Any] | None = None) ->
     }
 
 
-def _binding(source: str, destination: str, routing_key: str, kind: str = "queue") -> dict:
+def _binding(
+    source: str, destination: str, routing_key: str, kind: str = "queue"
+) -> dict[str, Any]:
     return {
         "source": source,
         "destination": destination,
@@ -104,7 +106,7 @@ def _delayed_delivery(into: Definitions, work_queues: list[Queue]) -> None:
 
 
 def _unique(items: list[dict[str, Any]], key: tuple[str, ...]) -> list[dict[str, Any]]:
-    seen: dict[tuple, dict[str, Any]] = {}
+    seen: dict[tuple[str, ...], dict[str, Any]] = {}
     for item in items:
         seen.setdefault(tuple(str(item[k]) for k in key), item)
     return list(seen.values())
@@ -114,7 +116,7 @@ def topology() -> Definitions:
     """Exchanges, queues and bindings of the whole system, without vhost or users."""
     into: Definitions = {"exchanges": [], "queues": [], "bindings": []}
     into["exchanges"].append(
-        _exchange(events_exchange.name, "topic", dict(events_exchange.arguments))
+        _exchange(events_exchange.name, "topic", dict(events_exchange.arguments or {}))
     )
     _declared(unrouted_queue, into)
     work_queues = []

@@ -16,7 +16,7 @@ in the DLQ); what it did not replay then goes back to the tail, in order.
 """
 
 import getpass
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +88,7 @@ class DeadLetter:
         deaths = self.headers.get("x-death") or [{}]
         return str(deaths[0].get("queue") or "")
 
-    def publisher(self, work_queues: set[str]) -> dict[str, str]:
+    def publisher(self, work_queues: Set[str]) -> dict[str, str]:
         """Who first published it and by which route, as the worker is to judge its replay
         (``shared.worker.allowed``): the worker's record, in a copy the worker made; in a copy
         RabbitMQ made (its newest ``x-death`` names the work queue it died in), the
@@ -155,7 +155,7 @@ def listed(
     install()  # a dead letter py-amqp cannot decode is read, not raised (shared.worker.frames)
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
-        channel = conn.channel()
+        channel: Any = conn.channel()  # py-amqp's Channel: kombu types it as StdChannel
         channel.auto_decode = False  # bodies as they were published, whatever the codec says
         depth = channel.queue_declare(topo.dlq, passive=True).message_count
         if depth == 0 and (late := channel.basic_get(topo.dlq, no_ack=False)) is not None:
@@ -176,7 +176,7 @@ def opened(amqp_url: str, topo: ServiceTopology) -> Iterator[tuple[Any, list[Dea
     install()  # a dead letter py-amqp cannot decode is read, not raised (shared.worker.frames)
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
-        channel = conn.channel()
+        channel: Any = conn.channel()  # py-amqp's Channel: kombu types it as StdChannel
         channel.auto_decode = False  # bodies as they were published, whatever the codec says
         channel.queue_declare(topo.dlq, passive=True)
         taken = []
@@ -212,14 +212,17 @@ def join_results(engine: Engine, topo: ServiceTopology, letters: list[DeadLetter
 def depth(amqp_url: str, topo: ServiceTopology) -> int:
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
-        return conn.channel().queue_declare(topo.dlq, passive=True).message_count
+        channel: Any = conn.channel()  # py-amqp's Channel: kombu types it as StdChannel
+        depth: int = channel.queue_declare(topo.dlq, passive=True).message_count
+        return depth
 
 
 def purge(amqp_url: str, engine: Engine, topo: ServiceTopology) -> int:
     """Delete every message in the DLQ; the count goes to the audit table."""
     with Connection(amqp_url, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
-        purged = conn.channel().queue_purge(topo.dlq) or 0
+        channel: Any = conn.channel()  # py-amqp's Channel: kombu types it as StdChannel
+        purged: int = channel.queue_purge(topo.dlq) or 0
     with engine.begin() as db:
         db.execute(
             text(

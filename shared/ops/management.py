@@ -63,7 +63,8 @@ class Management:
         self.request("PUT", f"/vhosts/{self.q(vhost)}", json=body)
 
     def vhosts(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/vhosts")
+        answer: list[dict[str, Any]] = self.request("GET", "/vhosts")
+        return answer
 
     def delete_vhost(self, vhost: str) -> None:
         self.request("DELETE", f"/vhosts/{self.q(vhost)}")
@@ -75,18 +76,22 @@ class Management:
         self.request("PUT", f"/permissions/{self.q(vhost)}/{self.q(user)}", json=body)
 
     def queue(self, vhost: str, name: str) -> dict[str, Any]:
-        return self.request("GET", f"/queues/{self.q(vhost)}/{self.q(name)}")
+        answer: dict[str, Any] = self.request("GET", f"/queues/{self.q(vhost)}/{self.q(name)}")
+        return answer
 
     def queues(self, vhost: str) -> list[dict[str, Any]]:
-        return self.request("GET", f"/queues/{self.q(vhost)}")
+        answer: list[dict[str, Any]] = self.request("GET", f"/queues/{self.q(vhost)}")
+        return answer
 
     def connections(self, vhost: str) -> list[dict[str, Any]]:
         """The AMQP connections open on ``vhost`` (user, peer, client-given name)."""
-        return self.request("GET", f"/vhosts/{self.q(vhost)}/connections")
+        answer: list[dict[str, Any]] = self.request("GET", f"/vhosts/{self.q(vhost)}/connections")
+        return answer
 
     def collection(self, kind: str, vhost: str) -> list[dict[str, Any]]:
         """``kind`` is a management collection: queues, exchanges, bindings, policies, ..."""
-        return self.request("GET", f"/{kind}/{self.q(vhost)}")
+        answer: list[dict[str, Any]] = self.request("GET", f"/{kind}/{self.q(vhost)}")
+        return answer
 
     def put_user(self, user: str, password: str, tags: str = "") -> None:
         self.request("PUT", f"/users/{self.q(user)}", json={"password": password, "tags": tags})
@@ -95,20 +100,28 @@ class Management:
         self.request("DELETE", f"/users/{self.q(user)}")
 
     def user(self, user: str) -> dict[str, Any] | None:
-        return self._maybe("GET", f"/users/{self.q(user)}")
+        answer: dict[str, Any] | None = self._maybe("GET", f"/users/{self.q(user)}")
+        return answer
 
     def permissions(self, vhost: str, user: str) -> dict[str, Any] | None:
-        return self._maybe("GET", f"/permissions/{self.q(vhost)}/{self.q(user)}")
+        answer: dict[str, Any] | None = self._maybe(
+            "GET", f"/permissions/{self.q(vhost)}/{self.q(user)}"
+        )
+        return answer
 
     def topic_permissions(self, vhost: str, user: str) -> list[dict[str, Any]]:
-        return self._maybe("GET", f"/topic-permissions/{self.q(vhost)}/{self.q(user)}") or []
+        answer: list[dict[str, Any]] = (
+            self._maybe("GET", f"/topic-permissions/{self.q(vhost)}/{self.q(user)}") or []
+        )
+        return answer
 
     def grant_topic(self, vhost: str, user: str, exchange: str, write: str, read: str) -> None:
         body = {"exchange": exchange, "write": write, "read": read}
         self.request("PUT", f"/topic-permissions/{self.q(vhost)}/{self.q(user)}", json=body)
 
     def definitions(self, vhost: str) -> dict[str, Any]:
-        return self.request("GET", f"/definitions/{self.q(vhost)}")
+        answer: dict[str, Any] = self.request("GET", f"/definitions/{self.q(vhost)}")
+        return answer
 
     def import_definitions(self, definitions: dict[str, Any], vhost: str | None = None) -> None:
         """Into the vhosts the file names (users too), or only the topology into ``vhost``."""

@@ -32,12 +32,15 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
     prefix="eventful-metrics-", dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 )
 
+from celery import Celery, Task  # noqa: E402
 from celery.signals import (  # noqa: E402
     task_failure,
     task_postrun,
@@ -102,51 +105,51 @@ DURATION = Histogram(
 _started_at: dict[str, float] = {}
 
 
-def _labels(sender) -> tuple[str, str]:
-    return sender.app.main, sender.name
+def _labels(sender: Task[Any, Any]) -> tuple[str, str]:
+    return str(sender.app.main), sender.name
 
 
 @task_success.connect
-def _succeeded(sender=None, **kw) -> None:
+def _succeeded(sender: Task[Any, Any], **kw: Any) -> None:
     TASKS.labels(*_labels(sender), "succeeded").inc()
 
 
 @task_failure.connect
-def _failed(sender=None, exception=None, **kw) -> None:
+def _failed(sender: Task[Any, Any], **kw: Any) -> None:
     TASKS.labels(*_labels(sender), "failed").inc()
 
 
 @task_prerun.connect
-def _started(task_id=None, **kw) -> None:
+def _started(task_id: str, **kw: Any) -> None:
     _started_at[task_id] = time.monotonic()
 
 
 @task_postrun.connect
-def _finished(sender=None, task_id=None, **kw) -> None:
+def _finished(sender: Task[Any, Any], task_id: str, **kw: Any) -> None:
     started = _started_at.pop(task_id, None)
     if started is not None:
         DURATION.labels(*_labels(sender)).observe(time.monotonic() - started)
 
 
 @dead_lettered.connect
-def _dead(sender=None, service=None, reason=None, **kw) -> None:
+def _dead(sender: object = None, *, service: str, reason: str, **kw: Any) -> None:
     DEAD.labels(service, reason).inc()
 
 
 @row_refused.connect
-def _refused(sender=None, service=None, **kw) -> None:
+def _refused(sender: object = None, *, service: str, **kw: Any) -> None:
     REFUSED.labels(service).inc()
 
 
 @task_retry.connect
-def _retried(sender=None, request=None, **kw) -> None:
+def _retried(sender: Task[Any, Any], **kw: Any) -> None:
     svc, task = _labels(sender)
     TASKS.labels(svc, task, "retried").inc()
     RETRIES.labels(svc, task).inc()
 
 
 @task_revoked.connect
-def _revoked(sender=None, request=None, **kw) -> None:
+def _revoked(sender: Task[Any, Any] | None = None, request: Any = None, **kw: Any) -> None:
     TASKS.labels(sender.app.main if sender else "", getattr(request, "name", ""), "revoked").inc()
 
 
@@ -154,12 +157,12 @@ class DatabaseStateCollector:
     """Gauges read from PostgreSQL at scrape time: the outbox's lag and parked rows, the beat
     lock's holder."""
 
-    def __init__(self, app, database_url: str) -> None:
+    def __init__(self, app: Celery, database_url: str) -> None:
         self.service = app.main
         self.has_beat = bool(app.conf.beat_schedule) and _is_single_beat(app)
         self.engine = create_engine(database_url, poolclass=NullPool)
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         unpublished = GaugeMetricFamily(
             "eventful_outbox_unpublished",
             "Outbox rows the relay has yet to publish (parked rows not counted)",
@@ -191,7 +194,7 @@ class DatabaseStateCollector:
         yield from (unpublished, age, parked, beat)
 
 
-def _is_single_beat(app) -> bool:
+def _is_single_beat(app: Celery) -> bool:
     scheduler = symbol_by_name(app.conf.beat_scheduler)
     return isinstance(scheduler, type) and issubclass(scheduler, SingleBeatScheduler)
 
@@ -228,7 +231,7 @@ def _register(directory: Path, addr: str, port: int, service: str, node: str) ->
 
 
 @worker_init.connect
-def _serve(sender=None, **kw) -> None:
+def _serve(sender: Any, **kw: Any) -> None:
     """In the worker's main process: serve, and say where."""
     settings, metrics = get_settings(), MetricsSettings()
     registry = CollectorRegistry()
@@ -243,12 +246,12 @@ def _serve(sender=None, **kw) -> None:
 
 
 @worker_shutdown.connect
-def _unregister(**kw) -> None:
+def _unregister(**kw: Any) -> None:
     for path in _target_file:
         path.unlink(missing_ok=True)
     shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 @worker_process_shutdown.connect
-def _child_gone(pid=None, **kw) -> None:
+def _child_gone(pid: int | None = None, **kw: Any) -> None:
     multiprocess.mark_process_dead(pid or os.getpid())

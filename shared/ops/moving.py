@@ -44,7 +44,7 @@ def move(
     channel.tx_select()
     moved = 0
     while count is None or moved < count:
-        taken = []
+        taken: list[amqp.Message] = []
         while len(taken) < (batch if count is None else min(batch, count - moved)):
             if (message := channel.basic_get(source, no_ack=False)) is None:
                 break  # empty, or another reader holds the rest

@@ -31,7 +31,12 @@ def _durable(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _diff_named(kind: str, declared: list[dict], live: list[dict], fields: tuple) -> list[str]:
+def _diff_named(
+    kind: str,
+    declared: list[dict[str, Any]],
+    live: list[dict[str, Any]],
+    fields: tuple[str, ...],
+) -> list[str]:
     want = {i["name"]: i for i in declared}
     have = {n: i for n, i in _durable(live).items() if not _builtin(n)}
     drift = [f"- {kind} {n}: declared, missing on the broker" for n in sorted(want.keys() - have)]
@@ -48,13 +53,13 @@ def _diff_named(kind: str, declared: list[dict], live: list[dict], fields: tuple
     return drift
 
 
-def _diff_arguments(kind: str, name: str, want: dict, live: dict) -> list[str]:
+def _diff_arguments(kind: str, name: str, want: dict[str, Any], live: dict[str, Any]) -> list[str]:
     have = dict(live.get("arguments") or {})
     drift = []
     for key in sorted(want.keys() | have.keys()):
         if want.get(key) != have.get(key):
-            declared, live = want.get(key), have.get(key)
-            drift.append(f"~ {kind} {name}: argument {key} declared {declared!r}, live {live!r}")
+            declared, now = want.get(key), have.get(key)
+            drift.append(f"~ {kind} {name}: argument {key} declared {declared!r}, live {now!r}")
     return drift
 
 
@@ -62,7 +67,9 @@ def _binding_key(b: dict[str, Any]) -> tuple[str, str, str, str]:
     return (b["source"], b["destination_type"], b["destination"], b["routing_key"])
 
 
-def _diff_bindings(declared: list[dict], live: list[dict], queues: set[str]) -> list[str]:
+def _diff_bindings(
+    declared: list[dict[str, Any]], live: list[dict[str, Any]], queues: set[str]
+) -> list[str]:
     want = {_binding_key(b) for b in declared}
     have = {
         _binding_key(b)

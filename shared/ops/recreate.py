@@ -60,7 +60,7 @@ def recreate(amqp_url: str, name: str, management: Management) -> int:
         conn.ensure_connection(max_retries=1)
         alone = partial(_refuse_unless_alone, conn, management, me, list(work))
         alone()
-        channel = conn.channel()
+        channel: Any = conn.channel()  # py-amqp's Channel: kombu types it as StdChannel
         channel.auto_decode = False  # the copies are the bytes as they were sent
         channel.queue_declare(aside, durable=True, auto_delete=False, arguments=KEEP_ARGUMENTS)
         if not _as_declared(conn, name, dict(queue.queue_arguments or {})):
@@ -99,9 +99,9 @@ def _refuse_unless_alone(
 def _consumers(conn: Connection, name: str) -> int:
     """Consumers of queue ``name`` now (0 if it does not exist), on a channel of its own: a
     passive declare of a missing queue closes its channel."""
-    channel = conn.channel()
+    channel: Any = conn.channel()  # py-amqp's Channel: kombu types it as StdChannel
     try:
-        count = channel.queue_declare(name, passive=True).consumer_count
+        count: int = channel.queue_declare(name, passive=True).consumer_count
     except amqp.exceptions.NotFound:
         return 0
     channel.close()
@@ -121,7 +121,7 @@ def _delete_if_idle(channel: Any, name: str) -> None:
 
 def _as_declared(conn: Connection, name: str, arguments: dict[str, Any]) -> bool:
     """Whether ``name`` is live with ``arguments`` (declared now if it was missing)."""
-    channel = conn.channel()
+    channel: Any = conn.channel()  # py-amqp's Channel: kombu types it as StdChannel
     try:
         channel.queue_declare(name, durable=True, auto_delete=False, arguments=arguments)
     except amqp.exceptions.PreconditionFailed:

@@ -30,10 +30,11 @@ import getpass
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 import amqp
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, Row, text
 
 from shared.core.topology import ServiceTopology
 from shared.core.tracing import CAUSATION, CORRELATION
@@ -90,7 +91,8 @@ def _replay_copy(
     operator's ``user`` (the broker checks it)."""
     headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-") or k in STORY_IDS}
     headers.update(letter.publisher(work_queues))
-    stamps = headers.get("stamps") if isinstance(headers.get("stamps"), dict) else {}
+    given = headers.get("stamps")
+    stamps = given if isinstance(given, dict) else {}
     previous = headers.get("stamped_headers")  # a sender may have put anything there
     stamped = [h for h in previous if h != REPLAY_STAMP] if isinstance(previous, list) else []
     headers.update(
@@ -118,7 +120,7 @@ def _replay_copy(
     )
 
 
-def _claimed(conn: Connection, topo: ServiceTopology, letter: DeadLetter) -> tuple | None:
+def _claimed(conn: Connection, topo: ServiceTopology, letter: DeadLetter) -> Row[Any] | None:
     """(state, claimed copy) of this dead letter's replay, if there is one."""
     return conn.execute(
         text(
@@ -129,7 +131,7 @@ def _claimed(conn: Connection, topo: ServiceTopology, letter: DeadLetter) -> tup
     ).one_or_none()
 
 
-def _claim(engine: Engine, topo: ServiceTopology, item: Replay) -> tuple:
+def _claim(engine: Engine, topo: ServiceTopology, item: Replay) -> Row[Any] | None:
     """Claim the replay unless someone did; the claim that stands, committed."""
     letter = item.letter
     with engine.begin() as conn:
@@ -186,7 +188,7 @@ def _skip_reason(topo: ServiceTopology, letter: DeadLetter, include_refused: boo
 
 
 def _settle(
-    channel,
+    channel: Any,
     engine: Engine,
     topo: ServiceTopology,
     item: Replay,

@@ -81,10 +81,6 @@ class Service(Publishing):
         self._declared = False
         self.celery: Celery = create_celery_app(self.topology, self.settings, self._routes)
 
-    @property
-    def name(self) -> str:
-        return self.topology.name
-
     # -- declaring handlers -------------------------------------------------------------
 
     def handles(
@@ -147,7 +143,7 @@ class Service(Publishing):
             options = self._options(fn, retry, task_options)
 
             @self.celery.task(name=name, bind=True, shared=False, **options)
-            def run(task, *args: Any, **kwargs: Any) -> Any:
+            def run(task: Any, *args: Any, **kwargs: Any) -> Any:
                 call = {**dict(zip(own, args, strict=False)), **kwargs}
                 return self._call(task, name, fn, deps, call)
 
@@ -184,7 +180,7 @@ class Service(Publishing):
         event_type = event_cls.model_fields["type"].default
         self._routes[event_type] = self.topology.events_queue
 
-        def plan(args: tuple, kwargs: dict[str, Any]) -> list[Step]:
+        def plan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Step]:
             """Each handler with its task id and its version of the event, in order."""
             try:
                 wire = contract_of(event_type, kwargs.get("event"))
@@ -200,7 +196,7 @@ class Service(Publishing):
             ]  # fmt: skip
 
         @self.celery.task(name=event_type, bind=True, ignore_result=True, shared=False)
-        def dispatch(task, *args: Any, **kwargs: Any) -> None:
+        def dispatch(task: Any, *args: Any, **kwargs: Any) -> None:
             for step in plan(args, kwargs):
                 if can_inline(step.handler):
                     run_inline(task, step)
@@ -211,8 +207,9 @@ class Service(Publishing):
         def after_hard_limit(request: Any, record: Any, exc: BaseException) -> None:
             settle_killed(request, plan(request.args, request.kwargs), record, exc)
 
-        dispatch.settle_killed = after_hard_limit
-        dispatch.plan = plan  # what the test kit runs an event by (``shared.service.testing``)
+        dispatch.settle_killed = after_hard_limit  # type: ignore[attr-defined]  # read by the request
+        # what the test kit runs an event by (``shared.service.testing``)
+        dispatch.plan = plan  # type: ignore[attr-defined]
         return dispatch
 
     def _task(
@@ -222,7 +219,7 @@ class Service(Publishing):
         key: str | None,
         queue: str,
         task_options: dict[str, Any],
-    ):
+    ) -> Any:
         name = getattr(contract, "task", None) if key is None else None
         name = name or f"{self.name}.{handler.__name__}"
         self._routes[name] = queue
@@ -230,14 +227,14 @@ class Service(Publishing):
         self.handlers[name] = Handler(handler, contract, key, deps)
 
         @self.celery.task(name=name, bind=True, shared=False, **task_options)
-        def run(task, *args: Any, **kwargs: Any) -> Any:
+        def run(task: Any, *args: Any, **kwargs: Any) -> Any:
             message = validate(contract, key, args, kwargs)
             return self._call(task, name, lambda **deps: handler(message, **deps), deps, {})
 
         return run
 
     def _call(
-        self, task: Any, name: str, fn: Callable[..., Any], deps: list[str], call: dict
+        self, task: Any, name: str, fn: Callable[..., Any], deps: list[str], call: dict[str, Any]
     ) -> Any:
         """Run ``fn`` with its dependencies; a database outage retries the task."""
         try:

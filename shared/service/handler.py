@@ -51,7 +51,7 @@ def final_only(hook: Callable[..., Any]) -> Callable[..., Any]:
     return on_failure
 
 
-class Validated(dict):
+class Validated(dict[str, Any]):
     """A message in its JSON form that also carries the model it was validated as: what an
     entry task hands its inline handlers, so that each does not validate the event again
     (``EmailStr`` alone costs ~0.1 ms). As a message (a handler's own, a dead letter, a
@@ -62,7 +62,9 @@ class Validated(dict):
         self.model = model
 
 
-def validate(contract: type[BaseModel], key: str | None, args: tuple, kwargs: dict) -> Any:
+def validate(
+    contract: type[BaseModel], key: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """Parse the message into its contract, or dead-letter it with the validation errors."""
     data = kwargs.get(key) if key else kwargs
     if isinstance(data, Validated) and type(data.model) is contract and set(kwargs) == {key}:

@@ -15,8 +15,11 @@ class Publishing:
 
     celery: Celery
     topology: ServiceTopology
-    name: str
     _declared: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
 
     def _ensure_declared(self) -> None:
         if not self._declared:
@@ -29,7 +32,9 @@ class Publishing:
         self._ensure_declared()
         self.publish_body(event.type, event.model_dump(mode="json"), event.id)
 
-    def publish_body(self, event_type: str, body: dict, event_id: Any, **options: Any) -> None:
+    def publish_body(
+        self, event_type: str, body: dict[str, Any], event_id: Any, **options: Any
+    ) -> None:
         """Publish an event already in its JSON form (what the outbox stores), in the wire
         format the README documents; ``options`` go to Celery's ``send_task``."""
         if event_type not in self.topology.publishes:

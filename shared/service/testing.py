@@ -35,6 +35,7 @@ from kombu.message import Message
 from kombu.serialization import prepare_accept_content
 
 from shared.contracts.evolution import read_as
+from shared.contracts.models import Event
 from shared.service.declaration import Service
 from shared.service.handler import InvalidMessage
 from shared.worker.allowed import broker_user
@@ -76,7 +77,8 @@ class Harness:
         try:
             message = handler.parse(kwargs)
         except Reject as rejected:
-            raise InvalidMessage(str(rejected.reason)) from None
+            reason = rejected.reason  # type: ignore[attr-defined]  # not in celery-types
+            raise InvalidMessage(str(reason)) from None
         missing = [d for d in handler.deps if d not in self.fakes]
         if missing:
             raise LookupError(f"{task_name} needs {', '.join(missing)}: pass them as fakes")
@@ -89,6 +91,7 @@ class Harness:
             name: self.handle(name, event=read_as(event, handler.contract).model_dump(mode="json"))
             for name, handler in self.service.handlers.items()
             if handler.key == "event"
+            and issubclass(handler.contract, Event)
             and handler.contract.model_fields["type"].default == event.type
         }
 
@@ -110,8 +113,9 @@ class Harness:
         properties (``user_id``, which the broker validated), and the route it came by."""
         if user_id is not None:
             properties["user_id"] = user_id
+        # kombu's stubs want str; a consumer's body and delivery tag are bytes and int
         return Message(
-            body, delivery_tag=1, content_type=content_type, content_encoding=content_encoding,
+            body, delivery_tag=1, content_type=content_type, content_encoding=content_encoding,  # type: ignore[arg-type]
             delivery_info={"exchange": exchange, "routing_key": routing_key},
             properties={**properties, "content_type": content_type,
                         "content_encoding": content_encoding},
@@ -173,7 +177,9 @@ class Harness:
             raise _Refused(refusal(exc), exc) from exc
         return outcomes
 
-    def _run(self, task: Any, request: dict[str, Any], args: Any, kwargs: dict) -> Outcome:
+    def _run(
+        self, task: Any, request: dict[str, Any], args: Any, kwargs: dict[str, Any]
+    ) -> Outcome:
         """Run ``task`` as the worker's pool would, and settle it as the worker would."""
         pool = {"is_eager": False, "called_directly": False, "hostname": "harness"}
         task.push_request(**{**pool, **request, "args": list(args), "kwargs": kwargs})
@@ -182,7 +188,9 @@ class Harness:
                 result = task.run(*args, **kwargs)
         except Retry as retry:
             again = next(m for m in reversed(self._sent) if m.headers["id"] == request["id"])
-            return Outcome(task.name, "retried", countdown=retry.when, retry=again, exc=retry.exc)
+            when = retry.when  # a Retry from task.retry carries its countdown in seconds
+            countdown = float(when) if isinstance(when, int | float) else None
+            return Outcome(task.name, "retried", countdown=countdown, retry=again, exc=retry.exc)
         except Exception as exc:
             if not is_final(exc) or isinstance(exc, BROKER_AWAY):  # as the worker's request
                 return Outcome(task.name, "requeued", exc=exc)
@@ -196,7 +204,8 @@ class Harness:
         """What the service's tasks publish (a retry) becomes a message to ``receive``
         (kept in ``_sent``),
         not a publish: Celery's ``send_task``, where every task message leaves."""
-        app, self._sent = self.service.celery, []
+        app = self.service.celery
+        self._sent: list[Message] = []
 
         def send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> None:
             topo = self.service.topology
@@ -204,7 +213,7 @@ class Harness:
             self._sent.append(self._message(name, kwargs or {}, options.pop("task_id"),
                                                route, options, args=args))  # fmt: skip
 
-        app.send_task = send_task
+        app.send_task = send_task  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
@@ -213,7 +222,7 @@ class Harness:
     def _message(
         self,
         name: str,
-        kwargs: dict,
+        kwargs: dict[str, Any],
         task_id: str,
         route: tuple[str, str],
         options: dict[str, Any],

@@ -2,12 +2,13 @@
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
 from typing import Any
 
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from celery import Celery, Task, bootsteps
-from celery.app.task import X_DEATH_HEADERS
+from celery.app.task import X_DEATH_HEADERS  # type: ignore[attr-defined]  # not in celery-types
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
@@ -54,22 +55,22 @@ OUTAGE_MAX_DELAY = 60
 OUTAGE_HEADER = "x-outage-waited"
 
 
-class ServiceTask(Task):
+class ServiceTask(Task[Any, Any]):
     """Late acks, dead-lettering on final failure, and retries that stay inside the service."""
 
     Request = "shared.worker.request:DeadLetteringRequest"
 
     def retry(
         self,
-        args=None,
-        kwargs=None,
-        exc=None,
-        throw=True,
-        eta=None,
-        countdown=None,
-        max_retries=None,
-        **options,
-    ):
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: Exception | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
         """Retry to the task's own queue, never the exchange it came from.
 
         Celery retries to the original exchange and routing key; for an event that is the
@@ -90,10 +91,11 @@ class ServiceTask(Task):
         try:
             sent = super().retry(args, kwargs, exc, False, eta, countdown, max_retries, **options)
         except Reject as rejected:
-            if isinstance(rejected.reason, BROKER_AWAY):
-                raise rejected.reason from exc
+            reason = rejected.reason  # type: ignore[attr-defined]  # not in celery-types
+            if isinstance(reason, BROKER_AWAY):
+                raise reason from exc
             raise
-        retried(self.request.id)
+        retried(_running(self.request.id))
         if throw:
             raise sent
         return sent
@@ -132,21 +134,31 @@ class ServiceTask(Task):
             queue=self._own_queue(),
         )
         signature.apply_async()
-        retried(request.id)
+        retried(_running(request.id))
         raise Retry(exc=exc, when=countdown, sig=signature)
 
-    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None,
-                    link_error=None, shadow=None, **options):  # fmt: skip
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> Any:
         """Celery's, refusing time limits the prefork pool would not enforce as asked."""
         check_time_limits(self, options)
         return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow,
                                    **options)  # fmt: skip
 
     def _own_queue(self) -> str:
-        return self.app.amqp.router.route({}, self.name)["queue"].name
+        queue: str = self.app.amqp.router.route({}, self.name)["queue"].name
+        return queue
 
 
-def check_time_limits(task: Task, options: dict[str, Any]) -> None:
+def check_time_limits(task: Task[Any, Any], options: dict[str, Any]) -> None:
     """ValueError for a call whose hard time limit is not above its soft one.
 
     The prefork pool arms the hard limit only when the soft one fires: a hard limit at
@@ -163,7 +175,14 @@ def check_time_limits(task: Task, options: dict[str, Any]) -> None:
         )
 
 
-def _without_x_death(headers: dict | None) -> dict:
+def _running(task_id: str | None) -> str:
+    """The id of the task a worker runs (only a direct call, which cannot retry, has none)."""
+    if task_id is None:
+        raise RuntimeError("a task called directly cannot retry")
+    return task_id
+
+
+def _without_x_death(headers: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (headers or {}).items() if k not in X_DEATH_HEADERS}
 
 
@@ -172,7 +191,7 @@ class DeclareTopology(bootsteps.StartStopStep):
 
     requires = ("celery.worker.consumer.connection:Connection",)
 
-    def start(self, c) -> None:
+    def start(self, c: Any) -> None:
         channel = c.connection.channel()
         try:
             declare_service(channel, c.app.conf.service_topology)
@@ -186,7 +205,9 @@ class ServiceCelery(Celery):
 
     amqp_cls = "shared.worker.utc:UtcAMQP"
 
-    def producer_or_acquire(self, producer=None):
+    def producer_or_acquire(  # type: ignore[override]  # celery-types: FallbackContext only
+        self, producer: Any = None
+    ) -> AbstractContextManager[Any]:
         batch = current_batch(self) if producer is None else None
         if batch is not None:
             return nullcontext(batch.producer)
@@ -208,6 +229,21 @@ def create_celery_app(
         return stamped(destination, broker_user(app.conf.broker_url))
 
     app.conf.update(
+        **_broker_and_results(topo, settings),
+        **_tasks(topo, settings),
+        task_routes=(route_stamped,),
+    )
+    app.steps["consumer"].add(DeclareTopology)
+    install_startup_check(app)
+    if settings.log_format == "json":
+        use_json_logs(topo.name)
+    install_tracing(topo.name)
+    return app
+
+
+def _broker_and_results(topo: ServiceTopology, settings: Settings) -> dict[str, Any]:
+    """Confirmed publishes, and results in the service's schema of PostgreSQL."""
+    return dict(
         broker_url=settings.amqp_url,
         broker_transport_options={"confirm_publish": True},
         broker_connection_retry_on_startup=True,
@@ -226,6 +262,12 @@ def create_celery_app(
         result_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
+    )
+
+
+def _tasks(topo: ServiceTopology, settings: Settings) -> dict[str, Any]:
+    """Late acks and dead letters, the service's own queues, exchanges and names."""
+    return dict(
         timezone="Asia/Seoul",
         enable_utc=True,
         task_track_started=True,
@@ -243,7 +285,6 @@ def create_celery_app(
         task_default_exchange_type="topic",
         task_default_routing_key=topo.tasks_queue,
         task_create_missing_queues=False,
-        task_routes=(route_stamped,),
         control_exchange=topo.name,
         event_exchange=f"{topo.name}.celeryev",
         operator_user=settings.operator_user,
@@ -253,9 +294,3 @@ def create_celery_app(
         service_topology=topo,
         broker_consumer_timeout=settings.broker_consumer_timeout,
     )
-    app.steps["consumer"].add(DeclareTopology)
-    install_startup_check(app)
-    if settings.log_format == "json":
-        use_json_logs(topo.name)
-    install_tracing(topo.name)
-    return app

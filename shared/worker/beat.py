@@ -27,8 +27,10 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cached_property
+from typing import Any
 
 import psycopg
+from celery import Celery
 from celery.beat import ScheduleEntry, Scheduler, SchedulingError
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
@@ -59,7 +61,7 @@ def lock_is_held(conn: Connection, name: str) -> bool:
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1)"
     )
-    return conn.execute(held, {"high": key >> 32, "low": key & 0xFFFFFFFF}).scalar()
+    return bool(conn.execute(held, {"high": key >> 32, "low": key & 0xFFFFFFFF}).scalar())
 
 
 def libpq_url(database_url: str) -> str:
@@ -95,7 +97,8 @@ class AdvisoryLock:
                 self.url, autocommit=True, connect_timeout=5, keepalives=1, tcp_user_timeout=10000
             )
             with conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)) as cursor:
-                taken = cursor.fetchone()[0]
+                row = cursor.fetchone()
+                taken = row is not None and row[0]
         except psycopg.Error as exc:
             logger.warning("beat: cannot reach PostgreSQL for the beat lock: %s", exc)
             return False
@@ -139,7 +142,7 @@ class SingleBeatScheduler(Scheduler):
     #: Seconds between lock checks (standby) and the longest sleep while holding it.
     max_interval = 5
 
-    def __init__(self, app, *args, **kwargs) -> None:
+    def __init__(self, app: Celery, *args: Any, **kwargs: Any) -> None:
         self.lock = AdvisoryLock(get_settings().database_url, lock_key(app.main))
         self.table = f'"{app.main}".beat_entries'
         self._session: int | None = None
@@ -148,13 +151,15 @@ class SingleBeatScheduler(Scheduler):
         super().__init__(app, *args, **kwargs)
 
     @cached_property
-    def producer(self):
+    def producer(self) -> Any:
         """Connects on its first publish, inside the retry policy. Celery's connects first,
         in ``tick`` after the entry was advanced and before ``apply_entry`` can see an error,
         retrying for ``broker_connection_max_retries`` (minutes) while the broker is down."""
-        return self.Producer(self.connection, auto_declare=False)
+        return self.Producer(  # type: ignore[attr-defined]  # not in celery-types
+            self.connection, auto_declare=False
+        )
 
-    def tick(self, *args, **kwargs) -> float:
+    def tick(self, *args: Any, **kwargs: Any) -> float:
         if not self.lock.held():
             if not self._standing_by:
                 logger.info("beat: another beat holds the %s beat lock; standing by", self.app.main)
@@ -175,6 +180,8 @@ class SingleBeatScheduler(Scheduler):
         return delay
 
     def _take_over(self) -> None:
+        if self.lock.conn is None:
+            return
         rows = self.lock.conn.execute(
             f"SELECT name, last_run_at, total_run_count FROM {self.table}"
         ).fetchall()
@@ -186,15 +193,17 @@ class SingleBeatScheduler(Scheduler):
         self._standing_by = False
         logger.info("beat: holds the %s beat lock; firing %s", self.app.main, sorted(self.schedule))
 
-    def apply_entry(self, entry: ScheduleEntry, producer=None) -> None:
+    def apply_entry(self, entry: ScheduleEntry, producer: Any = None) -> None:
         """Send ``entry``'s firing and store it, or leave it due if the broker did not take it.
 
         ``tick`` has already replaced ``entry`` by its advanced successor; a firing that was
         not confirmed puts ``entry`` back, and the rebuilt heap finds it due on the next tick.
         """
+        if entry.name is None:
+            raise SchedulingError(f"an unnamed entry of the schedule: {entry!r}")
         logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
         sent = copy.copy(entry)
-        sent.options = {"retry_policy": BEAT_PUBLISH_RETRY_POLICY, **entry.options}
+        sent.options = {"retry_policy": BEAT_PUBLISH_RETRY_POLICY, **(entry.options or {})}
         try:
             self.apply_async(sent, producer=producer, advance=False)
         except SchedulingError as exc:

@@ -11,6 +11,7 @@ warning then, not a refusal.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -102,19 +103,26 @@ def check_app(
                  f" limit {hard:g}s: the task never gets the chance to clean up")  # fmt: skip
         if pool in IGNORE_TIME_LIMITS and (task.time_limit or task.soft_time_limit):
             find(name, *_unenforced(pool, unenforced_limits))
-        policy = _schedule(task)
-        if policy is None:
-            find(name, "retries-forever", False, "max_retries None: retried without end")
-        elif getattr(task, "autoretry_for", ()):
-            delays = sum(policy.delays()) * conf.retry_delay_scale
-            waited = delays + (hard or 0) * (policy.max_retries + 1)
-            if waited > conf.result_expires:
-                fatal = name in Command.registry  # a caller waits on a command's result
-                find(name, "retries-outlive-result", fatal, f"its attempts and retries can"
-                     f" take {waited:g}s, longer than result_expires {conf.result_expires}s:"
-                     " the result is cleaned up while the task still retries")  # fmt: skip
+        _check_retries(name, task, hard, conf, find)
     found += _beat(app)
     return found
+
+
+def _check_retries(
+    name: str, task: Any, hard: float | None, conf: Any, find: Callable[[str, str, bool, str], None]
+) -> None:
+    """A task retried without end, or whose retries outlive its result."""
+    policy = _schedule(task)
+    if policy is None:
+        find(name, "retries-forever", False, "max_retries None: retried without end")
+    elif getattr(task, "autoretry_for", ()):
+        delays = sum(policy.delays()) * conf.retry_delay_scale
+        waited = delays + (hard or 0) * (policy.max_retries + 1)
+        if waited > conf.result_expires:
+            fatal = name in Command.registry  # a caller waits on a command's result
+            find(name, "retries-outlive-result", fatal, f"its attempts and retries can"
+                 f" take {waited:g}s, longer than result_expires {conf.result_expires}s:"
+                 " the result is cleaned up while the task still retries")  # fmt: skip
 
 
 def _unenforced(pool: str, allowed: bool) -> tuple[str, bool, str]:
@@ -137,10 +145,11 @@ def _beat(app: Celery) -> list[Finding]:
             message = f"beat entry {entry!r} fires a task this app does not have"
             found.append(Finding(app.main, task, "beat-unknown-task", True, message))
         if isinstance(period, every):
-            period = period.run_every
-        if isinstance(period, (int, float, timedelta)) and _seconds(period) < takeover:
+            period = period.run_every  # type: ignore[attr-defined]  # not in celery-types
+        seconds = _seconds(period) if isinstance(period, (int, float, timedelta)) else None
+        if seconds is not None and seconds < takeover:
             message = (
-                f"beat entry {entry!r} every {_seconds(period):g}s is shorter than the"
+                f"beat entry {entry!r} every {seconds:g}s is shorter than the"
                 f" {takeover}s a standby beat needs to take over: firings are lost when"
                 " the holder dies"
             )

@@ -45,7 +45,9 @@ def record(app: Any, task_id: object, headers: dict[str, Any]) -> None:
     (the dead letter is already confirmed: this is only the caller's notice)."""
     try:
         backend = app.backend  # may connect (its first use in this thread): inside the try
-        if not isinstance(backend, PostgresBackend) or not _usable(backend, task_id):
+        if not isinstance(backend, PostgresBackend) or not isinstance(task_id, str):
+            return
+        if not _usable(backend, task_id):
             return
         exc = DeadLettered(headers["x-dead-letter-reason"], headers["x-exception-message"])
         request = SimpleNamespace(task=headers["x-task"] or None)
@@ -56,10 +58,10 @@ def record(app: Any, task_id: object, headers: dict[str, Any]) -> None:
         logger.exception("dead letter %s: its FAILURE row could not be queued", task_id)
 
 
-def _usable(backend: PostgresBackend, task_id: object) -> bool:
+def _usable(backend: PostgresBackend, task_id: str) -> bool:
     """A task id the table can hold: a sender's header may be anything."""
     length = backend.task_cls.__table__.c.task_id.type.length
-    return isinstance(task_id, str) and 0 < len(task_id) <= length
+    return bool(0 < len(task_id) <= length)
 
 
 def _pending(backend: PostgresBackend) -> PendingRows:
@@ -70,7 +72,7 @@ def _pending(backend: PostgresBackend) -> PendingRows:
     return rows
 
 
-def _insert_absent(backend: PostgresBackend, rows: dict[str, dict]) -> None:
+def _insert_absent(backend: PostgresBackend, rows: dict[str, dict[str, Any]]) -> None:
     """Insert each row whose task id has none; leave every existing row as it is. Durable:
     a chord may be waiting on the task (its members' rows are, ``shared.worker.results``)."""
     table = backend.task_cls.__table__

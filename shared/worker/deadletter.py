@@ -16,7 +16,9 @@ import logging
 import re
 import traceback as tb
 from datetime import UTC, datetime
+from typing import Any
 
+from celery import Celery
 from celery.exceptions import (
     Ignore,
     InvalidTaskError,
@@ -61,11 +63,12 @@ def reason_for(exc: BaseException) -> str:
         return exc.reason
     if isinstance(exc, InvalidTaskError):
         return "malformed-message"
-    if isinstance(exc, Reject) and isinstance(exc.reason, ChordTimeout):
-        return "chord-timeout"
-    if isinstance(exc, Reject) and isinstance(exc.reason, UnsupportedVersion):
-        return "unsupported-version"
     if isinstance(exc, Reject):
+        cause = exc.reason  # type: ignore[attr-defined]  # not in celery-types
+        if isinstance(cause, ChordTimeout):
+            return "chord-timeout"
+        if isinstance(cause, UnsupportedVersion):
+            return "unsupported-version"
         return "rejected"
     if isinstance(exc, DecodeError):
         return "undecodable-body"
@@ -76,7 +79,7 @@ def reason_for(exc: BaseException) -> str:
     return "task-failed"
 
 
-def original_route(service_name: str, delivery: dict) -> tuple[str, str]:
+def original_route(service_name: str, delivery: dict[str, Any]) -> tuple[str, str]:
     """Where the message was published, seen through native delayed delivery.
 
     A countdown retry reaches the queue via ``celery_delayed_delivery`` with the delay
@@ -91,8 +94,8 @@ def original_route(service_name: str, delivery: dict) -> tuple[str, str]:
 
 
 def dead_letter(
-    app,
-    message,
+    app: Celery,
+    message: Any,
     *,
     reason: str,
     exc: BaseException | None,
@@ -103,7 +106,7 @@ def dead_letter(
     sent = received(message)  # a translated CloudEvent is dead-lettered as it was sent
     headers = dict(sent.headers or {})
     delivery = message.delivery_info or {}
-    cause = exc.reason if isinstance(exc, Reject) and exc.reason is not None else exc
+    cause = _cause(exc)
     if traceback is None and cause is not None and cause.__traceback__ is not None:
         traceback = "".join(tb.format_exception(cause))
     who = publisher(app, message)  # a replay is recorded as the publisher and route it replays
@@ -126,20 +129,7 @@ def dead_letter(
             **note(message),
         }
     )
-    properties = message.properties or {}
-    with app.producer_pool.acquire(block=True) as producer:
-        producer.publish(
-            getattr(message, "wire_body", sent.body) or b"",  # the bytes as they arrived
-            exchange=topo.dlx,
-            routing_key=headers["x-original-queue"],
-            headers=headers,
-            content_type=sent.content_type or "application/octet-stream",
-            content_encoding=sent.content_encoding or "binary",
-            delivery_mode=2,
-            **{k: properties[k] for k in KEPT_PROPERTIES if properties.get(k) is not None},
-            retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
+    _publish(app, message, sent, topo.dlx, headers)
     record_result(app, (message.headers or {}).get("id"), headers)  # the caller's get() raises
     dead_lettered.send(sender=app, service=topo.name, reason=reason, task=headers["x-task"])
     record_dead_letter(headers, reason, topo.dlq)
@@ -153,14 +143,42 @@ def dead_letter(
     )
 
 
+def _cause(exc: BaseException | None) -> Any:
+    """What the dead letter names: a ``Reject``'s reason when it has one, else ``exc``."""
+    reason = getattr(exc, "reason", None) if isinstance(exc, Reject) else None
+    return exc if reason is None else reason
+
+
+def _publish(app: Celery, message: Any, sent: Any, dlx: str, headers: dict[str, Any]) -> None:
+    """The confirmed copy: the bytes as they arrived, their properties, ``headers``."""
+    properties = message.properties or {}
+    with app.producer_pool.acquire(block=True) as producer:
+        producer.publish(
+            getattr(message, "wire_body", sent.body) or b"",  # the bytes as they arrived
+            exchange=dlx,
+            routing_key=headers["x-original-queue"],
+            headers=headers,
+            content_type=sent.content_type or "application/octet-stream",
+            content_encoding=sent.content_encoding or "binary",
+            delivery_mode=2,
+            **{k: properties[k] for k in KEPT_PROPERTIES if properties.get(k) is not None},
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )
+
+
 def _attempts(retries: object) -> int:
     """How many times the task ran; a sender's garbage ``retries`` header counts as none."""
     return retries + 1 if type(retries) is int and retries >= 0 else 1
 
 
-def settle_dead(app, message, *, reason: str, exc: BaseException | None, **kw) -> bool:
+def settle_dead(
+    app: Celery | None, message: Any, *, reason: str, exc: BaseException | None, **kw: Any
+) -> bool:
     """Dead-letter with reasons; True when the copy is confirmed and the original may be acked."""
     try:
+        if app is None:  # a task request always has its app; celery-types allows none
+            raise RuntimeError("no app to dead-letter with")
         dead_letter(app, message, reason=reason, exc=exc, **kw)
     except Exception:
         logger.exception("could not publish a dead-letter copy; rejecting to the native DLX")
@@ -171,5 +189,5 @@ def settle_dead(app, message, *, reason: str, exc: BaseException | None, **kw) -
 def is_final(exc: BaseException) -> bool:
     """A failure the task will not recover from by itself (no retry, no redelivery)."""
     if isinstance(exc, Reject):
-        return not exc.requeue
+        return not exc.requeue  # type: ignore[attr-defined]  # not in celery-types
     return not isinstance(exc, (Retry, Ignore, WorkerLostError, SystemExit, KeyboardInterrupt))

@@ -10,8 +10,11 @@ right) and stops with what to run if not; the step only binds the service's own 
 and queues (``shared.core.topology.bind_delayed_delivery``).
 """
 
+from typing import Any
+
 from celery import bootsteps
 from celery.worker.consumer.tasks import Tasks
+from kombu import Connection
 
 from shared.core.topology import bind_delayed_delivery, require_shared
 from shared.worker.receive import ReceivingConsumer
@@ -26,7 +29,7 @@ class BindDelayedDelivery(bootsteps.StartStopStep):
 
     requires = (Tasks, "shared.worker.app:DeclareTopology")
 
-    def start(self, c) -> None:
+    def start(self, c: Any) -> None:
         channel = c.connection.channel()
         try:
             bind_delayed_delivery(channel, c.app.conf.service_topology)
@@ -37,13 +40,14 @@ class BindDelayedDelivery(bootsteps.StartStopStep):
 class Consumer(ReceivingConsumer):
     """The platform's consumer, refusing to run on a vhost without the shared objects."""
 
-    class Blueprint(ReceivingConsumer.Blueprint):
+    # celery-types declares Blueprint an attribute of type[Blueprint], not a class
+    class Blueprint(ReceivingConsumer.Blueprint):  # type: ignore[misc,valid-type]
         default_steps = [
             f"{__name__}:BindDelayedDelivery" if step == _CELERYS else step
             for step in ReceivingConsumer.Blueprint.default_steps
         ]
 
-    def connect(self):
+    def connect(self) -> Connection:
         """Raises ``SharedTopologyMissing`` (not a connection error: the worker stops)
         before any step binds to a shared object that is not there."""
         connection = super().connect()

@@ -29,7 +29,7 @@ import base64
 from typing import Any
 
 from amqp.basic_message import Message
-from amqp.serialization import _read_item, loads
+from amqp.serialization import _read_item, loads  # type: ignore[attr-defined]  # private
 from amqp.spec import Basic
 
 from shared.worker.wire import MalformedMessage
@@ -45,19 +45,19 @@ _PROPERTY_SIZES = {"o": 1, "L": 8}
 #: Bytes after the type byte of each fixed-size field value py-amqp reads (``_read_item``).
 _FIXED = {"b": 1, "B": 1, "s": 2, "U": 2, "u": 2, "I": 4, "i": 4, "L": 8, "l": 8, "f": 4,
           "d": 8, "D": 5, "t": 1, "T": 8, "V": 0}  # fmt: skip
-_decode = Message._load_properties
+_decode = Message._load_properties  # type: ignore[attr-defined]  # private to py-amqp
 
 
 def install() -> None:
     """Make every py-amqp message decode its properties totally (idempotent, process-wide)."""
-    Message._load_properties = _load_properties
+    Message._load_properties = _load_properties  # type: ignore[attr-defined]  # see _decode
 
 
 def _load_properties(self: Message, class_id: int, buf: Any, offset: int) -> int:
     """py-amqp's decoding, which must not raise here: the frame handler would keep the
     half-read message as the channel's state. Failures become the ``UNDECODABLE`` mark."""
     try:
-        end = _decode(self, class_id, buf, offset)
+        end: int = _decode(self, class_id, buf, offset)
         _check_table(self.properties.get("application_headers"))
         return end
     except Exception as exc:  # RecursionError, UnicodeDecodeError, struct.error, ...

@@ -156,19 +156,27 @@ def handler_request(
 class HandlerMessage:
     """The message a handler's task would have been, for its dead letter."""
 
-    def __init__(self, headers: dict, properties: dict, body: bytes, delivery: dict) -> None:
+    def __init__(
+        self,
+        headers: dict[str, Any],
+        properties: dict[str, Any],
+        body: bytes,
+        delivery: dict[str, Any],
+    ) -> None:
         self.headers, self.properties, self.delivery_info = headers, properties, delivery
         self.body = self.wire_body = body
         self.content_type, self.content_encoding = "application/json", "utf-8"
 
     @classmethod
-    def of(cls, handler: Any, task_id: str, kwargs: dict, request: dict) -> "HandlerMessage":
+    def of(
+        cls, handler: Any, task_id: str, kwargs: dict[str, Any], request: dict[str, Any]
+    ) -> "HandlerMessage":
         message = handler.app.amqp.as_task_v2(
             task_id, handler.name, kwargs=kwargs,
             root_id=request["root_id"], parent_id=request["parent_id"],
         )  # fmt: skip
-        _, _, body = dumps(message.body, serializer="json")
-        body = body.encode() if isinstance(body, str) else body
+        _, _, payload = dumps(message.body, serializer="json")
+        body = payload.encode() if isinstance(payload, str) else payload
         headers = {**message.headers, **request["headers"]}
         # Published, had it been, by the entry task: the service itself (its replay runs).
         properties = {**message.properties, "user_id": broker_user(handler.app.conf.broker_url)}

@@ -94,6 +94,25 @@ def translate(message: Any, topo: ServiceTopology) -> None:
     exchange, routing_key = delivery.get("exchange") or "", delivery.get("routing_key") or ""
     if topo.queue_for(exchange, routing_key) != topo.events_queue:
         return
+    read = _envelope(message, headers)
+    if read is None:
+        return
+    attributes, event = read
+    if exchange == EVENTS_EXCHANGE and event["type"] != routing_key:
+        raise MalformedMessage(
+            "routing-key-mismatch",
+            f"type {event['type']!r} published with routing key {routing_key!r}"[:300],
+        )
+    keep_received(message)
+    message.body = json.dumps([[], {"event": event}, {}]).encode()
+    message.headers = {"task": event["type"], "id": event["id"], **_trace(attributes, headers)}
+    message.content_type, message.content_encoding = "application/json", "utf-8"
+    message._decoded_cache = None
+
+
+def _envelope(message: Any, headers: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+    """The CloudEvent attributes (none for a plain envelope) and the envelope of ``message``,
+    or None when it is neither a CloudEvent nor a plain envelope."""
     media = _media_type(message.content_type)
     if media.startswith("application/cloudevents"):
         if media != STRUCTURED:
@@ -110,23 +129,14 @@ def translate(message: Any, topo: ServiceTopology) -> None:
     elif media == "application/json":
         attributes, event = {}, _json(message.body)
         if not isinstance(event, dict):
-            return  # not an envelope: the worker's checks say what it is
+            return None  # not an envelope: the worker's checks say what it is
         if not all(isinstance(event.get(k), str) and event[k] for k in ("id", "type")):
             raise MalformedMessage(
                 "malformed-body", "a plain envelope needs string 'id' and 'type' (README)"
             )
     else:
-        return
-    if exchange == EVENTS_EXCHANGE and event["type"] != routing_key:
-        raise MalformedMessage(
-            "routing-key-mismatch",
-            f"type {event['type']!r} published with routing key {routing_key!r}"[:300],
-        )
-    keep_received(message)
-    message.body = json.dumps([[], {"event": event}, {}]).encode()
-    message.headers = {"task": event["type"], "id": event["id"], **_trace(attributes, headers)}
-    message.content_type, message.content_encoding = "application/json", "utf-8"
-    message._decoded_cache = None
+        return None
+    return attributes, event
 
 
 def _trace(attributes: dict[str, Any], headers: dict[str, Any]) -> dict[str, str]:

@@ -46,11 +46,16 @@ class PendingRows:
     at risk is only the rows acked before the writer noticed it, and ``flush_all`` writes
     those before a pool process exits in order."""
 
-    def __init__(self, write, delay: float = STARTED_DELAY, service: str = "") -> None:
+    def __init__(
+        self,
+        write: Callable[[dict[str, dict[str, Any]]], None],
+        delay: float = STARTED_DELAY,
+        service: str = "",
+    ) -> None:
         self.write = write
         self.service = service
         self.delay = delay
-        self.pending: dict[str, dict | Callable[[], dict]] = {}
+        self.pending: dict[str, dict[str, Any] | Callable[[], dict[str, Any]]] = {}
         self.guard = threading.Lock()  # held while ``pending`` is changed or taken
         self.lock = threading.Lock()  # held while a batch is in flight
         self.away = False  # the last write found the database away
@@ -60,7 +65,7 @@ class PendingRows:
         self.pid = os.getpid()
         _buffers.append(self)
 
-    def add(self, task_id: str, row: dict | Callable[[], dict]) -> None:
+    def add(self, task_id: str, row: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         """Queue ``row``; a callable (a STARTED row) is built only if still pending when the
         batch goes out: a short task's final row usually replaces it before that."""
         with self.guard:
@@ -69,7 +74,7 @@ class PendingRows:
                 self.pending[task_id] = row
         self.wake.set()
 
-    def add_final(self, task_id: str, row: dict) -> None:
+    def add_final(self, task_id: str, row: dict[str, Any]) -> None:
         """The final row of a task about to be acked: left behind the ack while the writer
         keeps up; while it does not (the database away, a write hanging for ``STALL`` s),
         written before it: the task waits for the database, however long it is away, and
@@ -115,7 +120,7 @@ class PendingRows:
             finally:
                 self.writing_since = None
 
-    def _one_by_one(self, rows: dict[str, dict]) -> bool:
+    def _one_by_one(self, rows: dict[str, dict[str, Any]]) -> bool:
         for n, (task_id, row) in enumerate(rows.items()):
             try:
                 self.write({task_id: row})
@@ -128,7 +133,7 @@ class PendingRows:
         self.away = False
         return True
 
-    def _keep(self, rows: dict[str, dict], exc: Exception) -> bool:
+    def _keep(self, rows: dict[str, dict[str, Any]], exc: Exception) -> bool:
         logger.warning("could not write %d result rows, database away; kept to try again: %s",
                        len(rows), exc)  # fmt: skip
         for task_id, row in rows.items():

@@ -23,6 +23,7 @@ from typing import Any
 
 from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer
+from kombu import Connection
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
@@ -116,7 +117,10 @@ def refusal(exc: BaseException) -> str:
 
 
 def receive(
-    receiving: Receiving, message: Any, dispatch: Callable[[Any], None], steps=STEPS
+    receiving: Receiving,
+    message: Any,
+    dispatch: Callable[[Any], None],
+    steps: tuple[Step, ...] = STEPS,
 ) -> None:
     """Run ``message`` through ``steps``, then ``dispatch`` it; the first step that raises
     stops it there (the caller dead-letters it)."""
@@ -129,13 +133,14 @@ class ReceivingConsumer(Consumer):
     """Celery's consumer with the receive path in front of its handler, and its holes
     closed: nothing the worker cannot run is acked away or lost silently."""
 
-    def create_task_handler(self, promise=promise):
+    def create_task_handler(self, promise: type[promise] = promise) -> Callable[..., Any]:
         """Celery's message handler behind ``STEPS``, anything that escapes dead-lettered."""
         dispatch = super().create_task_handler(promise)
-        recoverable = self.connection_errors + self.channel_errors
+        # Set by Celery from the connection; celery-types does not declare them.
+        recoverable = self.connection_errors + self.channel_errors  # type: ignore[attr-defined]
         receiving = Receiving.of(self.app)
 
-        def on_task_received(message) -> None:
+        def on_task_received(message: Any) -> None:
             try:
                 receive(receiving, message, dispatch)
             except recoverable:
@@ -148,28 +153,28 @@ class ReceivingConsumer(Consumer):
 
         return on_task_received
 
-    def connect(self):
+    def connect(self) -> Connection:
         """The consuming connection, with bodies as the bytes on the wire (``keep_raw_body``)."""
         frames.install()  # properties py-amqp cannot decode: delivered marked
         conn = super().connect()
-        conn.default_channel.auto_decode = False
+        conn.default_channel.auto_decode = False  # type: ignore[attr-defined]  # py-amqp's Channel
         return conn
 
-    def _dead(self, message, reason: str, exc: BaseException | None) -> None:
+    def _dead(self, message: Any, reason: str, exc: BaseException | None) -> None:
         if settle_dead(self.app, message, reason=reason, exc=exc):
             message.ack()
         else:
             message.reject(requeue=False)
 
-    def on_decode_error(self, message, exc):
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
         self._dead(message, "undecodable-body", exc)
 
-    def on_unknown_message(self, body, message):
+    def on_unknown_message(self, body: Any, message: Any) -> None:
         self._dead(message, "no-task-header", ValueError("message has no 'task' header"))
 
-    def on_unknown_task(self, body, message, exc):
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
         name = (message.headers or {}).get("task")
         self._dead(message, UNKNOWN_TASK, LookupError(f"no task named {name!r} in {self.app.main}"))
 
-    def on_invalid_task(self, body, message, exc):
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
         self._dead(message, reason_for(exc) if exc else "malformed-message", exc)

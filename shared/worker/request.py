@@ -9,13 +9,14 @@ time limit after the task's retry was published (the retry carries it on).
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
-from billiard.einfo import ExceptionWithTraceback
+from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]  # not in celery-types
 from celery.exceptions import BackendStoreError, Retry, TimeLimitExceeded
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 
-from shared.worker.app import BROKER_AWAY
+from shared.worker.app import BROKER_AWAY, ServiceTask
 from shared.worker.deadletter import is_final, reason_for, settle_dead
 from shared.worker.progress import RETRIED, killed
 
@@ -34,30 +35,40 @@ class TaskExpired(Exception):
 class DeadLetteringRequest(Request):
     """A task request whose final failure dead-letters the message with its reasons."""
 
-    def maybe_expire(self) -> bool:
+    # Celery's Request sets these; celery-types does not declare them.
+    _message: Any
+    _already_revoked: bool
+    _request_dict: dict[str, Any]
+
+    def maybe_expire(self) -> bool:  # type: ignore[override]  # celery-types: Literal[True] | None
         """Expired, without adding the id to the worker's revoked set: the message is
         dead-lettered (``_announce_revoked``), and its replay must run, not be discarded."""
         return bool(self.expires and datetime.now(self.expires.tzinfo or UTC) > self.expires)
 
     def expired(self) -> TaskExpired:
         """Why an expired message was not run (its dead letter's exception)."""
+        assert self.expires is not None  # only asked of an expired request
         at = self.expires.astimezone(UTC).isoformat()  # stored data is UTC, whatever was sent
         return TaskExpired(f"expired at {at} before it could run")
 
-    def _announce_revoked(self, reason, terminated, signum, expired) -> None:
+    def _announce_revoked(
+        self, reason: str, terminated: bool, signum: int | None, expired: bool
+    ) -> None:
         """Celery acks an expired message away; keep it in the DLQ with reason ``expired``."""
         if expired and not self.acknowledged:
             if settle_dead(self.app, self._message, reason=EXPIRED, exc=self.expired()):
                 self.acknowledge()
             else:
                 self.reject(requeue=False)
-        super()._announce_revoked(reason, terminated, signum, expired)
+        super()._announce_revoked(reason, terminated, signum, expired)  # type: ignore[misc]  # not in celery-types
 
     #: Settled after its hard time limit by ``_settle_killed``: Celery's timeout handling
     #: (FAILURE row, ``on_failure``, ack) is not this task's outcome.
     _settled_killed = False
 
-    def on_failure(self, exc_info, send_failed_event: bool = True, return_ok: bool = False):
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
@@ -98,9 +109,7 @@ class DeadLetteringRequest(Request):
                 self.acknowledge()
             else:
                 self.reject(requeue=False)
-        return super().on_failure(
-            exc_info, send_failed_event=send_failed_event, return_ok=return_ok
-        )
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if soft or not self._settled_killed:
@@ -115,7 +124,7 @@ class DeadLetteringRequest(Request):
         final failure. Celery calls this before it kills the process itself."""
         if self.acknowledged or not self.worker_pid:
             return False
-        record = killed(self.worker_pid, self.id)
+        record = killed(self.worker_pid, self.id)  # type: ignore[arg-type]  # an int, not str
         settle = getattr(self.task, "settle_killed", None)
         if settle is not None:
             try:
@@ -142,9 +151,12 @@ class DeadLetteringRequest(Request):
         again once the database is back, like a handler's own database errors, rather than
         dead-letter work that was done (tasks run at least once, so they are idempotent).
         False when the outage budget is spent or the retry cannot be published."""
-        self.task.push_request(dict(self._request_dict), args=self.args, kwargs=self.kwargs)
+        task = self.task
+        if not isinstance(task, ServiceTask):  # registered on Celery directly: no such retry
+            return False
+        task.push_request(dict(self._request_dict), args=self.args, kwargs=self.kwargs)
         try:
-            self.task.retry_after_outage(exc, RESULT_OUTAGE_DELAY)
+            task.retry_after_outage(exc, RESULT_OUTAGE_DELAY)
         except Retry as retry:
             logger.warning("%s[%s]: result not stored, database away; again in %s s",
                            self.task_name, self.id, retry.when)  # fmt: skip
@@ -153,13 +165,13 @@ class DeadLetteringRequest(Request):
                              self.task_name, self.id)  # fmt: skip
             return False
         finally:
-            self.task.pop_request()
+            task.pop_request()
         self.acknowledge()
         task_ready(self)
         return True
 
 
-def _delivery_gone(message) -> bool:
+def _delivery_gone(message: Any) -> bool:
     """The channel ``message`` came on is closed: it can be neither acked nor copied alone."""
     channel = getattr(message, "channel", None)
     return channel is not None and (

@@ -46,7 +46,7 @@ from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
-from celery import states
+from celery import Celery, states
 from celery.backends.database import DatabaseBackend
 from celery.exceptions import BackendStoreError, MaxRetriesExceededError, Reject
 from celery.result import result_from_tuple
@@ -77,12 +77,15 @@ class ChordTimeout(Exception):
 
 
 class PostgresBackend(DatabaseBackend):
+    app: Celery  # set by celery's Backend.__init__ (celery-types does not declare them)
+    url: str
+    _dead_letter_rows: PendingRows  # shared.dead_results' writer, made on first use
     _engines: dict[bool, Engine] = {}
     _engine_pid = 0
-    _statement = None
+    _statement: Any = None
     _started: PendingRows | None = None
 
-    def mark_as_failure(self, task_id, exc, *args, **kwargs):
+    def mark_as_failure(self, task_id: str, exc: Exception, *args: Any, **kwargs: Any) -> None:
         """Not when the failure is that a result could not be stored (its database away):
         the task did its work and runs again once the database is back
         (``DeadLetteringRequest``). Recorded, FAILURE would be final, and a chord waiting
@@ -94,7 +97,7 @@ class PostgresBackend(DatabaseBackend):
     def _started_rows(self) -> PendingRows:
         if self._started is None or self._started.pid != os.getpid():
             delay = self.app.conf.get("result_write_delay", STARTED_DELAY)
-            self._started = PendingRows(self._upsert, delay, self.app.main)
+            self._started = PendingRows(self._upsert, delay, self.app.main or "")
         return self._started
 
     def _writer(self, durable: bool) -> Engine:
@@ -117,15 +120,15 @@ class PostgresBackend(DatabaseBackend):
 
     def on_backend_retryable_error(self, exc: Exception) -> None:
         """A broken connection (database restarted, failover): start afresh on retry."""
-        super().on_backend_retryable_error(exc)
+        super().on_backend_retryable_error(exc)  # type: ignore[misc]  # not in celery-types
         for engine in self._engines.values():
             engine.dispose()
         self._engines = {}
 
-    def _row(self, result: Any, state: str, traceback: str | None, request: Any) -> dict:
+    def _row(self, result: Any, state: str, traceback: str | None, request: Any) -> dict[str, Any]:
         if traceback:  # a text column holds no NUL: the caller's notice must not be refused
             traceback = traceback.replace("\x00", "\\x00")
-        meta = self._get_result_meta(
+        meta = self._get_result_meta(  # type: ignore[attr-defined]  # not in celery-types
             result=ensure_bytes(self.encode(result)), state=state, traceback=traceback,
             request=request, format_date=False, encode=True,
         )  # fmt: skip
@@ -135,7 +138,15 @@ class PostgresBackend(DatabaseBackend):
         row["children"] = ensure_bytes(self.encode(children)) if children else None
         return row
 
-    def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         if state == states.STARTED:
             self._started_rows().add(task_id, partial(self._row, result, state, traceback, request))
             return result
@@ -159,7 +170,7 @@ class PostgresBackend(DatabaseBackend):
                 row_refused.send(sender=self, service=self.app.main, task_id=task_id, exc=exc)
         return result
 
-    def _note_retry(self, task_id: str, row: dict) -> None:
+    def _note_retry(self, task_id: str, row: dict[str, Any]) -> None:
         """A RETRY row is a progress note: the retry is already a message in the broker.
         When the database is the reason for the retry, failing to write the note must not
         fail the task (it would be dead-lettered while its retry runs)."""
@@ -169,12 +180,12 @@ class PostgresBackend(DatabaseBackend):
         except DBAPIError as exc:
             logger.warning("task %s: RETRY state not stored: %s", task_id, exc)
 
-    def _upsert(self, rows: dict[str, dict], durable: bool = False) -> None:
+    def _upsert(self, rows: dict[str, dict[str, Any]], durable: bool = False) -> None:
         params = [{"task_id": task_id, **row} for task_id, row in rows.items()]
         with self._writer(durable).connect() as conn:
             conn.execute(self._upsert_statement(), params)
 
-    def _upsert_statement(self):
+    def _upsert_statement(self) -> Any:
         """Built once: rows go as parameters, so SQLAlchemy compiles it a single time."""
         if self._statement is None:
             table = self.task_cls.__table__
@@ -187,7 +198,9 @@ class PostgresBackend(DatabaseBackend):
             )
         return self._statement
 
-    def fallback_chord_unlock(self, header_result, body, countdown=1, **kwargs):
+    def fallback_chord_unlock(
+        self, header_result: Any, body: Any, countdown: int = 1, **kwargs: Any
+    ) -> Any:
         """Bound the polling: Celery's ``chord_unlock`` retries forever (``max_retries=None``).
         The bound travels in the unlock message, set by whoever applies the chord."""
         if kwargs.get("max_retries") is None:
@@ -195,7 +208,7 @@ class PostgresBackend(DatabaseBackend):
             kwargs["max_retries"] = math.ceil(self._chord_timeout() / interval)
         return super().fallback_chord_unlock(header_result, body, countdown=countdown, **kwargs)
 
-    def chord_error_from_stack(self, callback, exc=None):
+    def chord_error_from_stack(self, callback: Any, exc: Exception | None = None) -> Any:
         """Fail the chord's body (Celery's part). When ``chord_unlock`` calls this because its
         polls ran out, Celery then re-raises MaxRetriesExceededError, a message listing the
         whole callback; raise instead the rejection that dead-letters the unlock message
@@ -216,7 +229,8 @@ class PostgresBackend(DatabaseBackend):
         )
 
     def _chord_timeout(self) -> float:
-        return self.app.conf.get("chord_timeout", CHORD_TIMEOUT)
+        timeout: float = self.app.conf.get("chord_timeout", CHORD_TIMEOUT)
+        return timeout
 
 
 def write_behind(request: Any) -> bool:
@@ -234,7 +248,7 @@ def in_workflow(request: Any) -> bool:
     return bool(getattr(request, "group", None) or getattr(request, "chord", None))
 
 
-def moves_forward(stored, new) -> Any:
+def moves_forward(stored: Any, new: Any) -> Any:
     """When a write may replace the stored row: states never move back from a final one.
 
     Writes of one task id race: a prefork child writes its STARTED row from a buffer after
@@ -251,7 +265,7 @@ def moves_forward(stored, new) -> Any:
     )
 
 
-def is_final(status) -> Any:
+def is_final(status: Any) -> Any:
     """``status IN ('FAILURE', 'REVOKED', 'SUCCESS')`` written out: an IN of bound values
     is an "expanding" parameter, which SQLAlchemy refuses in an executemany (a batch of
     rows), so a batch of more than one row could never be written."""

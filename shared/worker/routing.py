@@ -15,7 +15,9 @@ def router_for(topo: ServiceTopology, own_queues: dict[str, str]) -> Callable[..
     ``user.signed_up``), and a command goes to the owner its contract names.
     """
 
-    def route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, Any] | None:
+    def route(
+        name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any
+    ) -> dict[str, Any] | None:
         if name in own_queues:
             return {"queue": own_queues[name]}
         if name in event_types():

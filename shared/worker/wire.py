@@ -69,12 +69,19 @@ def check_headers(
     _check_stamps(headers)
     if not isinstance(headers.get("ignore_result"), bool | None):
         raise _headers_error(f"'ignore_result' must be a boolean, got {headers['ignore_result']!r}")
+    _check_times(headers, max_eta)
+    _check_timelimit(headers.get("timelimit"), max_time_limit)
+
+
+def _check_times(headers: dict[str, Any], max_eta: float | None) -> None:
+    """``eta`` and ``expires``: ISO 8601 times, an ``eta`` at most ``max_eta`` s ahead."""
     for name in ("eta", "expires"):
         value = headers.get(name)
         if value is None:
             continue
         try:
-            when = maybe_make_aware(maybe_iso8601(value))
+            # celery-types: maybe_iso8601 may give None; only for a None value, skipped above
+            when = maybe_make_aware(maybe_iso8601(value))  # type: ignore[arg-type]
         except (AttributeError, TypeError, ValueError, OverflowError):
             detail = f"{name!r} must be an ISO 8601 time, got {value!r}"
             raise _headers_error(detail[:300]) from None
@@ -85,7 +92,6 @@ def check_headers(
                 f"'eta' is {ahead:.0f} s ahead, more than {max_eta:.0f} s: a worker would hold"
                 " it past the broker's consumer_timeout; publish with a countdown instead",
             )
-    _check_timelimit(headers.get("timelimit"), max_time_limit)
 
 
 def _check_timelimit(timelimit: Any, ceiling: float | None) -> None:

@@ -1,7 +1,8 @@
 """``eventful dlq list|show|replay|purge``: dead letters, read with their reasons."""
 
 import getpass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -49,7 +50,11 @@ PAGE = [
 ]  # fmt: skip
 
 
-def _paged(command):
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def _paged(command: Command) -> Command:
+    """``command`` with the ``--limit``/``--offset`` paging options."""
     for option in reversed(PAGE):
         command = option(command)
     return command
@@ -128,7 +133,7 @@ def cmd_dlq_replay(
     limit: int | None,
     dry_run: bool,
     include_refused: bool,
-    crash_after,
+    crash_after: str | None,
 ) -> int:
     """Send dead letters back to the queue they died in (audited, once each)."""
     topo = service(service_name)

@@ -42,8 +42,11 @@ def cmd_outbox_retry(service_name: str, event_id: str | None, every: bool) -> in
     if every == bool(event_id):
         raise click.UsageError("give one ID or --all")
     name = service(service_name).name
-    rows = outbox.retry_all(engine(), name) if every else [outbox.retry(engine(), name, event_id)]
-    if rows == [None]:
+    if every:
+        rows = outbox.retry_all(engine(), name)
+    elif (row := outbox.retry(engine(), name, str(event_id))) is not None:
+        rows = [row]
+    else:
         print(f"{event_id} is not a parked row of {service_name}.outbox")
         return 1
     for row in rows:
