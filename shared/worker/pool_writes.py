@@ -20,6 +20,7 @@ from typing import Any
 
 from celery import bootsteps
 from celery.concurrency.asynpool import _get_job_writer
+from celery.worker import state as worker_state
 
 
 def finish_started_writes(pool: Any) -> int:
@@ -52,9 +53,11 @@ def _until_accepted(asynpool: Any, job: Any, proc: Any) -> None:
 
 class FinishPoolWrites(bootsteps.StartStopStep):
     """Closes after the pool (its event loop has ended) and before the consumer stops,
-    whose ``flush`` would forget a half-written message."""
+    whose ``flush`` would forget a half-written message. Not in a cold shutdown: that
+    terminates the pool processes rather than join them, and must not wait for one."""
 
     requires = ("celery.worker.components:Pool",)
 
     def close(self, w: Any) -> None:
-        finish_started_writes(w.pool)
+        if worker_state.should_terminate in (None, False):
+            finish_started_writes(w.pool)
