@@ -19,6 +19,7 @@ from shared.core.tracing import install as install_tracing
 from shared.worker.allowed import broker_user, stamped
 from shared.worker.check import install as install_startup_check
 from shared.worker.confirms import current as current_batch
+from shared.worker.pool_writes import FinishPoolWrites
 from shared.worker.progress import retried
 from shared.worker.results import UTC_SESSION
 from shared.worker.routing import router_for
@@ -234,6 +235,7 @@ def create_celery_app(
         task_routes=(route_stamped,),
     )
     app.steps["consumer"].add(DeclareTopology)
+    app.steps["worker"].add(FinishPoolWrites)
     install_startup_check(app)
     if settings.log_format == "json":
         use_json_logs(topo.name)
