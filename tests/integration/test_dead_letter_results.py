@@ -32,7 +32,7 @@ def test_a_caller_of_an_unknown_task_is_told_at_once_that_it_was_dead_lettered(
 
     assert out["raised"] == {"type": "DeadLettered", "reason": "unknown-task"}
     assert out["status"] == "FAILURE"
-    assert out["took"] < 5, out  # not the caller's 15 s timeout
+    assert out["took"] < 10, out  # not the caller's 15 s timeout
 
 
 def test_the_docs_dead_letter_example_runs_as_written(stack, reports_worker):

@@ -206,7 +206,7 @@ def test_a_signup_with_the_broker_unreachable_is_201_at_once_and_delivered_when_
     stack, api, proxy, db, outage
 ):
     through_proxy = proxy.url(stack.amqp_url)
-    client = api(amqp_url=through_proxy, broker_timeout=3.0)
+    client = api(amqp_url=through_proxy, broker_timeout=10.0)
     getattr(proxy, outage)()
     with tap(stack.amqp_url, "user.signed_up") as published, relays(stack, 1, through_proxy):
         user = new_user()
@@ -214,7 +214,8 @@ def test_a_signup_with_the_broker_unreachable_is_201_at_once_and_delivered_when_
         response = client.post("/users/signup", json=user)
         took = time.monotonic() - started
         assert response.status_code == 201, response.text
-        assert took < 2.0, f"the signup waited {took:.2f}s (the broker timeout is 3s)"
+        # far from the broker's timeout, so a loaded machine is not mistaken for a wait
+        assert took < 5.0, f"the signup waited {took:.2f}s (the broker timeout is 10s)"
         user_id = response.json()["id"]
         event_id = event_of(db, user_id)
 

@@ -15,16 +15,18 @@ def test_the_docs_examples_run_as_written_against_a_real_worker(stack, reports_w
     run_client(stack, docs_block("architecture/reports.md", "the document's examples"))
 
 
-#: A countdown and an eta, each timed from the call to its result.
+#: A countdown and an eta, each timed from the call to its result. The promise is the lower
+#: bound (held until its time); the ``get`` timeouts bound the rest without timing the
+#: machine (a loaded one took 5.13 s for the 2 s countdown).
 TIMED = """
 import json, time
 from datetime import UTC, datetime, timedelta
 from services.reports.examples import add, multiply
 started = time.monotonic()
-multiply.apply_async((6, 7), countdown=2).get(timeout=10)
+multiply.apply_async((6, 7), countdown=2).get(timeout=30)
 countdown = time.monotonic() - started
 started = time.monotonic()
-add.apply_async((1, 1), eta=datetime.now(UTC) + timedelta(seconds=2)).get(timeout=10)
+add.apply_async((1, 1), eta=datetime.now(UTC) + timedelta(seconds=2)).get(timeout=30)
 print(json.dumps({"countdown": countdown, "eta": time.monotonic() - started}))
 """
 
@@ -32,8 +34,8 @@ print(json.dumps({"countdown": countdown, "eta": time.monotonic() - started}))
 def test_a_countdown_and_an_eta_hold_the_task_until_their_time(stack, reports_worker):
     took = json.loads(run_client(stack, TIMED))
 
-    assert 2 <= took["countdown"] < 5, took
-    assert 2 <= took["eta"] < 5, took
+    assert took["countdown"] >= 2, took
+    assert took["eta"] >= 2, took
 
 
 #: The bound task's view of its own run, and how many attempts the retried ones took.
