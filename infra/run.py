@@ -32,12 +32,12 @@ from infra.supervisor import Program, Supervisor
 from shared.core.settings import get_settings
 from shared.ops.apply import vhost_of
 from shared.ops.deployments import WORKERS
-from shared.ops.permissions import CredentialSettings
 
 
 def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
     """Everything ``make run`` starts, each service with its own credentials."""
-    settings, creds = get_settings(), CredentialSettings()
+    settings = get_settings()
+    creds = settings.permissions
     py, celery = sys.executable, [sys.executable, "-m", "celery"]
 
     def as_service(name: str) -> dict[str, str]:

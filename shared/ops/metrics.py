@@ -2,13 +2,13 @@
 ``celery -A services.X.app worker -I shared.ops.metrics``.
 
 Counters come from Celery's task signals, which fire in the process that ran the task: a
-prefork child. prometheus_client's multiprocess mode (files in ``PROMETHEUS_MULTIPROC_DIR``)
-lets the worker's main process serve what every child counted; the mode is chosen when
-prometheus_client is imported, and the ``celery`` command imports it before this module
-(Flower's CLI plugin does), hence the directory is set and the mode chosen again here,
-before any metric of ours has a value. Each worker counts in a directory of its own (under
-``PROMETHEUS_MULTIPROC_DIR`` when that is set): two workers given the same directory would
-serve, and clear, each other's counts.
+prefork child. prometheus_client's multiprocess mode (a file per process and kind of metric)
+lets the worker's main process serve what every child counted. Each worker counts in a
+directory of its own, made as this module is imported (under ``PROMETHEUS_MULTIPROC_DIR``
+when that is set): two workers given the same directory would serve, and clear, each other's
+counts. prometheus_client finds its directory in ``os.environ``, which nothing here writes:
+the value class installed below (before any metric of ours has a value) holds the directory
+itself, and the pool processes, forked from the main one, inherit it.
 
 What the broker knows (queue depth, consumers, dead letters waiting in a DLQ) is not served
 here: RabbitMQ's own exporter (``rabbitmq_prometheus``) serves it once per broker, where
@@ -31,14 +31,11 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
-    prefix="eventful-metrics-", dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-)
-
-from celery.signals import (  # noqa: E402
+from celery.signals import (
     task_failure,
     task_postrun,
     task_prerun,
@@ -49,43 +46,79 @@ from celery.signals import (  # noqa: E402
     worker_process_shutdown,
     worker_shutdown,
 )
-from kombu.utils.imports import symbol_by_name  # noqa: E402
-from prometheus_client import (  # noqa: E402
+from kombu.utils.imports import symbol_by_name
+from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
     multiprocess,
     values,
 )
-from prometheus_client import start_http_server as serve  # noqa: E402
-from prometheus_client.core import GaugeMetricFamily  # noqa: E402
-from pydantic import Field  # noqa: E402
-from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
+from prometheus_client import start_http_server as serve
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
-from shared.core.settings import get_settings  # noqa: E402
-from shared.ops.outbox import outbox_lag  # noqa: E402
-from shared.worker.beat import SingleBeatScheduler, lock_is_held  # noqa: E402
-from shared.worker.deadletter import dead_lettered  # noqa: E402
-from shared.worker.pending_rows import row_refused  # noqa: E402
+from shared.core.settings import get_settings
+from shared.ops.outbox import outbox_lag
+from shared.worker.beat import SingleBeatScheduler, lock_is_held
+from shared.worker.deadletter import dead_lettered
+from shared.worker.pending_rows import row_refused
 
 logger = logging.getLogger(__name__)
-values.ValueClass = values.get_value_class()
+#: This worker's own directory; its pool processes count in it, its main process serves it.
+DIRECTORY = tempfile.mkdtemp(
+    prefix="eventful-metrics-", dir=get_settings().metrics.prometheus_multiproc_dir
+)
 
 
-class MetricsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+class _FileValue:
+    """One sample's value, in this process's file of its kind under ``DIRECTORY``: what
+    prometheus_client's ``values.MultiProcessValue`` does, with the directory given here
+    rather than read from ``PROMETHEUS_MULTIPROC_DIR``. A process forked after a value was
+    made opens files of its own (named by its pid) and counts from 0, as there."""
 
-    metrics_port: int = Field(9808, description="Port of this worker's /metrics endpoint.")
-    metrics_addr: str = Field(
-        "127.0.0.1", description="Address /metrics listens on (0.0.0.0 for every interface)."
-    )
-    metrics_targets_dir: Path | None = Field(
-        None,
-        description="Directory where the worker writes its /metrics address while it runs"
-        " (Prometheus file_sd_configs); unset: nowhere.",
-    )
+    _multiprocess = True
+    _lock = threading.Lock()
+    _files: dict[str, MmapedDict] = {}
+    _pid = os.getpid()
+
+    def __init__(self, typ, metric_name, name, labelnames, labelvalues, help_text,
+                 multiprocess_mode="", **kw) -> None:  # fmt: skip
+        self._kind = f"{typ}_{multiprocess_mode}" if typ == "gauge" else typ
+        self._key = mmap_key(metric_name, name, labelnames, labelvalues, help_text)
+
+    def _file(self) -> MmapedDict:
+        cls = type(self)
+        if cls._pid != os.getpid():
+            cls._files, cls._pid = {}, os.getpid()  # the parent's files stay the parent's
+        if self._kind not in cls._files:
+            path = os.path.join(DIRECTORY, f"{self._kind}_{cls._pid}.db")
+            cls._files[self._kind] = MmapedDict(path)
+        return cls._files[self._kind]
+
+    def inc(self, amount: float) -> None:
+        with self._lock:
+            file = self._file()
+            file.write_value(self._key, file.read_value(self._key)[0] + amount, 0.0)
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        with self._lock:
+            self._file().write_value(self._key, value, timestamp or 0.0)
+
+    def get(self) -> float:
+        with self._lock:
+            return self._file().read_value(self._key)[0]
+
+    def set_exemplar(self, exemplar) -> None:  # not kept in multiprocess mode
+        return
+
+    def get_exemplar(self) -> None:
+        return None
+
+
+values.ValueClass = _FileValue
 
 
 TASKS = Counter("eventful_tasks", "Tasks finished, by state", ["service", "task", "state"])
@@ -230,9 +263,10 @@ def _register(directory: Path, addr: str, port: int, service: str, node: str) ->
 @worker_init.connect
 def _serve(sender=None, **kw) -> None:
     """In the worker's main process: serve, and say where."""
-    settings, metrics = get_settings(), MetricsSettings()
+    settings = get_settings()
+    metrics = settings.metrics
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry, path=DIRECTORY)
     registry.register(DatabaseStateCollector(sender.app, settings.database_url))
     port = serve_metrics(registry, metrics.metrics_port, metrics.metrics_addr)
     service = sender.app.main
@@ -246,9 +280,9 @@ def _serve(sender=None, **kw) -> None:
 def _unregister(**kw) -> None:
     for path in _target_file:
         path.unlink(missing_ok=True)
-    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    shutil.rmtree(DIRECTORY, ignore_errors=True)
 
 
 @worker_process_shutdown.connect
 def _child_gone(pid=None, **kw) -> None:
-    multiprocess.mark_process_dead(pid or os.getpid())
+    multiprocess.mark_process_dead(pid or os.getpid(), path=DIRECTORY)
