@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,12 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 MARK = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
 #: The published bench results the performance table is made from (`make bench-publish`).
 BENCH_RESULTS = "bench/results/latest.json"
-#: Modules whose settings classes are the configuration reference, platform first.
+#: Modules whose settings classes are the configuration reference, platform first; a class's
+#: sections (``Settings.metrics``) follow it, each a table of its own.
 SETTINGS_MODULES = (
     "shared.core.settings",
-    "shared.ops.permissions",
-    "shared.ops.metrics",
-    "shared.core.tracing",
     "services.signup.config",
     "services.notifier.config",
     "services.reports.config",
@@ -65,13 +64,16 @@ def settings() -> str:
     return "\n".join(out)
 
 
-def _settings_table(cls: type[BaseSettings]) -> list[str]:
+def _settings_table(cls: type[BaseModel], title: str = "") -> list[str]:
     inherited = {f for base in cls.__mro__[1:] for f in getattr(base, "model_fields", {})}
+    sections = {f: i.annotation for f, i in cls.model_fields.items()
+                if f not in inherited and isinstance(i.annotation, type)
+                and issubclass(i.annotation, BaseModel)}  # fmt: skip
     about = inspect.cleandoc(cls.__dict__.get("__doc__") or "").split("\n\n")[0]
-    rows = [f"## `{cls.__module__}.{cls.__name__}`", "", about, "",
+    rows = [title or f"## `{cls.__module__}.{cls.__name__}`", "", about, "",
             "| variable | default | meaning |", "|---|---|---|"]  # fmt: skip
     for field, info in cls.model_fields.items():
-        if field in inherited:
+        if field in inherited or field in sections:
             continue
         default = "" if info.default_factory or info.default in (None, "") else info.default
         nested = typing.get_origin(info.annotation) is dict
@@ -79,6 +81,8 @@ def _settings_table(cls: type[BaseSettings]) -> list[str]:
         description = (info.description or "").replace("|", "\\|")
         shown = f"`{default}`" if default != "" else "—"
         rows.append(f"| `{variable}` | {shown} | {description} |")
+    for field, section in sections.items():
+        rows += ["", *_settings_table(section, f"### `settings.{field}` (`{section.__name__}`)")]
     return [*rows, ""]
 
 

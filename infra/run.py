@@ -32,7 +32,6 @@ from infra.supervisor import Program, Supervisor
 from shared.core.settings import get_settings
 from shared.ops.apply import vhost_of
 from shared.ops.deployments import WORKERS
-from shared.ops.permissions import CredentialSettings
 
 
 def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
@@ -60,7 +59,8 @@ def programs(args: argparse.Namespace, logs: Path) -> list[Program]:
 
 def _as_service(name: str) -> dict[str, str]:
     """The URLs with ``name``'s own broker user and database role."""
-    settings, creds = get_settings(), CredentialSettings()
+    settings = get_settings()
+    creds = settings.permissions
     return {
         "AMQP_URL": creds.amqp_url(name, settings.amqp_url),
         "DATABASE_URL": creds.database_url(name, settings.database_url),

@@ -42,40 +42,13 @@ from celery.signals import (
     worker_process_shutdown,
     worker_shutdown,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.core.settings import get_settings
 
 CORRELATION = "x-correlation-id"
 CAUSATION = "x-causation-id"
 #: The W3C trace context headers, as kept in an outbox row and on a message.
 TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-class TracingSettings(BaseSettings):
-    """The standard OpenTelemetry variables this module reads itself (the SDK and its
-    exporters read the rest: ``OTEL_EXPORTER_OTLP_*``, ``OTEL_BSP_*``, ...)."""
-
-    model_config = SettingsConfigDict(env_file=None, extra="ignore")
-
-    otel_sdk_disabled: bool = False
-    otel_traces_exporter: str = ""
-    otel_exporter_otlp_endpoint: str = ""
-    otel_exporter_otlp_traces_endpoint: str = ""
-    otel_exporter_otlp_protocol: str = ""
-    otel_exporter_otlp_traces_protocol: str = ""
-    otel_service_name: str = ""
-
-    def exporters(self) -> list[str]:
-        """Entry point names of the span exporters asked for; none: tracing is off."""
-        if self.otel_sdk_disabled:
-            return []
-        names = self.otel_traces_exporter or (
-            "otlp" if self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint
-            else ""
-        )  # fmt: skip
-        chosen = [n.strip() for n in names.split(",") if n.strip() and n.strip() != "none"]
-        protocol = self.otel_exporter_otlp_traces_protocol or self.otel_exporter_otlp_protocol
-        otlp = "otlp_proto_grpc" if protocol == "grpc" else "otlp_proto_http"
-        return [otlp if n == "otlp" else n for n in chosen]
 
 
 _lock = threading.Lock()
@@ -90,7 +63,7 @@ def install(service: str) -> None:
     with _lock:
         if _tracer is not None:
             return
-        settings = TracingSettings()
+        settings = get_settings().tracing
         exporters = settings.exporters()
         if exporters:
             _tracer = _configure(settings.otel_service_name or service, exporters)

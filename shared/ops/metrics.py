@@ -36,12 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
-    prefix="eventful-metrics-", dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-)
-
-from celery import Celery, Task  # noqa: E402
-from celery.signals import (  # noqa: E402
+from celery import Celery, Task
+from celery.signals import (
     task_failure,
     task_postrun,
     task_prerun,
@@ -52,43 +48,35 @@ from celery.signals import (  # noqa: E402
     worker_process_shutdown,
     worker_shutdown,
 )
-from kombu.utils.imports import symbol_by_name  # noqa: E402
-from prometheus_client import (  # noqa: E402
+from kombu.utils.imports import symbol_by_name
+from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
     multiprocess,
     values,
 )
-from prometheus_client import start_http_server as serve  # noqa: E402
-from prometheus_client.core import GaugeMetricFamily  # noqa: E402
-from pydantic import Field  # noqa: E402
-from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
+from prometheus_client import start_http_server as serve
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
-from shared.core.settings import get_settings  # noqa: E402
-from shared.ops.outbox import outbox_lag  # noqa: E402
-from shared.worker.beat import SingleBeatScheduler, lock_is_held  # noqa: E402
-from shared.worker.deadletter import dead_lettered  # noqa: E402
-from shared.worker.pending_rows import row_refused  # noqa: E402
+from shared.core.settings import get_settings
+from shared.ops.outbox import outbox_lag
+from shared.worker.beat import SingleBeatScheduler, lock_is_held
+from shared.worker.deadletter import dead_lettered
+from shared.worker.pending_rows import row_refused
 
 logger = logging.getLogger(__name__)
+#: This worker's own directory; its pool processes count in it, its main process serves it.
+DIRECTORY = tempfile.mkdtemp(
+    prefix="eventful-metrics-", dir=get_settings().metrics.prometheus_multiproc_dir
+)
+# prometheus_client's multiprocess values learn their directory from this variable alone
+# (no argument takes it): the one write of the environment in the platform, for the library,
+# before any metric of ours has a value; pool processes, forked from this one, inherit it.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = DIRECTORY
 values.ValueClass = values.get_value_class()
-
-
-class MetricsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore")
-
-    metrics_port: int = Field(9808, description="Port of this worker's /metrics endpoint.")
-    metrics_addr: str = Field(
-        "127.0.0.1", description="Address /metrics listens on (0.0.0.0 for every interface)."
-    )
-    metrics_targets_dir: Path | None = Field(
-        None,
-        description="Directory where the worker writes its /metrics address while it runs"
-        " (Prometheus file_sd_configs); unset: nowhere.",
-    )
 
 
 TASKS = Counter("eventful_tasks", "Tasks finished, by state", ["service", "task", "state"])
@@ -233,9 +221,10 @@ def _register(directory: Path, addr: str, port: int, service: str, node: str) ->
 @worker_init.connect
 def _serve(sender: Any, **kw: Any) -> None:
     """In the worker's main process: serve, and say where."""
-    settings, metrics = get_settings(), MetricsSettings()
+    settings = get_settings()
+    metrics = settings.metrics
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry, path=DIRECTORY)
     registry.register(DatabaseStateCollector(sender.app, settings.database_url))
     port = serve_metrics(registry, metrics.metrics_port, metrics.metrics_addr)
     service = sender.app.main
@@ -249,9 +238,9 @@ def _serve(sender: Any, **kw: Any) -> None:
 def _unregister(**kw: Any) -> None:
     for path in _target_file:
         path.unlink(missing_ok=True)
-    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    shutil.rmtree(DIRECTORY, ignore_errors=True)
 
 
 @worker_process_shutdown.connect
 def _child_gone(pid: int | None = None, **kw: Any) -> None:
-    multiprocess.mark_process_dead(pid or os.getpid())
+    multiprocess.mark_process_dead(pid or os.getpid(), path=DIRECTORY)

@@ -16,12 +16,8 @@ other services' commands.
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import make_url
-
+from shared.core.settings import CredentialSettings
 from shared.core.topology import (
     DELAY_LEVELS,
     DELAYED_DELIVERY,
@@ -41,45 +37,6 @@ __all__ = [
 
 #: Where Celery publishes every countdown (the delay in the routing key's 28 bits).
 DELAY_ENTRY = "celery_delayed_27"
-
-
-class CredentialSettings(BaseSettings):
-    """Who each service is on the broker and the database (read by ``topology apply``)."""
-
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", env_nested_delimiter="__")
-
-    service_user_prefix: str = Field(
-        "", description="Prefix of every service's user/role name, e.g. 'staging-'."
-    )
-    service_passwords: dict[str, str] = Field(
-        default_factory=dict,
-        description="Per service, SERVICE_PASSWORDS__NOTIFIER=...; unset: '<service>-local'.",
-    )
-
-    def user(self, service: str) -> str:
-        return f"{self.service_user_prefix}{service}"
-
-    def password(self, service: str) -> str:
-        return self.service_passwords.get(service, f"{service}-local")
-
-    def uses_local_passwords(self) -> list[str]:
-        """Services whose password is the well-known default, unset or set to it."""
-        return [name for name in SERVICES if self.password(name) == f"{name}-local"]
-
-    def amqp_url(self, service: str, base: str) -> str:
-        """``base`` (one URL or a ';' failover list) as ``service``'s user."""
-        user, password = quote(self.user(service), safe=""), quote(self.password(service), safe="")
-        urls = []
-        for url in filter(None, (u.strip() for u in base.split(";"))):
-            parts = urlsplit(url)
-            netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 5672}"
-            urls.append(urlunsplit(parts._replace(netloc=netloc)))
-        return ";".join(urls)
-
-    def database_url(self, service: str, base: str) -> str:
-        """``base`` as ``service``'s role."""
-        url = make_url(base).set(username=self.user(service), password=self.password(service))
-        return url.render_as_string(hide_password=False)
 
 
 @dataclass(frozen=True)

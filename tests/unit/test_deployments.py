@@ -1,6 +1,7 @@
 """Each worker runs as its service declares it, wherever it is started: the Makefile and
 every compose file calls ``shared.ops worker SERVICE``, which runs the declared command."""
 
+import os
 import re
 
 import pytest
@@ -50,13 +51,22 @@ def test_each_compose_worker_is_checked_by_pinging_its_own_node(path):
 def test_the_worker_command_runs_the_declared_argv_with_its_metrics_port(service, monkeypatch):
     ran = []
     monkeypatch.delenv("METRICS_PORT", raising=False)
-    monkeypatch.setattr(workers.os, "execv", lambda path, argv: ran.append(argv))
+    monkeypatch.setattr(workers.os, "execve", lambda path, argv, env: ran.append((argv, env)))
     cli.main(["worker", service, "-n", "x@%h"])
-    argv = ran[0][ran[0].index("celery") + 1 :]
+    argv, env = ran[0]
     declared = WORKERS[service].argv()
     declared[declared.index("-n") + 1] = "x@%h"
-    assert argv == declared
-    assert workers.os.environ["METRICS_PORT"] == str(WORKERS[service].metrics_port)
+    assert argv[argv.index("celery") + 1 :] == declared
+    assert env["METRICS_PORT"] == str(WORKERS[service].metrics_port)
+    assert "METRICS_PORT" not in os.environ, "the worker's environment, not this process's"
+
+
+def test_the_worker_command_keeps_the_operators_metrics_port(monkeypatch):
+    ran = []
+    monkeypatch.setenv("METRICS_PORT", "9999")
+    monkeypatch.setattr(workers.os, "execve", lambda path, argv, env: ran.append(env))
+    cli.main(["worker", "reports"])
+    assert ran[0]["METRICS_PORT"] == "9999"
 
 
 @pytest.mark.parametrize("path", COMPOSE_FILES)

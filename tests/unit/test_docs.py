@@ -55,6 +55,18 @@ def test_the_reference_pages_show_what_the_code_has():
     assert "| raw AMQP publish (pipelined confirms) |" in rendered("performance.md")
 
 
+def test_the_settings_reference_lists_every_sections_variable_with_its_meaning():
+    from shared.core.settings import Settings
+
+    page = rendered("reference/settings.md")
+    for section in Settings.sections():
+        assert f"### `settings.{section}`" in page
+        for name, field in type(getattr(Settings(), section)).model_fields.items():
+            variable = name.upper() + ("__<NAME>" if name == "service_passwords" else "")
+            assert field.description and f"| `{variable}` |" in page, variable
+            assert field.description.replace("|", "\\|") in page, variable
+
+
 def test_the_readme_is_short_opens_with_the_two_commands_and_its_links_resolve():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 200

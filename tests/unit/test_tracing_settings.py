@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.core.tracing import TracingSettings
+from shared.core.settings import Settings, TracingSettings
 
 
 @pytest.mark.parametrize(
@@ -24,4 +24,4 @@ def test_the_otel_variables_choose_the_exporters(monkeypatch, env, exporters):
         monkeypatch.delenv(name.upper(), raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert TracingSettings().exporters() == exporters
+    assert Settings().tracing.exporters() == exporters

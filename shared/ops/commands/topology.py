@@ -12,7 +12,6 @@ from shared.ops import definitions
 from shared.ops.apply import apply_roles, apply_users, declare_topology, vhost_of
 from shared.ops.commands.common import AS_JSON, fail, print_json
 from shared.ops.management import Management
-from shared.ops.permissions import CredentialSettings
 from shared.ops.plan import plan
 from shared.ops.recreate import QueueBusy, recreate
 
@@ -25,7 +24,8 @@ def topology_group() -> None:
 @topology_group.command("apply")
 def cmd_topology_apply() -> int:
     """Declare everything; each service's user and database role."""
-    settings, creds = get_settings(), CredentialSettings()
+    settings = get_settings()
+    creds = settings.permissions
     local = creds.uses_local_passwords()
     if local and not settings.local_mode:
         return fail(
@@ -53,7 +53,7 @@ def cmd_topology_plan(as_json: bool) -> int:
     """What differs between the declared and the live broker (exit 1 on drift)."""
     settings = get_settings()
     vhost = vhost_of(settings.amqp_url)
-    drift = plan(Management(settings.rabbitmq_management_url), vhost, CredentialSettings())
+    drift = plan(Management(settings.rabbitmq_management_url), vhost, settings.permissions)
     if as_json:
         print_json({"vhost": vhost, "drift": drift})
         return 1 if drift else 0
@@ -84,8 +84,9 @@ def cmd_topology_recreate(queue: str) -> int:
 @click.option("-o", "--output", help="file to write (default: stdout)")
 def cmd_topology_export(vhost: str | None, output: str | None) -> int:
     """The declared topology as RabbitMQ definitions (JSON) for the management UI."""
-    vhost = vhost or vhost_of(get_settings().amqp_url)
-    text = json.dumps(definitions.export(vhost, CredentialSettings()), indent=2)
+    settings = get_settings()
+    vhost = vhost or vhost_of(settings.amqp_url)
+    text = json.dumps(definitions.export(vhost, settings.permissions), indent=2)
     if output:
         Path(output).write_text(text + "\n")
     else:

@@ -9,7 +9,6 @@ from shared.ops import upstreams
 from shared.ops.apply import vhost_of
 from shared.ops.commands.common import AS_JSON, print_json
 from shared.ops.management import Management
-from shared.ops.permissions import CredentialSettings
 
 
 @click.group("upstream")
@@ -22,7 +21,8 @@ def upstream_group() -> None:
 @click.option("--publishes", multiple=True, required=True, help="event type(s) it may publish")
 def cmd_upstream_add(name: str, publishes: tuple[str, ...]) -> int:
     """A user that may only publish these event types to `events` (again: new password)."""
-    settings, creds = get_settings(), CredentialSettings()
+    settings = get_settings()
+    creds = settings.permissions
     vhost = vhost_of(settings.amqp_url)
     types = tuple(t.strip() for option in publishes for t in option.split(",") if t.strip())
     management = Management(settings.rabbitmq_management_url)
@@ -44,7 +44,7 @@ def cmd_upstream_list(as_json: bool) -> int:
     settings = get_settings()
     found = upstreams.upstreams(
         Management(settings.rabbitmq_management_url), vhost_of(settings.amqp_url),
-        CredentialSettings(),
+        settings.permissions,
     )  # fmt: skip
     if as_json:
         print_json([asdict(u) for u in found])
@@ -60,7 +60,7 @@ def cmd_upstream_remove(name: str) -> int:
     """Delete an upstream's user."""
     settings = get_settings()
     management = Management(settings.rabbitmq_management_url)
-    upstreams.remove(management, vhost_of(settings.amqp_url), CredentialSettings(), name)
+    upstreams.remove(management, vhost_of(settings.amqp_url), settings.permissions, name)
     print(f"removed upstream {name}")
     return 0
 

@@ -61,9 +61,11 @@ def cmd_worker(service_name: str, hostname: str | None) -> int:
     argv = deployment.argv()
     if hostname:
         argv[argv.index("-n") + 1] = hostname
-    os.environ.setdefault("METRICS_PORT", str(deployment.metrics_port))
+    # The deployment's port unless the operator's environment says otherwise: given to the
+    # worker's own environment, this process's is left as it is.
+    env = {"METRICS_PORT": str(deployment.metrics_port), **os.environ}
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "celery", *argv])
+    os.execve(sys.executable, [sys.executable, "-m", "celery", *argv], env)
 
 
 @click.command("worker-alive")
