@@ -230,10 +230,11 @@ def test_recreate_refuses_while_a_worker_dead_letters_into_the_queue_and_nothing
         )
         management.request("POST", f"/bindings/{v}/e/notifier.dlx/q/notifier.dlq", json={})
         sent = 100  # messages no task can run: the worker dead-letters each
-        with Connection(amqp_url) as conn:
+        with Connection(amqp_url) as conn:  # confirmed: each one the broker has taken
             channel = conn.channel()
+            channel.confirm_select()
             for i in range(sent):
-                channel.basic_publish(
+                channel.basic_publish_confirm(
                     amqp.Message(b"[[], {}, {}]", content_type="application/json",
                                  application_headers={"task": "notifier.nope", "id": f"n{i}"}),
                     exchange="notifier", routing_key="notifier.tasks",
