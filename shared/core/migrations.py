@@ -1,12 +1,16 @@
 """The body of every alembic ``env.py``: versions live in the schema migrated, in the
 version table the caller names (the platform's tables and the service's are versioned
-apart)."""
+apart).
 
-from alembic import context
+alembic is imported when a migration runs, not with ``shared``: every worker process
+imports ``shared``, and alembic (with mako and pygments) is 38 MiB of each one's memory."""
+
 from sqlalchemy import create_engine, pool
 
 
 def run() -> None:
+    from alembic import context
+
     config = context.config
     schema = config.attributes["schema"]
     url = config.get_main_option("sqlalchemy.url")
