@@ -116,7 +116,8 @@ def rss_mb(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) used so far by a process and its children (the pool)."""
+    """CPU time (user + system) used so far by a process and its children (the pool),
+    those it has already reaped included (an autoscaled pool's children come and go)."""
     pids = [pid]
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
         pids += [int(p) for p in children.read_text().split()]
@@ -128,6 +129,8 @@ def cpu_seconds(pid: int) -> float:
         except FileNotFoundError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
+        if p == pid:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped children
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -296,12 +296,13 @@ def cpu_rows(found: dict, variant: str = "") -> list[Row]:
     """The signup bench's CPU row: ms of CPU per signup for each process kind and the whole
     system (its target beside it, in ms, not as a ratio). ``variant``: what differs from
     the system as ``make run`` starts it."""
-    targets = found["targets_ms"]
+    targets, per_event = found["targets_ms"], found.get("cpu_ms_per_event", {})
     suffix = f" ({variant})" if variant else ""
     key = "-".join(variant.split()[:2]) if variant else ""
     return [
         Row(f"CPU per signup: {kind}{suffix}", ms,
             f"{found['rate']:g} signups/s open loop, {found['answered']} signups"
+            + (f"; {per_event[kind]:g} ms per event" if kind in per_event else "")
             + (f"; target <= {targets[kind]:g} ms" if kind in targets else ""),
             key=f"cpu-{kind.replace(' ', '-')}{'-' + key if key else ''}",
             unit="ms CPU/signup", baseline=None, better="lower",
