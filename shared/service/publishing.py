@@ -36,15 +36,20 @@ class Publishing:
         self, event_type: str, body: dict[str, Any], event_id: Any, **options: Any
     ) -> None:
         """Publish an event already in its JSON form (what the outbox stores), in the wire
-        format the README documents; ``options`` go to Celery's ``send_task``."""
+        format the README documents; ``options`` go to Celery's ``send_task``.
+
+        Its ``kwargsrepr`` (what Celery's task events show Flower, which parses it again on
+        each event of the task) names the event, not its payload: no personal data there."""
         if event_type not in self.topology.publishes:
             raise ValueError(f"{self.name} may not publish {event_type!r}")
+        shown = {"event": {"type": event_type, "id": str(event_id)}}
         self.celery.send_task(
             event_type,
             kwargs={"event": body},
             task_id=str(event_id),
             declare=[],
             ignore_result=True,
+            kwargsrepr=repr(shown),
             **options,
         )
 
