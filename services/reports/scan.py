@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from services.reports.model import facts
 
@@ -60,7 +59,7 @@ class Progress:
 
 
 def next_batch(
-    session: Session, start: datetime, end: datetime, after: tuple[str, str] | None, size: int
+    session: sa.Connection, start: datetime, end: datetime, after: tuple[str, str] | None, size: int
 ) -> list[Any]:
     """The next ``size`` facts of ``[start, end)`` after ``after`` (keyset pagination)."""
     query = sa.select(facts).where(facts.c.occurred_at >= start, facts.c.occurred_at < end)

@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from psycopg.errors import QueryCanceled
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from contracts import UserStats
 from services.signup.config import SignupSettings
@@ -16,7 +16,7 @@ class StatsTimedOut(RuntimeError):
     """The statistics query ran past its budget (the database is busy or locked)."""
 
 
-def user_stats(command: UserStats, session: Session, settings: SignupSettings) -> dict:
+def user_stats(command: UserStats, session: Connection, settings: SignupSettings) -> dict:
     """Signups per UTC day over the last ``command.days`` days, and the total ever.
 
     The query gets a statement timeout: a report must never hold the users table hostage.

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
 
 from contracts import UserSignedUp
 from services.signup.model import users
@@ -30,7 +30,7 @@ class Created(NamedTuple):
 
 
 def create_user(
-    session: Session,
+    session: Connection,
     outbox: Outbox,
     *,
     email: str,

@@ -34,7 +34,6 @@ from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
-from sqlalchemy.orm import Session
 
 from shared.contracts.models import Event
 from shared.core.topology import declare_service
@@ -93,7 +92,7 @@ class Outbox:
         self.service = service
         self.table = outbox_table(service.name)
 
-    def add(self, session: Session, event: Event) -> None:
+    def add(self, session: sa.Connection, event: Event) -> None:
         """Record ``event`` in the caller's transaction; it is published after commit."""
         if event.type not in self.service.topology.publishes:
             raise ValueError(f"{self.service.name} may not publish {event.type!r}")
@@ -196,7 +195,7 @@ class Relay:
             confirm_timeout=self.confirm_timeout,
         )
 
-    def _record(self, session: Session, done: _Pass) -> None:
+    def _record(self, session: sa.Connection, done: _Pass) -> None:
         """Count the tries, mark what was sent, record each row's own failure and park the
         rows that have failed ``max_attempts`` times."""
         t = self.outbox.table
