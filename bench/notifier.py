@@ -3,7 +3,7 @@
 Publishes ``--count`` ``send_email`` commands (persistent, confirmed) to ``notifier.tasks``
 in a private vhost and database, then starts one notifier worker and times it from ready
 until the loopback SMTP sink holds every e-mail. Each e-mail is the whole path: claim the
-delivery row (insert + ``SELECT ... FOR UPDATE``), one SMTP session, commit, publish
+delivery row (insert, then ``SELECT ... FOR UPDATE``), the SMTP send, commit, publish
 ``notification.sent`` with confirms, store the result in PostgreSQL, late ack.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from kombu import Connection, Exchange, Producer
 from sqlalchemy import create_engine, text
 
+from bench.measure import cpu_seconds
 from bench.setup import BenchEnv, bench_env
 from infra.processes import Worker, wait_for
 from infra.smtp_sink import SmtpSink
@@ -61,10 +62,15 @@ def run(env: BenchEnv, args: argparse.Namespace) -> float:
     try:
         publish_rate = publish_commands(env.amqp_url, args.count)
         worker = Worker("notifier", worker_env, logs, *worker_args).start()
-        start = time.perf_counter()
+        assert worker.proc is not None
+        start, start_cpu = time.perf_counter(), cpu_seconds(worker.proc.pid)
         try:
             wait_for(lambda: len(sink.messages) >= args.count, timeout=110, interval=0.05)
             elapsed = time.perf_counter() - start
+            # The last e-mails' commits, publishes and results follow their SMTP send.
+            wait_for(lambda: sent_deliveries(env.database_url) >= args.count, timeout=30)
+            time.sleep(0.5)
+            cpu = cpu_seconds(worker.proc.pid) - start_cpu
         finally:
             worker.stop()
     finally:
@@ -74,6 +80,10 @@ def run(env: BenchEnv, args: argparse.Namespace) -> float:
     print(f"published {args.count} send_email commands at {publish_rate:,.0f}/s (confirmed)")
     print(f"e-mails received by the SMTP sink: {len(sink.messages)}; deliveries 'sent': {sent}")
     print(f"{rate:,.1f} e-mails/s ({elapsed:.2f} s from worker ready to the last e-mail)")
+    print(
+        f"worker CPU: {cpu * 1000 / args.count:.2f} ms per e-mail "
+        f"({cpu:.2f} s, main process and pool, start-up left out)"
+    )
     print(f"worker log: {worker.log}")
     if len(sink.messages) != args.count or sent != args.count:
         raise SystemExit("not every command was delivered exactly once")
@@ -92,7 +102,7 @@ def main() -> int:
         f"notifier bench: pool={args.pool} concurrency={args.concurrency} "
         f"prefetch_multiplier={args.prefetch} (prefetch {args.prefetch * args.concurrency}) "
         f"queue=notifier.tasks ({queue_type}) count={args.count} "
-        "smtp=loopback aiosmtpd sink, one SMTP session per e-mail; "
+        "smtp=loopback aiosmtpd sink, one kept SMTP session per pool process; "
         "acks_late, confirms, results in PostgreSQL"
     )
     with bench_env(Settings()) as env:

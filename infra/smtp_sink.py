@@ -23,6 +23,7 @@ class _BusyAtTheGreeting(SMTP):
             await super()._handle_client()
 
     async def smtp_NOOP(self, arg: str) -> None:  # noqa: N802 (aiosmtpd's command hook)
+        self.event_handler.noops += 1
         if not await self._turned_away():
             await super().smtp_NOOP(arg)
 
@@ -53,6 +54,7 @@ class SmtpSink:
         self.receiving = 0  # messages whose DATA has arrived and await an answer
         self.refused: set[str] = set()  # recipients answered 550, like an unknown mailbox
         self.busy = 0  # how many next greetings, NOOPs or MAILs are answered 421 (then closed)
+        self.noops = 0  # NOOP commands received
         self._lock = threading.Lock()
         self.controller = _Controller(self, hostname=host, port=port or free_port())
 

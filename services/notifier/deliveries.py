@@ -1,9 +1,9 @@
 """The delivery ledger: a send happens at most once per key, and its outcome is recorded.
 
-A delivery's row is committed ``pending`` first (so a process killed mid-send leaves it
-for the final-failure report), then claimed (locked: ``INSERT ... ON CONFLICT DO
-UPDATE``) in the same transaction that records its outcome, and the lock is held while
-the provider is called. So duplicates of one event or command (redelivery, a publisher
+A delivery's row is committed ``pending`` first (one statement in autocommit, so a
+process killed mid-send leaves it for the final-failure report), then claimed (locked:
+``SELECT ... FOR UPDATE``) in the same transaction that records its outcome, and the lock
+is held while the provider is called. So duplicates of one event or command (redelivery, a publisher
 sending the same event three times, a replayed dead letter) serialise on the row: the
 first sends and commits ``sent``, the others wait for it and then find ``sent`` and send
 nothing.
@@ -25,6 +25,7 @@ from typing import Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
@@ -127,17 +128,17 @@ class Deliveries:
             return True
         try:
             self._register(delivery)
-            with self.db.transaction() as session:
-                if self._claim(session, delivery) == "sent":
+            with self.db.engine.begin() as conn:
+                if conn.execute(CLAIM, {"key": delivery.key}).scalar_one() == "sent":
                     return False
                 try:
                     send()
                 except Exception as exc:
                     failure = exc
-                    self._update(session, delivery.key, status_after(exc), error=_describe(exc))
+                    conn.execute(MARK_UNSENT, _outcome(delivery, status_after(exc), exc))
                 else:
                     accepted = True
-                    self._update(session, delivery.key, "sent", sent_at=datetime.now(UTC))
+                    conn.execute(MARK_SENT, _outcome(delivery, "sent"))
                     return True
         except DBAPIError:
             if not accepted:
@@ -150,14 +151,17 @@ class Deliveries:
         """The provider accepted the message but the claiming transaction died with its
         connection (a database restart mid-send): without this, the retry sends it again.
         Retried on fresh connections for ``patience`` seconds (below the send's soft time
-        limit); a longer outage raises ``AcceptedUnrecorded``, for the retry to carry."""
+        limit); a longer outage raises ``AcceptedUnrecorded``, for the retry to carry.
+        Two single statements: the row (there already, unless the database lost it) and
+        its ``sent``; the update waits for any transaction holding the row."""
         logger.warning("%s: accepted while the database went away; recording it", delivery.key)
         deadline = time.monotonic() + patience
         while True:
             try:
-                with self.db.transaction() as session:
-                    self._claim(session, delivery)
-                    self._update(session, delivery.key, "sent", sent_at=datetime.now(UTC))
+                self._register(delivery)
+                with self.db.engine.connect() as conn:
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                    conn.execute(MARK_SENT, _outcome(delivery, "sent"))
                 return
             except DBAPIError as exc:
                 if time.monotonic() >= deadline:
@@ -166,12 +170,9 @@ class Deliveries:
 
     def fail(self, task_id: str, error: str) -> Delivery | None:
         """Mark the task's unsent delivery failed for good; None if it has none."""
-        with self.db.transaction() as session:
-            row = session.execute(
-                deliveries.update()
-                .where(deliveries.c.task_id == task_id, deliveries.c.status != "sent")
-                .values(status="failed", error=error, updated_at=datetime.now(UTC))
-                .returning(deliveries)
+        with self.db.engine.begin() as conn:
+            row = conn.execute(
+                MARK_FAILED, {"task": task_id, "error": error, "now": datetime.now(UTC)}
             ).first()
         if row is None:
             return None
@@ -182,49 +183,62 @@ class Deliveries:
         """Commit the delivery's row (``pending``) before the send's transaction locks it.
         A process killed mid-send (its hard time limit) rolls that transaction back, and
         the final-failure hook (``fail``, run by the worker after the kill) must still
-        find the delivery it reports as failed."""
-        with self.db.transaction() as session:
-            session.execute(_row(delivery).on_conflict_do_nothing(index_elements=[deliveries.c.id]))
-
-    @staticmethod
-    def _claim(session, delivery: Delivery) -> str:
-        """Lock the row (waiting for a transaction that holds it), inserting it if it is
-        not there: its status either way, in one round trip. The no-op ``DO UPDATE`` is
-        what takes the lock; ``DO NOTHING`` would neither lock nor return the row."""
-        return session.execute(
-            _row(delivery)
-            .on_conflict_do_update(
-                index_elements=[deliveries.c.id], set_={"status": deliveries.c.status}
-            )
-            .returning(deliveries.c.status)
-        ).scalar_one()
-
-    @staticmethod
-    def _update(session, key: str, status: str, **values: Any) -> None:
-        session.execute(
-            deliveries.update()
-            .where(deliveries.c.id == key)
-            .values(
-                status=status,
-                attempts=deliveries.c.attempts + 1,
-                updated_at=datetime.now(UTC),
-                **values,
-            )
-        )
+        find the delivery it reports as failed. One statement in autocommit: committed
+        when it returns, without BEGIN and COMMIT round trips."""
+        with self.db.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(REGISTER, _pending(delivery))
 
 
-def _row(delivery: Delivery) -> Any:
-    """The insert of ``delivery``'s row, as a first attempt finds it: ``pending``."""
-    return insert(deliveries).values(
-        id=delivery.key,
-        kind=delivery.kind,
-        channel=delivery.channel,
-        recipient=delivery.recipient,
-        status="pending",
-        task_id=delivery.task_id,
-        caused_by=delivery.caused_by,
-        created_at=datetime.now(UTC),
-    )
+# The statements, built once: executed with a parameter dict, each is compiled once per
+# process and its cache key is not rebuilt per call.
+
+#: The delivery's row as a first attempt finds it (``pending``); a copy's insert is a no-op.
+_PENDING = ("id", "kind", "channel", "recipient", "task_id", "caused_by", "created_at")
+REGISTER = (
+    insert(deliveries)
+    .values({**{column: bindparam(column) for column in _PENDING}, "status": "pending"})
+    .on_conflict_do_nothing(index_elements=[deliveries.c.id])
+)
+#: Lock the (registered) row, waiting for a transaction that holds it: its status then.
+CLAIM = select(deliveries.c.status).where(deliveries.c.id == bindparam("key")).with_for_update()
+_ATTEMPTED = {"attempts": deliveries.c.attempts + 1, "updated_at": bindparam("now")}
+MARK_SENT = (
+    deliveries.update()
+    .where(deliveries.c.id == bindparam("key"))
+    .values(status="sent", sent_at=bindparam("now"), **_ATTEMPTED)
+)
+#: An attempt that did not send: its status (``status_after``) and why.
+MARK_UNSENT = (
+    deliveries.update()
+    .where(deliveries.c.id == bindparam("key"))
+    .values(status=bindparam("status"), error=bindparam("error"), **_ATTEMPTED)
+)
+MARK_FAILED = (
+    deliveries.update()
+    .where(deliveries.c.task_id == bindparam("task"), deliveries.c.status != "sent")
+    .values(status="failed", error=bindparam("error"), updated_at=bindparam("now"))
+    .returning(deliveries)
+)
+
+
+def _pending(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.key,
+        "kind": delivery.kind,
+        "channel": delivery.channel,
+        "recipient": delivery.recipient,
+        "task_id": delivery.task_id,
+        "caused_by": delivery.caused_by,
+        "created_at": datetime.now(UTC),
+    }
+
+
+def _outcome(delivery: Delivery, status: str, exc: BaseException | None = None) -> dict[str, Any]:
+    outcome = {"key": delivery.key, "status": status, "now": datetime.now(UTC)}
+    if exc is not None:
+        outcome["error"] = _describe(exc)
+    return outcome
 
 
 def _describe(exc: BaseException) -> str:

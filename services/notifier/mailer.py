@@ -2,16 +2,17 @@
 
 One connection per worker process, kept between messages: a new one is a TCP handshake,
 the greeting, EHLO and QUIT, four round trips per e-mail that a kept one does not pay. A
-kept connection is checked with NOOP before it carries a message; one the server has
-dropped meanwhile (idle timeout, restart) is replaced, as nothing was sent on it. Once a
-message is under way, a broken connection is a transient error, as it was with a
-connection per message.
+kept connection is not checked before use (a NOOP would be a fifth round trip): one the
+server dropped meanwhile (idle timeout, restart) is found by the message's MAIL, which
+then gets no answer or the 421 the server sent as it closed, and the message goes out on
+a new connection, as nothing was sent on the dead one. Once MAIL is accepted, a broken
+connection is a transient error, as it was with a connection per message.
 """
 
 import logging
 import os
 import smtplib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from email.message import EmailMessage
 
 from services.notifier.errors import smtp_failure
@@ -53,7 +54,7 @@ def _plain(values: Iterable[str]) -> bool:
 class SmtpMailer:
     def __init__(self, host: str, port: int, sender: str, timeout: float) -> None:
         self.host, self.port, self.sender, self.timeout = host, port, sender, timeout
-        self._smtp: smtplib.SMTP | None = None
+        self._smtp: _Session | None = None
         self._pid = 0
 
     def send(self, to: list[str], subject: str, body: str, message_id: str) -> None:
@@ -80,33 +81,62 @@ class SmtpMailer:
             )  # fmt: skip
 
     def _submit(self, message: EmailMessage | bytes, to: list[str]) -> dict:
-        """The message on the kept connection, closing it without QUIT on any failure."""
+        """The message on the kept connection, or on a new one if the kept one was dead
+        before it began; closing the connection without QUIT on any failure."""
         smtp = self._connection()
         try:
-            if isinstance(message, bytes):
-                return smtp.sendmail(self.sender, to, message)
-            return smtp.send_message(message)
+            try:
+                return _sendmail(smtp, self.sender, to, message)
+            except _Dead:
+                self._smtp = None
+                smtp.close()
+                smtp = self._connection()
+                return _sendmail(smtp, self.sender, to, message)
         except BaseException:
             self._smtp = None
             smtp.close()
             raise
 
-    def _connection(self) -> smtplib.SMTP:
-        """The kept connection if the server still answers NOOP, else a new one (whose
-        constructor connects and reads the greeting: a busy server raises here, 421).
-        A connection is kept again only once it answered: one interrupted mid-command
-        (a soft time limit) would read the wrong replies from then on."""
-        kept, self._smtp = self._smtp, None
-        if kept is not None:
-            try:
-                if self._pid == os.getpid() and kept.noop()[0] == 250:
-                    self._smtp = kept
-                    return kept
-            except (smtplib.SMTPException, OSError):
-                pass
-            finally:
-                if self._smtp is None:
-                    kept.close()
-        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+    def _connection(self) -> "_Session":
+        """The kept connection, else a new one (whose constructor connects and reads the
+        greeting: a busy server raises here, 421). A connection is kept only while its
+        commands are answered: one interrupted mid-command (a soft time limit) would read
+        the wrong replies from then on. Never one a parent process opened before a fork."""
+        if self._smtp is not None and self._pid == os.getpid():
+            return self._smtp
+        smtp = _Session(self.host, self.port, timeout=self.timeout)
         self._smtp, self._pid = smtp, os.getpid()
         return smtp
+
+
+class _Dead(Exception):
+    """A kept connection the server had dropped: its MAIL got no answer, or 421."""
+
+
+class _Session(smtplib.SMTP):
+    """smtplib's session, telling a kept connection found dead at MAIL (nothing sent on
+    it: the message may go out on another) apart from a failure of the message itself."""
+
+    #: Whether a message went out on it: then a MAIL without an answer means it died kept.
+    carried = False
+
+    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        try:
+            reply = super().mail(sender, options)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            if self.carried:
+                raise _Dead from exc
+            raise
+        if reply[0] == 421 and self.carried:
+            raise _Dead
+        return reply
+
+
+def _sendmail(smtp: _Session, sender: str, to: list[str], message: EmailMessage | bytes) -> dict:
+    refused = (
+        smtp.sendmail(sender, to, message)
+        if isinstance(message, bytes)
+        else smtp.send_message(message)
+    )
+    smtp.carried = True
+    return refused

@@ -35,6 +35,16 @@ def test_emails_sent_by_one_process_share_one_smtp_connection(sink):
     assert len({m["peer"] for m in sink.messages}) == 1
 
 
+def test_a_kept_connection_carries_the_next_email_without_a_noop_first(sink):
+    """A NOOP per message is a round trip the server answers 250 nearly always; a dead kept
+    connection is found by the message's MAIL instead (the tests below)."""
+    mailer = mailer_for(sink.port)
+    for n in range(3):
+        send(mailer, f"u{n}@example.com")
+
+    assert len(sink.messages) == 3 and sink.noops == 0
+
+
 def test_after_a_failed_send_the_next_email_opens_a_new_connection(sink):
     mailer = mailer_for(sink.port)
     send(mailer, "before@example.com")
@@ -67,6 +77,16 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_email_sent_once():
         again.stop()
 
     assert [m["to"] for m in again.messages] == [["second@example.com"]]
+
+
+def test_a_kept_connection_to_a_server_gone_for_good_fails_as_the_new_connection_does():
+    """The dead kept connection is not the error: the new connection's is (transient)."""
+    sink = SmtpSink().start()
+    mailer = mailer_for(sink.port)
+    send(mailer, "first@example.com")
+    sink.stop()
+    with pytest.raises(ConnectionRefusedError):
+        send(mailer, "second@example.com")
 
 
 def test_a_server_busy_at_the_greeting_of_the_new_connection_means_try_later():
