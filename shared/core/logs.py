@@ -74,6 +74,18 @@ def use_json_logs(service: str) -> None:
     after_setup_task_logger.connect(install, weak=False)
 
 
+#: Celery's loggers of the per-task INFO lines: "received"; "succeeded", "retry".
+TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def quiet_task_lines() -> None:
+    """Warnings and errors only from Celery's per-task loggers (``TASK_LOG_LINES=false``).
+    Celery checks their level once per task type, when it builds the task's handler and
+    tracer, so a line not logged costs nothing per task."""
+    for name in TASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def use_json_logs_outside_workers(service: str) -> None:
     """The same JSON lines from a process Celery does not set up (the API under uvicorn):
     the server's loggers (start-up, access log) and the application's, through the root."""

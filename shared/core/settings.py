@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="Worker logs: text, or json (one object a line)."
     )
+    task_log_lines: bool = Field(
+        True,
+        description="Workers log Celery's INFO line per task received and per task done"
+        " (succeeded, retried); false keeps warnings and errors only (metrics still count"
+        " every task): about 0.25 ms of CPU per event in the reports worker.",
+    )
     chord_timeout: int = Field(
         3600,
         description="Seconds a chord waits for its header tasks before it fails and its unlock"

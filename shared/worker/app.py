@@ -12,7 +12,7 @@ from celery.app.task import X_DEATH_HEADERS  # type: ignore[attr-defined]  # not
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
-from shared.core.logs import use_json_logs
+from shared.core.logs import quiet_task_lines, use_json_logs
 from shared.core.settings import Settings
 from shared.core.topology import ServiceTopology, declare_service
 from shared.core.tracing import install as install_tracing
@@ -239,6 +239,8 @@ def create_celery_app(
     install_startup_check(app)
     if settings.log_format == "json":
         use_json_logs(topo.name)
+    if not settings.task_log_lines:
+        quiet_task_lines()
     install_tracing(topo.name)
     return app
 

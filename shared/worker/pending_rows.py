@@ -67,12 +67,16 @@ class PendingRows:
 
     def add(self, task_id: str, row: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         """Queue ``row``; a callable (a STARTED row) is built only if still pending when the
-        batch goes out: a short task's final row usually replaces it before that."""
+        batch goes out: a short task's final row usually replaces it before that. Only the
+        first row of a batch wakes the writer (waking costs a lock and a thread switch;
+        the rows after it go out with it, ``flush`` taking what is pending then)."""
         with self.guard:
+            first = not self.pending
             queued = self.pending.get(task_id)
             if queued is None or callable(queued) or queued["status"] not in FINAL:
                 self.pending[task_id] = row
-        self.wake.set()
+        if first:
+            self.wake.set()
 
     def add_final(self, task_id: str, row: dict[str, Any]) -> None:
         """The final row of a task about to be acked: left behind the ack while the writer
@@ -92,7 +96,7 @@ class PendingRows:
     def flush_until_written(self) -> None:
         """Write what is pending, trying again while the database is away."""
         while not self.flush():
-            threading.Event().wait(RETRY_INTERVAL)
+            time.sleep(RETRY_INTERVAL)
 
     def cancel(self, task_id: str) -> None:
         """Drop a pending row; wait for one in flight, so it cannot land last."""
@@ -145,9 +149,9 @@ class PendingRows:
         while True:
             self.wake.wait()
             self.wake.clear()
-            threading.Event().wait(self.delay)
+            time.sleep(self.delay)
             if not self.flush():
-                threading.Event().wait(RETRY_INTERVAL)
+                time.sleep(RETRY_INTERVAL)
                 self.wake.set()
 
 

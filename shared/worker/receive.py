@@ -160,6 +160,17 @@ class ReceivingConsumer(Consumer):
         conn.default_channel.auto_decode = False  # type: ignore[attr-defined]  # py-amqp's Channel
         return conn
 
+    def connection_for_write(self, url: str | None = None, heartbeat: float | None = None) -> Any:
+        """The connection of the worker's monitoring events (``-E``; Celery's ``Events``
+        step is its only user), without publisher confirms: the app's confirmed publishes
+        made each of a task's three events (received, started, succeeded) wait for the
+        broker's confirm in the event loop. An event is a notice to whoever watches
+        (Flower), lost anyway when nobody's queue is bound; no guarantee rests on it."""
+        conn = self.app.connection_for_write(
+            url=url, heartbeat=heartbeat, transport_options={"confirm_publish": False}
+        )
+        return self.ensure_connected(conn)
+
     def _dead(self, message: Any, reason: str, exc: BaseException | None) -> None:
         if settle_dead(self.app, message, reason=reason, exc=exc):
             message.ack()
