@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from anyio.to_thread import current_default_thread_limiter
 from celery import states
 from celery.result import AsyncResult
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response, status
@@ -73,6 +74,10 @@ def operator(
 
 
 ANY, DB = (413, 500), (503,)
+#: Requests served at once (sync routes run in threads): fewer than the database pool's
+#: connections (shared.core.db.POOL_SIZE), so a request never waits on, or opens and drops,
+#: a connection; more wait for a thread, on the event loop.
+API_THREADS = 16
 router = APIRouter()
 operators = APIRouter(dependencies=[Depends(operator)], responses=problems.responses(401))
 
@@ -180,6 +185,7 @@ def create_app(settings: SignupSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.api_token = settings.required_api_token()
+        current_default_thread_limiter().total_tokens = API_THREADS
         rt.after_commit.start()
         yield
         rt.after_commit.stop()
