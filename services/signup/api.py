@@ -56,7 +56,9 @@ class Runtime:
     probe: asyncio.Future | None = None  # the readiness query in flight, at most one
 
 
-def runtime(request: Request) -> Runtime:
+# The dependencies are coroutines: FastAPI runs a plain function dependency in the thread
+# pool, one more hand-off to a thread (and back) per request for an attribute read.
+async def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -64,7 +66,7 @@ Rt = Annotated[Runtime, Depends(runtime)]
 bearer = HTTPBearer(auto_error=False, description="The operators' token (API_TOKEN).")
 
 
-def operator(
+async def operator(
     rt: Rt, given: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
     """Only a caller holding ``API_TOKEN`` passes; the comparison takes constant time."""
