@@ -93,7 +93,7 @@ operators = APIRouter(dependencies=[Depends(operator)], responses=problems.respo
 def signup(body: SignupRequest, rt: Rt, response: Response) -> dict[str, Any]:
     """Save the user and send the verification SMS; ``user.signed_up`` follows the commit."""
     try:
-        with rt.service.db.transaction() as session:
+        with rt.service.db.begin() as session:
             user, event = create_user(
                 session, rt.outbox, email=body.email, name=body.name, phone=body.phone, sms=rt.sms
             )
@@ -118,7 +118,7 @@ def get_user(user_id: UUID, rt: Rt) -> dict[str, Any]:
 
 
 def _user(rt: Runtime, user_id: UUID) -> dict[str, Any]:
-    with rt.service.db.transaction() as session:
+    with rt.service.db.begin() as session:
         row = session.execute(sa.select(users).where(users.c.id == user_id)).mappings().first()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id}")

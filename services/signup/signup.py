@@ -40,7 +40,7 @@ class Created(NamedTuple):
 
 
 def create_user(
-    session: Session,
+    session: Session | sa.Connection,
     outbox: Outbox,
     *,
     email: str,
@@ -88,7 +88,7 @@ def sign_up(service: Service, *, email: str, name: str, phone: str | None = None
     user, then published here. If the broker is away it stays in the outbox for the relay.
     """
     outbox = Outbox(service)
-    with service.db.transaction() as session:
+    with service.db.begin() as session:
         event = create_user(session, outbox, email=email, name=name, phone=phone).event
     relay = Relay(outbox)
     try:

@@ -98,7 +98,7 @@ class Outbox:
         self._insert = t.insert().values({c: sa.bindparam(c) for c in columns})
         self._unsent = sa.select(sa.func.count()).where(t.c.published_at.is_(None))
 
-    def add(self, session: Session, event: Event) -> None:
+    def add(self, session: Session | sa.Connection, event: Event) -> None:
         """Record ``event`` in the caller's transaction; it is published after commit."""
         if event.type not in self.service.topology.publishes:
             raise ValueError(f"{self.service.name} may not publish {event.type!r}")
@@ -109,7 +109,7 @@ class Outbox:
         )
 
     def unsent(self) -> int:
-        with self.service.db.transaction() as session:
+        with self.service.db.begin() as session:
             return session.execute(self._unsent).scalar_one()
 
 
@@ -166,10 +166,10 @@ class Relay:
         rows behind it are published all the same. Raises RelayError when the broker failed
         part-way: rows it confirmed are marked sent, the others stay unsent for the next pass.
         """
-        query, params = self._pending, {"limit": self.batch_size}
+        query, params = self._pending, dict[str, Any](limit=self.batch_size)
         if ids is not None:
-            query, params["ids"] = self._pending_among, list(ids)
-        with self.outbox.service.db.transaction() as session:
+            query, params = self._pending_among, {**params, "ids": list(ids)}
+        with self.outbox.service.db.begin() as session:
             rows = session.execute(query, params).all()
             if not rows:
                 return 0
@@ -217,7 +217,7 @@ class Relay:
             **_reprs(row.body),
         )
 
-    def _record(self, session: Session, done: _Pass) -> None:
+    def _record(self, session: sa.Connection, done: _Pass) -> None:
         """Count the tries, mark what was sent, record each row's own failure and park the
         rows that have failed ``max_attempts`` times."""
         if done.tried:
