@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from shared.core.system import declaration
 
 #: Connections a process keeps once it has needed them (the pool opens them lazily, so a
-#: worker using one keeps one): the signup API's request threads (``API_THREADS``) and its
+#: worker using one keeps one): a web API's request threads (its ``API_THREADS``) and its
 #: after-commit thread fit, so a burst no longer opens connections only to close them at
-#: checkin (with 5 kept and 40 threads, psycopg's connect was 6 % of the API's CPU).
+#: checkin (with 5 kept and 40 threads, psycopg's connect was 6 % of an API's CPU).
 POOL_SIZE = 20
 
 
@@ -45,7 +45,7 @@ class Database:
     def begin(self) -> AbstractContextManager[Connection]:
         """A connection in a transaction (commits at the block's end, rolls back if it
         raises), for work of Core statements only: without the ORM session's bookkeeping,
-        0.08 ms of CPU less a transaction (the signup API's two per signup)."""
+        0.08 ms of CPU less a transaction (a web request's, an after-commit pass's)."""
         return self.engine.begin()
 
     def dispose(self) -> None:
