@@ -4,7 +4,7 @@ A signup waits for what the user must see happen (the user saved, the verificati
 sent) and for nothing else: ``user.signed_up`` is committed to the outbox with the user
 and published by a background thread after the response, or by the outbox relay. One
 transaction per signup, whose INSERT returns the row the answer shows (no second read),
-and one kept-alive connection to the SMS gateway per thread (httpx's pool).
+and kept-alive connections to the SMS gateway (sms.py).
 Reading a user or a task needs the operators' bearer token (``API_TOKEN``): one shows
 personal data, the other tracebacks. Errors are problem documents (problems.py).
 """
@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from anyio.to_thread import current_default_thread_limiter
 from celery import states
 from celery.result import AsyncResult
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response, status
@@ -55,7 +56,9 @@ class Runtime:
     probe: asyncio.Future | None = None  # the readiness query in flight, at most one
 
 
-def runtime(request: Request) -> Runtime:
+# The dependencies are coroutines: FastAPI runs a plain function dependency in the thread
+# pool, one more hand-off to a thread (and back) per request for an attribute read.
+async def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -63,7 +66,7 @@ Rt = Annotated[Runtime, Depends(runtime)]
 bearer = HTTPBearer(auto_error=False, description="The operators' token (API_TOKEN).")
 
 
-def operator(
+async def operator(
     rt: Rt, given: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
     """Only a caller holding ``API_TOKEN`` passes; the comparison takes constant time."""
@@ -73,6 +76,10 @@ def operator(
 
 
 ANY, DB = (413, 500), (503,)
+#: Requests served at once (sync routes run in threads): fewer than the database pool's
+#: connections (shared.core.db.POOL_SIZE), so a request never waits on, or opens and drops,
+#: a connection; more wait for a thread, on the event loop.
+API_THREADS = 16
 router = APIRouter()
 operators = APIRouter(dependencies=[Depends(operator)], responses=problems.responses(401))
 
@@ -180,6 +187,7 @@ def create_app(settings: SignupSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.api_token = settings.required_api_token()
+        current_default_thread_limiter().total_tokens = API_THREADS
         rt.after_commit.start()
         yield
         rt.after_commit.stop()

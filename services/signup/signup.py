@@ -18,6 +18,16 @@ from shared import Outbox, Relay, RelayError, Service
 logger = logging.getLogger(__name__)
 
 
+#: The user's row, or none when the address is taken whatever its case; built once, run
+#: with each signup's values (SQLAlchemy compiles it once).
+INSERT_USER = (
+    insert(users)
+    .values({column.name: sa.bindparam(column.name) for column in users.c})
+    .on_conflict_do_nothing(index_elements=[sa.func.lower(users.c.email)])
+    .returning(*users.c)
+)
+
+
 class DuplicateEmail(ValueError):
     """Another user already has this e-mail address."""
 
@@ -46,21 +56,14 @@ def create_user(
     on it and is refused rather than texted twice. The row comes back from the INSERT
     itself, so the caller answers without reading it again.
     """
-    user = _created(session.execute(_insert_user(email, name, phone)).first(), email)
+    values = {"id": uuid4(), "email": email, "name": name, "phone": phone}
+    row = session.execute(INSERT_USER, {**values, "created_at": datetime.now(UTC)}).first()
+    user = _created(row, email)
     if sms is not None and phone is not None:
         sms.send(phone, _verification_text())
     event = _signed_up(user)
     outbox.add(session, event)
     return Created(user, event)
-
-
-def _insert_user(email: str, name: str, phone: str | None) -> sa.Insert:
-    return (
-        insert(users)
-        .values(id=uuid4(), email=email, name=name, phone=phone, created_at=datetime.now(UTC))
-        .on_conflict_do_nothing(index_elements=[sa.func.lower(users.c.email)])
-        .returning(*users.c)
-    )
 
 
 def _created(row: sa.Row | None, email: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from celery.utils.saferepr import saferepr
 from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -90,26 +91,25 @@ class Outbox:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.table = outbox_table(service.name)
+        self.table = t = outbox_table(service.name)
+        # Built once: SQLAlchemy compiles each once, every call only binds its values.
+        columns = ("id", "type", "body", "created_at", "headers")
+        self._insert = t.insert().values({c: sa.bindparam(c) for c in columns})
+        self._unsent = sa.select(sa.func.count()).where(t.c.published_at.is_(None))
 
     def add(self, session: sa.Connection, event: Event) -> None:
         """Record ``event`` in the caller's transaction; it is published after commit."""
         if event.type not in self.service.topology.publishes:
             raise ValueError(f"{self.service.name} may not publish {event.type!r}")
+        row = {"id": event.id, "type": event.type, "body": event.model_dump(mode="json")}
         session.execute(
-            self.table.insert().values(
-                id=event.id,
-                type=event.type,
-                body=event.model_dump(mode="json"),
-                created_at=datetime.now(UTC),
-                headers=outbox_headers(event.id),
-            )
+            self._insert,
+            {**row, "created_at": datetime.now(UTC), "headers": outbox_headers(event.id)},
         )
 
     def unsent(self) -> int:
         with self.service.db.transaction() as session:
-            query = sa.select(sa.func.count()).where(self.table.c.published_at.is_(None))
-            return session.execute(query).scalar_one()
+            return session.execute(self._unsent).scalar_one()
 
 
 class Relay:
@@ -130,6 +130,34 @@ class Relay:
         self.batch_size = batch_size
         self.max_attempts = max_attempts or outbox.service.settings.outbox_max_attempts
         self._connection: Connection | None = None
+        self._producer: Any = None  # on the connection's channel, built once per connection
+        t = outbox.table
+        self._pending = (
+            sa.select(t.c.id, t.c.type, t.c.body, t.c.headers)
+            .where(t.c.published_at.is_(None), t.c.parked_at.is_(None))
+            .order_by(t.c.created_at)
+            .limit(sa.bindparam("limit"))
+            .with_for_update(skip_locked=True)
+        )
+        self._pending_among = self._pending.where(t.c.id == sa.any_(_ids("ids")))
+        # One statement records a pass: every row tried counts an attempt, the sent ones
+        # are marked sent (the others were unsent when locked, so stay NULL).
+        now = sa.bindparam("now", type_=t.c.published_at.type)
+        sent = sa.case((t.c.id == sa.any_(_ids("sent")), now))
+        self._tried = (
+            t.update()
+            .where(t.c.id == sa.any_(_ids("tried")))
+            .values(attempts=t.c.attempts + 1, published_at=sent)
+        )
+        self._failed = (
+            t.update()
+            .where(t.c.id == sa.bindparam("row_id"))
+            .values(
+                last_error=sa.bindparam("error"),
+                parked_at=sa.case((t.c.attempts >= sa.bindparam("most"), sa.func.now())),
+            )
+            .returning(t.c.parked_at, t.c.attempts)
+        )
 
     def publish_pending(self, ids: Sequence[UUID] | None = None) -> int:
         """Publish up to ``batch_size`` unsent rows (only ``ids`` if given); how many were sent.
@@ -138,18 +166,11 @@ class Relay:
         rows behind it are published all the same. Raises RelayError when the broker failed
         part-way: rows it confirmed are marked sent, the others stay unsent for the next pass.
         """
-        t = self.outbox.table
-        query = (
-            sa.select(t.c.id, t.c.type, t.c.body, t.c.headers)
-            .where(t.c.published_at.is_(None), t.c.parked_at.is_(None))
-            .order_by(t.c.created_at)
-            .limit(self.batch_size)
-            .with_for_update(skip_locked=True)
-        )
+        query, params = self._pending, dict[str, Any](limit=self.batch_size)
         if ids is not None:
-            query = query.where(_among(t.c.id, ids))
+            query, params = self._pending_among, {**params, "ids": list(ids)}
         with self.outbox.service.db.transaction() as session:
-            rows = session.execute(query).all()
+            rows = session.execute(query, params).all()
             if not rows:
                 return 0
             outcome = self._publish(rows)
@@ -173,7 +194,7 @@ class Relay:
                 return done
             done.tried.append(row.id)
             try:
-                self._publish_row(connection, row)
+                self._publish_row(row)
             except Exception as exc:  # recorded: RelayError (broker) or the row's error
                 self._drop()
                 if isinstance(exc, _broker_errors(connection)):
@@ -184,39 +205,27 @@ class Relay:
             done.sent.append(row.id)
         return done
 
-    def _publish_row(self, connection: Connection, row: Any) -> None:
+    def _publish_row(self, row: Any) -> None:
         self.outbox.service.publish_body(
             row.type,
             row.body,
             row.id,
             headers=row.headers or {},
-            connection=connection,
+            producer=self._producer,
             retry=False,
             confirm_timeout=self.confirm_timeout,
+            **_reprs(row.body),
         )
 
     def _record(self, session: sa.Connection, done: _Pass) -> None:
         """Count the tries, mark what was sent, record each row's own failure and park the
         rows that have failed ``max_attempts`` times."""
-        t = self.outbox.table
         if done.tried:
-            session.execute(
-                t.update().where(_among(t.c.id, done.tried)).values(attempts=t.c.attempts + 1)
-            )
-        if done.sent:
-            session.execute(
-                t.update().where(_among(t.c.id, done.sent)).values(published_at=datetime.now(UTC))
-            )
+            params = {"tried": done.tried, "sent": done.sent, "now": datetime.now(UTC)}
+            session.execute(self._tried, params)
         for row_id, error in done.failed.items():
-            parked = session.execute(
-                t.update()
-                .where(t.c.id == row_id)
-                .values(
-                    last_error=error,
-                    parked_at=sa.case((t.c.attempts >= self.max_attempts, sa.func.now())),
-                )
-                .returning(t.c.parked_at, t.c.attempts)
-            ).one()
+            params = {"row_id": row_id, "error": error, "most": self.max_attempts}
+            parked = session.execute(self._failed, params).one()
             log = logger.error if parked.parked_at else logger.warning
             log(
                 "%s outbox: event %s failed (attempt %d of %d)%s: %s",
@@ -236,6 +245,9 @@ class Relay:
                 connection.release()
                 raise
             self._connection = connection
+            # Passing the connection to send_task built a Producer a publish: 0.82 ms CPU a
+            # publish that way, 0.47 ms with this one (500 confirmed publishes, thread CPU).
+            self._producer = service.celery.amqp.Producer(connection, auto_declare=False)
         return self._connection
 
     def close(self) -> None:
@@ -252,7 +264,20 @@ class Relay:
             self._connection = None
 
 
-def _among(column: Any, ids: Sequence[UUID]) -> Any:
-    """``column = ANY(:ids)``: one array parameter, so the statement is the same (and
+def _reprs(body: dict[str, Any]) -> dict[str, str]:
+    """The message's ``argsrepr``/``kwargsrepr`` headers (what the worker logs and Flower
+    show). Celery's ``saferepr`` took 150 us a publish, the built-in ``repr`` 3 us and
+    gives the same text for a body nested three deep at most, as the contracts' are (a
+    deeper one shows in full, where ``saferepr`` writes ``{...}``); past Celery's bound
+    (1,024 characters) Celery's own bounded form is kept."""
+    kwargs = {"event": body}
+    text = repr(kwargs)
+    if len(text) > 1024:
+        text = saferepr(kwargs, 1024, maxlevels=3)
+    return {"argsrepr": "()", "kwargsrepr": text}
+
+
+def _ids(name: str) -> sa.BindParameter[Any]:
+    """An array of ids as one parameter (``= ANY(:name)``): the statement is the same (and
     compiled once) however many ids there are, where ``IN`` renders one per id."""
-    return column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(PgUUID(as_uuid=True))))
+    return sa.bindparam(name, type_=ARRAY(PgUUID(as_uuid=True)))

@@ -11,6 +11,7 @@ import logging
 import queue
 import signal
 import threading
+import time
 from uuid import UUID
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,16 +22,25 @@ from shared.service.outbox import Outbox, Relay, RelayError
 logger = logging.getLogger(__name__)
 
 
+#: Seconds the after-commit thread waits for more events before a pass: a pass costs about
+#: 1.3 ms of CPU besides its publishes (its transaction: SELECT, UPDATE, COMMIT), shared
+#: by the events of ``linger`` seconds (at 100 signups/s about five), for at most that
+#: much more delay before an event leaves.
+LINGER = 0.05
+
+
 class AfterCommit:
     """Publishes just-committed events from a background thread of the web process.
 
     ``notify`` only queues the event id, so a request never waits on the broker. The
-    thread publishes what has queued up in one go; when the broker is away the relay
-    fails fast and the rows stay for the sweeper.
+    thread waits ``linger`` seconds after an event for the ones committed just after it,
+    then publishes what has queued up in one pass (one transaction, its SELECT and UPDATE
+    shared by the batch); when the broker is away the relay fails fast and the rows stay
+    for the sweeper.
     """
 
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
+    def __init__(self, relay: Relay, linger: float = LINGER) -> None:
+        self.relay, self.linger = relay, linger
         self._ids: queue.SimpleQueue[UUID | None] = queue.SimpleQueue()
         name = f"{relay.outbox.service.name}-outbox-after-commit"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -51,6 +61,8 @@ class AfterCommit:
     def _run(self) -> None:
         while True:
             ids = [self._ids.get()]
+            if ids[0] is not None:
+                time.sleep(self.linger)
             while not self._ids.empty():
                 ids.append(self._ids.get())
             pending = [i for i in ids if i is not None]
