@@ -30,7 +30,6 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from celery.utils.saferepr import saferepr
 from kombu import Connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -214,7 +213,6 @@ class Relay:
             producer=self._producer,
             retry=False,
             confirm_timeout=self.confirm_timeout,
-            **_reprs(row.body),
         )
 
     def _record(self, session: sa.Connection, done: _Pass) -> None:
@@ -262,19 +260,6 @@ class Relay:
         if self._connection is not None:
             self._connection.collect()
             self._connection = None
-
-
-def _reprs(body: dict[str, Any]) -> dict[str, str]:
-    """The message's ``argsrepr``/``kwargsrepr`` headers (what the worker logs and Flower
-    show). Celery's ``saferepr`` took 150 us a publish, the built-in ``repr`` 3 us and
-    gives the same text for a body nested three deep at most, as the contracts' are (a
-    deeper one shows in full, where ``saferepr`` writes ``{...}``); past Celery's bound
-    (1,024 characters) Celery's own bounded form is kept."""
-    kwargs = {"event": body}
-    text = repr(kwargs)
-    if len(text) > 1024:
-        text = saferepr(kwargs, 1024, maxlevels=3)
-    return {"argsrepr": "()", "kwargsrepr": text}
 
 
 def _ids(name: str) -> sa.BindParameter[Any]:

@@ -49,6 +49,7 @@ class Publishing:
             task_id=str(event_id),
             declare=[],
             ignore_result=True,
+            argsrepr="()",  # given, as kwargsrepr: Celery's saferepr is costly per publish
             kwargsrepr=repr(shown),
             **options,
         )
