@@ -4,7 +4,7 @@ A signup waits for what the user must see happen (the user saved, the verificati
 sent) and for nothing else: ``user.signed_up`` is committed to the outbox with the user
 and published by a background thread after the response, or by the outbox relay. One
 transaction per signup, whose INSERT returns the row the answer shows (no second read),
-and kept-alive connections to the SMS gateway (sms.py).
+and kept-alive connections to the SMS gateway (sms.py, urllib3).
 Reading a user or a task needs the operators' bearer token (``API_TOKEN``): one shows
 personal data, the other tracebacks. Errors are problem documents (problems.py).
 """

@@ -13,10 +13,11 @@ import pytest
 from infra.processes import ROOT
 
 #: Libraries the platform uses outside its workers: alembic (with mako) runs migrations
-#: from the CLI and ``make migrate``; FastAPI, Starlette and uvicorn serve the signup API.
+#: from the CLI and ``make migrate``; FastAPI, Starlette and uvicorn serve the signup API;
+#: httpx (with rich and pygments, its command line's) talks to the management API.
 #: (SQLAlchemy's ORM stays: Celery's database backend, which the result backend extends,
 #: reads results through it.)
-NOT_IN_A_WORKER = ("alembic", "mako", "fastapi", "starlette", "uvicorn")
+NOT_IN_A_WORKER = ("alembic", "mako", "fastapi", "starlette", "uvicorn", "httpx", "rich")
 
 
 @pytest.mark.parametrize("service", ["signup", "notifier", "reports"])
