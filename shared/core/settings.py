@@ -196,7 +196,7 @@ class Settings(BaseSettings):
         True,
         description="Workers log Celery's INFO line per task received and per task done"
         " (succeeded, retried); false keeps warnings and errors only (metrics still count"
-        " every task): about 0.25 ms of CPU per event in the reports worker.",
+        " every task): about 0.25 ms of CPU per task.",
     )
     chord_timeout: int = Field(
         3600,
