@@ -8,8 +8,7 @@ from sqlalchemy.dialects.postgresql import insert
 from contracts import GenerateReport, NotificationFailed, NotificationSent, UserSignedUp
 from services.reports import workflow
 from services.reports.model import facts
-from shared import Event
-from shared.core.db import Database
+from shared import Database, Event
 
 #: One fact per event, a replay changing nothing. Built once: each event's values go as
 #: parameters, so SQLAlchemy neither rebuilds nor re-keys the statement per event.
