@@ -75,15 +75,21 @@ class Observation:
     rows: dict[str, dict[str, str]] = field(default_factory=dict)
     #: notifier.deliveries by task id: a send done, whether or not a result row was kept.
     deliveries: dict[str, str] = field(default_factory=dict)
+    #: After a replay: the messages of the batch that share a task id (by ``repr`` of the
+    #: ``id`` header), each dead-lettered before it. ``shared.ops.replay`` knows a dead
+    #: letter by task id and replay, so it publishes one copy for all of them: the copy of
+    #: any one accounts for each.
+    replayed_together: dict[str, set[str]] = field(default_factory=dict)
 
     def dead_by(self, service: str, *, message_id: str | None = None, task_id: Any = None):
         """Copies of one message: by its ``message_id``, or (republished by a retry or a
         replay, which do not keep it) by its ``id`` header, whatever that holds."""
+        together = self.replayed_together.get(repr(task_id), set())
         return [
             c for c in self.dead[service]
             if (message_id and c.message_id == message_id)
             or (task_id is not None and c.headers.get("id") == task_id
-                and not _ours(c.message_id))
+                and (not _ours(c.message_id) or c.message_id in together))
         ]  # fmt: skip
 
 
@@ -219,10 +225,21 @@ class Verdict:
     culprits: list[Published] = field(default_factory=list)
 
 
-def judge(messages: Iterable[Published], seen: Observation) -> Verdict:
+def judge(
+    messages: Iterable[Published], seen: Observation, dead_before: set[str] | None = None
+) -> Verdict:
+    """``dead_before``: after a replay, the messages dead-lettered before it (a message of
+    them sharing its task id with another is accounted for by that one's copy)."""
     ours, native = documented_reasons()
     outcomes, problems, culprits = {}, [], []
     by_mid = {}
+    messages = list(messages)
+    if dead_before:
+        by_id: dict[str, set[str]] = defaultdict(set)
+        for message in messages:
+            if message.message_id in dead_before and message.id_header is not None:
+                by_id[repr(message.id_header)].add(message.message_id)
+        seen.replayed_together = {k: mids for k, mids in by_id.items() if len(mids) > 1}
     for message in messages:
         by_mid[message.message_id] = message
         for service in arrivals(message):

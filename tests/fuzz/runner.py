@@ -70,13 +70,15 @@ class EdgeFuzzer:
         good = good_signup(f"good-{uuid.uuid4().hex[:8]}@example.com")
         sent = self._publish_all([*batch, good])
         verdict = self._settle(sent)
+        problems += verdict.problems  # before the replay: each message its own trace
+        dead = {mid for (mid, _), o in verdict.outcomes.items() if o.startswith("dead:")}
         try:
             if self._replay():
-                verdict = self._settle(sent)
+                verdict = self._settle(sent, dead)
         except AssertionError as exc:  # the replay tool failed on one of these dead letters
             problems.append(str(exc)[-3000:])
 
-        problems += verdict.problems
+        problems += [p for p in verdict.problems if p not in problems]
         for (mid, _service), outcome in verdict.outcomes.items():
             self.outcomes[outcome] += mid != good.message_id
         good_outcomes = {verdict.outcomes.get((good.message_id, s)) for s in SUBSCRIBERS}
@@ -116,10 +118,10 @@ class EdgeFuzzer:
                 conn.release()
         return sent
 
-    def _settle(self, sent: list[Published]) -> Verdict:
+    def _settle(self, sent: list[Published], dead_before: set[str] | None = None) -> Verdict:
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while True:
-            verdict = judge(sent, observe(self.stack.amqp_url, self.engine))
+            verdict = judge(sent, observe(self.stack.amqp_url, self.engine), dead_before)
             if settled(verdict) or time.monotonic() > deadline:
                 return verdict
             time.sleep(0.5)
