@@ -1,12 +1,15 @@
 """How a service talks to the others: events to ``events``, commands to their owner, both
 confirmed by the broker before the call returns. ``Service`` is one (``declaration``)."""
 
+import os
+import threading
 from typing import Any
 
 from celery import Celery
 
 from shared.contracts.models import Command, Event
 from shared.core.topology import ServiceTopology, declare_service
+from shared.worker.confirms import current as current_batch
 
 
 class Publishing:
@@ -16,6 +19,8 @@ class Publishing:
     celery: Celery
     topology: ServiceTopology
     _declared: bool = False
+    #: The process's (pid) producer for its main thread (``_producer``).
+    _held: tuple[int, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -26,6 +31,23 @@ class Publishing:
             with self.celery.connection_for_write() as conn:
                 declare_service(conn.default_channel, self.topology)
             self._declared = True
+
+    def _producer(self) -> Any:
+        """The producer the main thread publishes with, taken from Celery's pool once per
+        process and kept: given back after each publish, the pool's is bound again (its
+        channel, a copy of its exchange) on the next one, about 0.09 ms CPU of a confirmed
+        publish's 0.5. It is still Celery's producer on a pooled connection: a connection
+        lost mid-publish is recovered by kombu's ``ensure`` as before. None (Celery
+        acquires one per call, as before) on another thread, which must not share its
+        channel, or inside a ``confirmed_batch``, whose producer is the batch's."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if current_batch(self.celery) is not None:
+            return None
+        held = self._held
+        if held is None or held[0] != os.getpid():  # a forked child: not its parent's
+            held = self._held = (os.getpid(), self.celery.producer_pool.acquire(block=True))
+        return held[1]
 
     def publish(self, event: Event) -> None:
         """Publish a domain event to ``events`` (confirmed by the broker before returning)."""
@@ -43,6 +65,8 @@ class Publishing:
         if event_type not in self.topology.publishes:
             raise ValueError(f"{self.name} may not publish {event_type!r}")
         shown = {"event": {"type": event_type, "id": str(event_id)}}
+        if options.get("producer") is None:
+            options["producer"] = self._producer()
         self.celery.send_task(
             event_type,
             kwargs={"event": body},

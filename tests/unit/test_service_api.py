@@ -124,3 +124,15 @@ def test_a_decorated_step_is_its_task_with_or_without_options():
     assert (add.name, add.run(2, 3), add.delay.__self__.name) == ("shop.add", 5, "shop.add")
     assert (double.name, double.time_limit, double.run(4)) == ("shop.double", 5, 8)
     assert service.celery.tasks["shop.add"] is add._get_current_object()
+
+
+def test_handler_task_id_is_uuid5_of_event_and_task() -> None:
+    """Redelivered events run the same handler ids: uuid5 of ``<event id>/<task name>``."""
+    import uuid
+
+    from shared.service.declaration import handler_task_id
+
+    for n in range(2000):
+        event_id, name = uuid.uuid4(), f"svc.handler_{n}"
+        expected = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event_id}/{name}"))
+        assert handler_task_id(event_id, name) == handler_task_id(str(event_id), name) == expected
