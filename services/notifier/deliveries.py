@@ -128,7 +128,7 @@ class Deliveries:
             return True
         try:
             self._register(delivery)
-            with self.db.engine.begin() as conn:
+            with self.db.transaction() as conn:
                 if conn.execute(CLAIM, {"key": delivery.key}).scalar_one() == "sent":
                     return False
                 try:
@@ -159,9 +159,7 @@ class Deliveries:
         while True:
             try:
                 self._register(delivery)
-                with self.db.engine.connect() as conn:
-                    conn.execution_options(isolation_level="AUTOCOMMIT")
-                    conn.execute(MARK_SENT, _outcome(delivery, "sent"))
+                self.db.autocommit(MARK_SENT, _outcome(delivery, "sent"))
                 return
             except DBAPIError as exc:
                 if time.monotonic() >= deadline:
@@ -170,7 +168,7 @@ class Deliveries:
 
     def fail(self, task_id: str, error: str) -> Delivery | None:
         """Mark the task's unsent delivery failed for good; None if it has none."""
-        with self.db.engine.begin() as conn:
+        with self.db.transaction() as conn:
             row = conn.execute(
                 MARK_FAILED, {"task": task_id, "error": error, "now": datetime.now(UTC)}
             ).first()
@@ -185,9 +183,7 @@ class Deliveries:
         the final-failure hook (``fail``, run by the worker after the kill) must still
         find the delivery it reports as failed. One statement in autocommit: committed
         when it returns, without BEGIN and COMMIT round trips."""
-        with self.db.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
-            conn.execute(REGISTER, _pending(delivery))
+        self.db.autocommit(REGISTER, _pending(delivery))
 
 
 # The statements, built once: executed with a parameter dict, each is compiled once per

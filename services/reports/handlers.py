@@ -62,5 +62,4 @@ def _record(db: Database, event: Event, subject: str | None, **details: str | No
         "detail": None,
         **details,
     }
-    with db.engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(RECORD, row)
+    db.autocommit(RECORD, row)

@@ -43,6 +43,14 @@ class Database:
         with self.engine.begin() as connection:
             yield connection
 
+    def autocommit(self, statement: Any, params: dict[str, Any]) -> None:
+        """One statement, committed when it returns: no BEGIN and COMMIT round trips, for a
+        write that is whole or absent on its own (its pooled connection's isolation level
+        is restored when it goes back to the pool)."""
+        with self.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.execute(statement, params)
+
     def dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
